@@ -1,0 +1,1 @@
+"""Lepton Pipelines flows: each file wires tasks; no numerics live here."""

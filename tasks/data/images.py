@@ -1,0 +1,84 @@
+"""Decode one image file and normalise it to a fixed size and channel count.
+
+Every file is fully decoded (not only its header) so that truncated and
+corrupt files are caught here, at ingestion, rather than mid-training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class BadImage(Exception):
+    """A file that cannot be used as a training image; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode to L (1 channel) or RGB (3 channels).
+
+    Transparency is composited onto black, because a transparent background
+    behind a light glyph should stay background rather than turn white.
+    """
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
+    """Decode ``path`` fully and return a uint8 array of shape (channels, image_size, image_size).
+
+    Raises:
+        BadImage: zero-byte, unreadable, not an image, truncated, corrupt or
+            oversized files, with a reason a person can act on.
+    """
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise BadImage("not a regular file")
+        if size == 0:
+            raise BadImage("zero-byte file")
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except BadImage:
+        raise
+    except OSError as exc:
+        raise BadImage(f"unreadable: {exc.strerror or exc}") from None
+    try:
+        with warnings.catch_warnings():
+            # Turn PIL's decompression-bomb warning into a quarantine entry, not a log line.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                normalised = _to_mode(img, channels)
+    except UnidentifiedImageError:
+        raise BadImage("not an image (no decoder recognises it)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"image too large: {exc}") from None
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text:
+            raise BadImage(f"truncated: {text}") from None
+        raise BadImage(f"corrupt: {text}") from None
+    except Exception as exc:  # noqa: BLE001 - PIL plugins raise many types for broken data
+        raise BadImage(f"corrupt: {type(exc).__name__}: {exc}") from None
+    resized = normalised.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    arr = np.asarray(resized, dtype=np.uint8)
+    if channels == 1:
+        return arr[np.newaxis, :, :].copy()
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))

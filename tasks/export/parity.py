@@ -1,0 +1,58 @@
+"""Export parity: an exported variant must give the logits its source model gives."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from tasks.export.backends import Backend
+
+
+class ParityResult(BaseModel):
+    """How far a variant's logits are from the reference on the same images."""
+
+    variant: str
+    max_abs_diff: float
+    tolerance: float
+    top1_agreement: float
+    passed: bool
+
+
+class ParityError(RuntimeError):
+    """An exported variant disagrees with its source model beyond the tolerance."""
+
+
+def compare_logits(variant: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> ParityResult:
+    """Max abs logit difference and top-1 agreement between two runs on the same batch.
+
+    Raises:
+        ValueError: the two arrays do not have the same shape.
+    """
+    if reference.shape != candidate.shape:
+        raise ValueError(f"{variant}: logits shape {candidate.shape} differs from reference {reference.shape}")
+    diff = float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64))))
+    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    return ParityResult(
+        variant=variant,
+        max_abs_diff=diff,
+        tolerance=tolerance,
+        top1_agreement=agreement,
+        passed=bool(np.isfinite(diff) and diff <= tolerance),
+    )
+
+
+def check_parity(
+    variant: str, reference: Backend, candidate: Backend, images: np.ndarray, tolerance: float
+) -> ParityResult:
+    """Run both back ends on ``images`` and compare; raise when the variant is off.
+
+    Raises:
+        ParityError: max abs logit difference above ``tolerance``.
+    """
+    result = compare_logits(variant, reference.predict(images), candidate.predict(images), tolerance)
+    if not result.passed:
+        raise ParityError(
+            f"{variant} differs from the PyTorch model by {result.max_abs_diff:.3g} in logits on "
+            f"{len(images)} test images (tolerance {tolerance:g}; top-1 agreement {result.top1_agreement:.1%})"
+        )
+    return result

@@ -1,0 +1,115 @@
+"""Prefect tasks of the export stage: FP32 exports with parity checks, and variant evaluation."""
+
+from __future__ import annotations
+
+import shutil
+
+import torch
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel
+
+from tasks.data.snapshot import DatasetSnapshot
+from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, load_backend
+from tasks.export.config import EvaluateConfig
+from tasks.export.evaluate import Variant, choose_variant, format_table, measure_variant, variant_table
+from tasks.export.onnx import export_onnx
+from tasks.export.openvino import export_openvino
+from tasks.export.parity import ParityResult, check_parity
+from tasks.train.datamodule import to_model_input
+from tasks.train.fit import TrainedModel
+
+
+class Exported(BaseModel):
+    """The FP32 variants and their parity against PyTorch."""
+
+    variants: list[Variant]
+    parity: list[ParityResult]
+
+
+class Evaluation(BaseModel):
+    """Every variant measured on the test split, and the one chosen to serve."""
+
+    variants: list[Variant]
+    parity: list[ParityResult]
+    served: str
+    baseline_accuracy: float
+    table: list[dict[str, object]]
+
+    def served_variant(self) -> Variant:
+        return next(v for v in self.variants if v.name == self.served)
+
+
+@task
+def export_fp32(trained: TrainedModel, snapshot: DatasetSnapshot, config: EvaluateConfig) -> Exported:
+    """Export ONNX (dynamic batch) and OpenVINO IR; check both against PyTorch on the test images.
+
+    Raises:
+        ParityError: an export's logits differ beyond ``config.parity_tolerance``.
+    """
+    logger = get_run_logger()
+    root = trained.state_dict_path.parent / "variants"
+    shutil.rmtree(root, ignore_errors=True)
+    torch_dir = root / "torch-fp32"
+    torch_dir.mkdir(parents=True)
+    shutil.copyfile(trained.state_dict_path, torch_dir / "model_state.pt")
+    model = trained.load()
+    images, _ = snapshot.arrays("test")
+    test_inputs = to_model_input(images)
+    onnx_path = export_onnx(model, torch.from_numpy(test_inputs[:2]), root / "onnx-fp32" / "model.onnx")
+    ir_path = export_openvino(onnx_path, root / "openvino-fp32" / "model.xml")
+    reference = TorchBackend(model)
+    parity = [
+        check_parity("onnx-fp32", reference, OnnxRuntimeBackend(onnx_path), test_inputs, config.parity_tolerance),
+        check_parity("openvino-fp32", reference, OpenVinoBackend(ir_path), test_inputs, config.parity_tolerance),
+    ]
+    for result in parity:
+        logger.info(
+            "parity %s: max |diff| %.2e (tolerance %.0e), top-1 agreement %.1f%%",
+            result.variant,
+            result.max_abs_diff,
+            result.tolerance,
+            result.top1_agreement * 100,
+        )
+    return Exported(
+        variants=[
+            Variant(name="torch-fp32", runtime="torch", precision="fp32", directory=torch_dir, entrypoint="model_state.pt"),
+            Variant(name="onnx-fp32", runtime="onnxruntime", precision="fp32", directory=onnx_path.parent, entrypoint="model.onnx"),
+            Variant(name="openvino-fp32", runtime="openvino", precision="fp32", directory=ir_path.parent, entrypoint="model.xml"),
+        ],
+        parity=parity,
+    )
+
+
+@task
+def evaluate_variants(
+    trained: TrainedModel,
+    exported: Exported,
+    quantized: list[Variant],
+    snapshot: DatasetSnapshot,
+    config: EvaluateConfig,
+) -> Evaluation:
+    """Measure accuracy, size and latency of every variant on the test split; pick the one to serve."""
+    logger = get_run_logger()
+    images, labels = snapshot.arrays("test")
+    inputs = to_model_input(images)
+    measured = []
+    for variant in [*exported.variants, *quantized]:
+        logger.info("measuring %s", variant.name)
+        if variant.runtime == "torch":
+            backend = TorchBackend(trained.load())
+        else:
+            backend = load_backend(variant.runtime, variant.directory / variant.entrypoint)
+        measured.append(measure_variant(variant, backend, inputs, labels, config.latency_repeats))
+    baseline = next(v.accuracy for v in measured if v.name == "torch-fp32")
+    served = choose_variant(measured, baseline, config.policy)
+    table = variant_table(measured, served.name)
+    create_table_artifact(
+        key="variant-table",
+        table=table,
+        description=f"Served: {served.name} (fastest within {config.policy.accuracy_budget_pp} pp of FP32)",
+    )
+    logger.info("variants on %d test images:\n%s", len(labels), format_table(table))
+    return Evaluation(
+        variants=measured, parity=exported.parity, served=served.name, baseline_accuracy=baseline, table=table
+    )

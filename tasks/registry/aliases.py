@@ -1,0 +1,78 @@
+"""Aliases (``production``) that point at a complete version, moved with conditional writes."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from pydantic import BaseModel
+
+from tasks.registry.config import validate_name
+from tasks.registry.release import MANIFEST, version_prefix
+from tasks.registry.store import ArtifactStore, ObjectNotFound
+
+
+class AliasMove(BaseModel):
+    """One entry of an alias's history."""
+
+    at: str
+    from_version: str | None
+    to_version: str
+    reason: str
+
+
+class Alias(BaseModel):
+    """Where an alias points now, and how it got there."""
+
+    name: str
+    version: str
+    history: list[AliasMove]
+
+
+def alias_key(model: str, alias: str) -> str:
+    """Store key of an alias document."""
+    return f"models/{validate_name('model name', model)}/aliases/{validate_name('alias', alias)}.json"
+
+
+def read_alias(store: ArtifactStore, model: str, alias: str = "production") -> tuple[Alias | None, str | None]:
+    """The alias and its tag (for a conditional move); (None, None) when it was never set."""
+    try:
+        data, tag = store.get_bytes(alias_key(model, alias))
+    except ObjectNotFound:
+        return None, None
+    return Alias.model_validate_json(data), tag
+
+
+def move_alias(
+    store: ArtifactStore,
+    model: str,
+    version: str,
+    reason: str,
+    expected: tuple[Alias | None, str | None],
+    alias: str = "production",
+) -> Alias:
+    """Point ``alias`` at ``version`` if it still is what the caller read (``expected``).
+
+    Raises:
+        ObjectNotFound: ``version`` has no manifest (an incomplete version is never served).
+        ConditionalWriteFailed: another writer moved the alias since ``expected`` was read.
+    """
+    if not store.exists(f"{version_prefix(model, version)}/{MANIFEST}"):
+        raise ObjectNotFound(f"{model} version {version} has no manifest; an alias may only point at a complete version")
+    current, tag = expected
+    history = list(current.history) if current else []
+    history.append(
+        AliasMove(
+            at=datetime.now(timezone.utc).isoformat(),
+            from_version=current.version if current else None,
+            to_version=version,
+            reason=reason,
+        )
+    )
+    moved = Alias(name=alias, version=version, history=history)
+    payload = json.dumps(moved.model_dump(), indent=2).encode()
+    if tag is None:
+        store.put_bytes(alias_key(model, alias), payload, if_absent=True)
+    else:
+        store.put_bytes(alias_key(model, alias), payload, if_match=tag)
+    return moved

@@ -1,0 +1,77 @@
+"""Configuration of the artifact store and the release gate."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def validate_name(kind: str, value: str) -> str:
+    """A model name or version usable as one path segment in file:// and s3:// keys.
+
+    Raises:
+        ValueError: characters outside ``a-z 0-9 . _ -``, a leading symbol, ``..``, or over 63 characters.
+    """
+    if not NAME_PATTERN.match(value) or ".." in value:
+        raise ValueError(
+            f"{kind} {value!r} is not allowed: use 1-63 characters from a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+class StoreConfig(BaseModel):
+    """Where releases live: ``file://path`` (a folder) or ``s3://bucket/prefix``.
+
+    Credentials for S3 come from the standard AWS chain (environment, profile,
+    instance role); they are never part of this config.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field("file://.lepton/registry", description="file://path or s3://bucket/prefix")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); None for AWS")
+    region: str | None = Field(None, description="S3 region; None uses the AWS chain's")
+    sse: Literal["none", "AES256", "aws:kms"] = Field("none", description="Server-side encryption for every object")
+    kms_key_id: str | None = Field(None, description="KMS key id, with sse='aws:kms'")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if value.startswith("file://"):
+            if not value.removeprefix("file://"):
+                raise ValueError("uri file:// needs a path, e.g. file://.lepton/registry")
+            return value
+        if value.startswith("s3://"):
+            bucket = value.removeprefix("s3://").split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(f"uri {value!r}: {bucket!r} is not a valid S3 bucket name")
+            if ".." in value:
+                raise ValueError(f"uri {value!r} must not contain '..'")
+            return value
+        raise ValueError(f"uri {value!r} is not allowed: use file://path or s3://bucket/prefix")
+
+    @model_validator(mode="after")
+    def _kms(self) -> "StoreConfig":
+        if self.sse == "aws:kms" and not self.kms_key_id:
+            raise ValueError("kms_key_id is required when sse is 'aws:kms'")
+        if self.sse != "aws:kms" and self.kms_key_id:
+            raise ValueError("kms_key_id is only allowed with sse='aws:kms'")
+        return self
+
+
+class GateConfig(BaseModel):
+    """When a new release may replace production."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance_pp: float = Field(
+        0.5, ge=0.0, le=100.0, description="Candidate may be this many percentage points below production"
+    )
+    promote_if_incomparable: bool = Field(
+        False, description="Promote when production takes another input shape and cannot be scored on this split"
+    )

@@ -1,0 +1,46 @@
+"""The release gate: may a candidate replace production?"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class GateDecision(BaseModel):
+    """The verdict and a sentence saying why."""
+
+    promote: bool
+    reason: str
+    candidate_accuracy: float
+    production_accuracy: float | None = None
+    production_version: str | None = None
+
+
+def decide(
+    candidate_accuracy: float,
+    production_accuracy: float | None,
+    tolerance_pp: float,
+    production_version: str | None = None,
+) -> GateDecision:
+    """Promote when there is no production yet, or the candidate is not worse beyond the tolerance.
+
+    Both accuracies must come from the same test split; ``production_accuracy``
+    is None only when nothing is in production.
+    """
+    if production_accuracy is None:
+        return GateDecision(
+            promote=True, reason="no production release yet", candidate_accuracy=candidate_accuracy
+        )
+    drop_pp = (production_accuracy - candidate_accuracy) * 100.0
+    promote = drop_pp <= tolerance_pp + 1e-9
+    verdict = "within" if promote else "beyond"
+    reason = (
+        f"candidate {candidate_accuracy:.4f} vs production {production_version} {production_accuracy:.4f} "
+        f"on the same test split: drop {max(drop_pp, 0.0):.2f} pp, {verdict} the {tolerance_pp} pp tolerance"
+    )
+    return GateDecision(
+        promote=promote,
+        reason=reason,
+        candidate_accuracy=candidate_accuracy,
+        production_accuracy=production_accuracy,
+        production_version=production_version,
+    )

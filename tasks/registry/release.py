@@ -1,0 +1,177 @@
+"""Immutable, content-addressed releases: files first, ``manifest.json`` last.
+
+A version is the hash of its files' paths and sha256s, so the same content
+always gets the same version and re-publishing it is a no-op. A version
+folder without ``manifest.json`` is an interrupted upload: every reader here
+ignores it, and publishing the same content again completes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tasks.hashing import sha256_bytes, sha256_file
+from tasks.registry.config import validate_name
+from tasks.registry.store import ArtifactStore, ConditionalWriteFailed, ObjectNotFound
+
+MANIFEST = "manifest.json"
+
+
+class IntegrityError(RuntimeError):
+    """A downloaded file does not match the sha256 in its release manifest."""
+
+
+class ReleaseFile(BaseModel):
+    """One file of a release."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+class Release(BaseModel):
+    """A published version in the store."""
+
+    model: str
+    version: str
+    uri: str
+    manifest_uri: str
+    served_variant: str
+    promoted: bool = False
+    gate_reason: str = ""
+
+
+def version_prefix(model: str, version: str) -> str:
+    """Store key prefix of one version, after validating both names."""
+    return f"models/{validate_name('model name', model)}/{validate_name('version', version)}"
+
+
+def content_version(files: dict[str, Path]) -> tuple[str, list[ReleaseFile]]:
+    """Hash every file; the version is the hash of (path, sha256) pairs."""
+    entries = [
+        ReleaseFile(path=rel, sha256=sha256_file(path), size=path.stat().st_size) for rel, path in sorted(files.items())
+    ]
+    version = sha256_bytes("\n".join(f"{e.path} {e.sha256}" for e in entries).encode())[:12]
+    return version, entries
+
+
+def publish_release(
+    store: ArtifactStore,
+    model: str,
+    files: dict[str, Path],
+    manifest: dict,
+    served_variant: str,
+    progress: Callable[[str], None] | None = None,
+) -> Release:
+    """Upload ``files`` (release-relative path -> local file), then the manifest.
+
+    ``manifest`` is completed with the model, version, creation time and the
+    file list with hashes. A version whose manifest already exists is left as
+    it is (releases are immutable) and returned.
+    """
+    version, entries = content_version(files)
+    prefix = version_prefix(model, version)
+    release = Release(
+        model=model,
+        version=version,
+        uri=store.location(prefix),
+        manifest_uri=store.location(f"{prefix}/{MANIFEST}"),
+        served_variant=served_variant,
+    )
+    if store.exists(f"{prefix}/{MANIFEST}"):
+        return release
+    for entry in entries:
+        if progress:
+            progress(f"uploading {entry.path} ({entry.size} bytes)")
+        store.put_file(files[entry.path], f"{prefix}/{entry.path}", entry.sha256)
+    document = {
+        **manifest,
+        "model": model,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "files": [e.model_dump() for e in entries],
+    }
+    try:
+        # Written last, and only if absent: its presence is what makes the version visible.
+        store.put_bytes(f"{prefix}/{MANIFEST}", json.dumps(document, indent=2).encode(), if_absent=True)
+    except ConditionalWriteFailed:
+        pass  # a concurrent publish of the same content finished first; the version is complete either way
+    return release
+
+
+def read_manifest(store: ArtifactStore, model: str, version: str) -> dict:
+    """The manifest of a complete version.
+
+    Raises:
+        ObjectNotFound: no such version, or an incomplete one (no manifest).
+    """
+    data, _ = store.get_bytes(f"{version_prefix(model, version)}/{MANIFEST}")
+    return json.loads(data)
+
+
+def list_versions(store: ArtifactStore, model: str) -> list[dict]:
+    """Complete versions of ``model`` (those with a manifest), oldest first."""
+    validate_name("model name", model)
+    manifests = [
+        read_manifest(store, model, key.split("/")[2])
+        for key in store.list_keys(f"models/{model}/")
+        if key.count("/") == 3 and key.endswith(f"/{MANIFEST}")
+    ]
+    return sorted(manifests, key=lambda m: m["created_at"])
+
+
+def download_release(
+    store: ArtifactStore, model: str, version: str, dest: Path, cache_dir: Path, only: str | None = None
+) -> dict:
+    """Download a version's files into ``dest``, each verified against the manifest; return the manifest.
+
+    Files are cached under ``cache_dir`` by sha256, so a second download of the
+    same content reads nothing from the store. ``only`` restricts the download
+    to files under that release-relative folder (e.g. one variant).
+
+    Raises:
+        IntegrityError: a file whose sha256 differs from the manifest's, named.
+        ObjectNotFound: the version is missing or incomplete.
+    """
+    manifest = read_manifest(store, model, version)
+    prefix = version_prefix(model, version)
+    for entry in manifest["files"]:
+        rel, expected = entry["path"], entry["sha256"]
+        if only and not rel.startswith(only.rstrip("/") + "/"):
+            continue
+        cached = cache_dir / expected[:2] / expected
+        if not cached.exists():
+            partial = cached.with_name(cached.name + ".partial")
+            store.get_file(f"{prefix}/{rel}", partial)
+            actual = sha256_file(partial)
+            if actual != expected:
+                partial.unlink(missing_ok=True)
+                raise IntegrityError(
+                    f"{store.location(f'{prefix}/{rel}')} has sha256 {actual}, but the manifest of "
+                    f"{model} {version} says {expected}: refusing the tampered or corrupted file"
+                )
+            partial.rename(cached)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, target)
+    return manifest
+
+
+__all__ = [
+    "IntegrityError",
+    "ObjectNotFound",
+    "Release",
+    "ReleaseFile",
+    "content_version",
+    "download_release",
+    "list_versions",
+    "publish_release",
+    "read_manifest",
+    "version_prefix",
+]

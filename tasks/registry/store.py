@@ -1,0 +1,250 @@
+"""The artifact store: one small interface, two back ends (a local folder and S3 via boto3).
+
+Keys are POSIX-style paths relative to the store root, e.g.
+``models/digits/3f2a.../onnx-fp32/model.onnx``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from tasks.hashing import sha256_bytes, sha256_file
+from tasks.registry.config import StoreConfig
+
+
+class ConditionalWriteFailed(RuntimeError):
+    """The object changed since it was read: another writer won the race."""
+
+
+class ObjectNotFound(KeyError):
+    """No object at that key."""
+
+
+class ArtifactStore(Protocol):
+    """What releases, gates and readers need from a store."""
+
+    uri: str
+
+    def put_file(self, local: Path, key: str, sha256: str) -> None:
+        """Upload a file; ``sha256`` is stored with it for verification."""
+        ...
+
+    def get_file(self, key: str, local: Path) -> Path:
+        """Download an object to ``local``."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        """Write an object; return its tag. ``if_match``/``if_absent`` make the write conditional."""
+        ...
+
+    def get_bytes(self, key: str) -> tuple[bytes, str]:
+        """Read an object and its tag (for a later conditional write)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
+        ...
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """All keys under ``prefix``, sorted."""
+        ...
+
+    def location(self, key: str) -> str:
+        """A URI a person can open for ``key``."""
+        ...
+
+
+class FileStore:
+    """A folder on local disk. Tags are content hashes; conditional writes hold a file lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"key {key!r} escapes the store root {self.root}")
+        return path
+
+    def put_file(self, local: Path, key: str, sha256: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(local, tmp)
+        # Rename is atomic: a reader sees the whole file or none of it.
+        os.replace(tmp, target)
+
+    def get_file(self, key: str, local: Path) -> Path:
+        source = self._path(key)
+        if not source.is_file():
+            raise ObjectNotFound(f"{self.location(key)} does not exist")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, local)
+        return local
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        lock_path = self._path(key).with_name(f".{self._path(key).name}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        target = self._path(key)
+        with self._locked(key):
+            if if_absent and target.exists():
+                raise ConditionalWriteFailed(f"{self.location(key)} already exists")
+            if if_match is not None:
+                current = sha256_file(target) if target.exists() else None
+                if current != if_match:
+                    raise ConditionalWriteFailed(f"{self.location(key)} changed since it was read")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.partial")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        return sha256_bytes(data)
+
+    def get_bytes(self, key: str) -> tuple[bytes, str]:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"{self.location(key)} does not exist")
+        data = path.read_bytes()
+        return data, sha256_bytes(data)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def location(self, key: str) -> str:
+        return f"{self.uri}/{key}"
+
+
+class S3Store:
+    """An ``s3://bucket/prefix`` on AWS or any S3-compatible endpoint, through boto3.
+
+    Every object is written with the configured server-side encryption and its
+    sha256 (as object metadata, and as the S3 checksum where the endpoint
+    supports it). Conditional writes use ``If-Match``/``If-None-Match``.
+    """
+
+    def __init__(self, config: StoreConfig) -> None:
+        import boto3
+        from botocore.config import Config
+
+        rest = config.uri.removeprefix("s3://")
+        self.bucket, _, prefix = rest.partition("/")
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self.config = config
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=config.endpoint_url,
+            region_name=config.region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"key {key!r} is not a relative path inside the store")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _sse(self) -> dict[str, str]:
+        if self.config.sse == "none":
+            return {}
+        extra = {"ServerSideEncryption": self.config.sse}
+        if self.config.sse == "aws:kms" and self.config.kms_key_id:
+            extra["SSEKMSKeyId"] = self.config.kms_key_id
+        return extra
+
+    def put_file(self, local: Path, key: str, sha256: str) -> None:
+        extra = {"Metadata": {"sha256": sha256}, **self._sse()}
+        # upload_file switches to multipart for large files.
+        self.client.upload_file(str(local), self.bucket, self._key(key), ExtraArgs=extra)
+
+    def get_file(self, key: str, local: Path) -> Path:
+        from botocore.exceptions import ClientError
+
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(local))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise ObjectNotFound(f"{self.location(key)} does not exist") from None
+            raise
+        return local
+
+    def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        from botocore.exceptions import ClientError
+
+        extra: dict[str, object] = {"Metadata": {"sha256": sha256_bytes(data)}, **self._sse()}
+        if if_match is not None:
+            extra["IfMatch"] = if_match
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise ConditionalWriteFailed(f"{self.location(key)} changed since it was read") from None
+            raise
+        return response["ETag"]
+
+    def get_bytes(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise ObjectNotFound(f"{self.location(key)} does not exist") from None
+            raise
+        return response["Body"].read(), response["ETag"]
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        full = self._key(prefix) if prefix else self.prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def location(self, key: str) -> str:
+        return f"{self.uri}/{key}"
+
+
+def open_store(config: StoreConfig) -> ArtifactStore:
+    """The store named by ``config.uri``; relative file:// paths resolve against the working directory."""
+    if config.uri.startswith("file://"):
+        return FileStore(Path(config.uri.removeprefix("file://")).expanduser())
+    return S3Store(config)

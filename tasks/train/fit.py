@@ -1,0 +1,151 @@
+"""Fit a classifier on a snapshot with Lightning; keep the best checkpoint and a plain state_dict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pydantic import BaseModel
+from torch import nn
+
+from tasks.data.snapshot import DatasetSnapshot
+from tasks.train.config import TrainConfig
+from tasks.train.datamodule import SnapshotDataModule
+from tasks.train.models import build_model
+from tasks.train.module import ClassifierModule
+
+
+class EpochRecord(BaseModel):
+    """Loss and accuracy of one epoch."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+
+
+class TrainedModel(BaseModel):
+    """A trained model on disk: how to rebuild it and where its weights are."""
+
+    model_name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    classes: list[str]
+    checkpoint_path: Path
+    state_dict_path: Path
+    history: list[EpochRecord]
+    best_epoch: int
+    val_acc: float
+    test_acc: float
+    dataset_version: str
+
+    def load(self) -> nn.Module:
+        """Rebuild the architecture and load the best weights (weights_only, nothing unpickled)."""
+        model = build_model(self.model_name, self.num_classes, self.in_channels)
+        model.load_state_dict(torch.load(self.state_dict_path, map_location="cpu", weights_only=True))
+        return model.eval()
+
+
+class _History(Callback):
+    """Collects per-epoch metrics after validation, for the epoch table."""
+
+    def __init__(self, on_epoch: Callable[[EpochRecord], None] | None = None) -> None:
+        self.records: list[EpochRecord] = []
+        self.on_epoch = on_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        if "val_loss" not in m or "train_loss" not in m:
+            return
+        self.records.append(
+            EpochRecord(
+                epoch=trainer.current_epoch,
+                train_loss=float(m["train_loss"]),
+                train_acc=float(m["train_acc"]),
+                val_loss=float(m["val_loss"]),
+                val_acc=float(m["val_acc"]),
+            )
+        )
+        if self.on_epoch:
+            self.on_epoch(self.records[-1])
+
+
+def fit_classifier(
+    snapshot: DatasetSnapshot,
+    config: TrainConfig,
+    out_dir: Path,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainedModel:
+    """Train, select the best epoch by validation loss, test it, and write its weights.
+
+    Seeded and deterministic on CPU: the same snapshot and config give the
+    same weights. ``config.resume_from`` continues from a Lightning checkpoint.
+
+    Returns:
+        Paths of the best checkpoint and of a plain ``state_dict`` (what export
+        loads), the per-epoch history and validation/test accuracy.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = ClassifierModule(
+        model_name=config.model,
+        num_classes=len(snapshot.classes),
+        in_channels=snapshot.channels,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        max_epochs=config.max_epochs,
+        weights_path=str(config.weights_path) if config.weights_path else None,
+    )
+    data = SnapshotDataModule(snapshot, config.batch_size, seed=config.seed)
+    checkpoint = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min", save_last=True
+    )
+    history = _History(on_epoch)
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        deterministic=True,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=config.limit_train_batches,
+        default_root_dir=out_dir,
+        callbacks=[
+            checkpoint,
+            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience),
+            history,
+        ],
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=str(config.resume_from) if config.resume_from else None)
+    best_path = Path(checkpoint.best_model_path)
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    test_metrics = trainer.test(module, datamodule=data, verbose=False)[0]
+    state_dict_path = out_dir / "model_state.pt"
+    torch.save(module.model.state_dict(), state_dict_path)
+    (out_dir / "history.json").write_text(json.dumps([r.model_dump() for r in history.records], indent=2))
+    best_epoch = int(best.get("epoch", 0))
+    best_val = min(history.records, key=lambda r: r.val_loss) if history.records else None
+    return TrainedModel(
+        model_name=config.model,
+        num_classes=len(snapshot.classes),
+        in_channels=snapshot.channels,
+        image_size=snapshot.image_size,
+        classes=snapshot.classes,
+        checkpoint_path=best_path,
+        state_dict_path=state_dict_path,
+        history=history.records,
+        best_epoch=best_epoch,
+        val_acc=best_val.val_acc if best_val else float("nan"),
+        test_acc=float(test_metrics["test_acc"]),
+        dataset_version=snapshot.version,
+    )

@@ -1,0 +1,38 @@
+"""Prefect tasks of the training stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from tasks.data.snapshot import DatasetSnapshot
+from tasks.train.config import TrainConfig
+from tasks.train.fit import EpochRecord, TrainedModel, fit_classifier
+
+
+@task
+def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> TrainedModel:
+    """Fit the configured model on the snapshot; publish the per-epoch loss/accuracy table."""
+    logger = get_run_logger()
+
+    def report(record: EpochRecord) -> None:
+        logger.info(
+            "epoch %d: train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f",
+            record.epoch,
+            record.train_loss,
+            record.train_acc,
+            record.val_loss,
+            record.val_acc,
+        )
+
+    out_dir = work_dir / "runs" / snapshot.version / f"{config.model}-seed{config.seed}"
+    trained = fit_classifier(snapshot, config, out_dir, on_epoch=report)
+    create_table_artifact(
+        key="training-epochs",
+        table=[{k: round(v, 4) if isinstance(v, float) else v for k, v in r.model_dump().items()} for r in trained.history],
+        description=f"{config.model}: best epoch {trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
+    )
+    logger.info("best epoch %d, test accuracy %.4f", trained.best_epoch, trained.test_acc)
+    return trained
