@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
 
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
@@ -27,7 +29,9 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
             record.val_acc,
         )
 
-    out_dir = work_dir / "runs" / snapshot.version / f"{config.model}-seed{config.seed}"
+    # One folder per run: concurrent or repeated builds never share checkpoints or variant files.
+    run_id = str(flow_run.id or uuid.uuid4())[:8]
+    out_dir = work_dir / "runs" / snapshot.version / f"{config.model}-seed{config.seed}-{run_id}"
     trained = fit_classifier(snapshot, config, out_dir, on_epoch=report)
     create_table_artifact(
         key="training-epochs",

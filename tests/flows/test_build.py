@@ -1,0 +1,125 @@
+"""The build flow end to end on the embedded digits, under the Prefect test harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from flows.build import build
+from flows.config import BuildConfig
+from tasks.data.config import DataConfig
+from tasks.data.snapshot import DataValidationError
+from tasks.export.backends import load_backend
+from tasks.export.config import EvaluateConfig
+from tasks.export.evaluate import accuracy
+from tasks.registry.aliases import read_alias
+from tasks.registry.config import StoreConfig
+from tasks.registry.release import download_release, list_versions
+from tasks.registry.store import open_store
+from tasks.train.config import TrainConfig
+from tasks.train.models import build_model
+from tests.conftest import write_class_images
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    """The default build (embedded digits) with a temporary work dir and registry."""
+    root = tmp_path_factory.mktemp("demo")
+    config = BuildConfig(
+        work_dir=root / "work",
+        store=StoreConfig(uri=f"file://{root / 'registry'}"),
+        evaluate=EvaluateConfig(latency_repeats=5),
+    )
+    release = build(config)
+    store = open_store(config.store)
+    manifest = download_release(store, release.model, release.version, root / "download", root / "cache")
+    return config, release, manifest, root / "download"
+
+
+def _test_split_from_release(manifest_dir: Path, work_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-read the test images named in the release's dataset manifest, with plain PIL."""
+    dataset = json.loads((manifest_dir / "dataset" / "manifest.json").read_text())
+    classes = dataset["classes"]
+    rows = [f for f in dataset["files"] if f["split"] == "test"]
+    folder = work_dir / "datasets" / "digits"
+    images = np.stack(
+        [
+            np.asarray(Image.open(folder / f["path"]).convert("L").resize((size, size), Image.Resampling.BILINEAR))
+            for f in rows
+        ]
+    )
+    labels = np.array([classes.index(f["label"]) for f in rows])
+    return (images[:, None].astype(np.float32) / 255.0), labels
+
+
+def test_demo_release_is_promoted(demo) -> None:
+    config, release, manifest, _ = demo
+    alias, _ = read_alias(open_store(config.store), release.model)
+    assert release.promoted and alias.version == release.version
+    assert manifest["served"]["name"] == release.served_variant
+    assert {row["variant"] for row in manifest["variants"]} == {
+        "torch-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8",
+    }
+
+
+def test_released_onnx_fp32_reaches_97_percent_with_plain_onnxruntime(demo) -> None:
+    config, _, manifest, downloaded = demo
+    inputs, labels = _test_split_from_release(downloaded, config.work_dir, manifest["input"]["image_size"])
+    assert len(labels) == manifest["metrics"]["test_images"]
+    session = ort.InferenceSession(str(downloaded / "onnx-fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    assert float(np.mean(logits.argmax(axis=1) == labels)) >= 0.97
+
+
+def test_manifest_numbers_match_a_fresh_evaluation(demo) -> None:
+    config, _, manifest, downloaded = demo
+    inputs, labels = _test_split_from_release(downloaded, config.work_dir, manifest["input"]["image_size"])
+    for row in manifest["variants"]:
+        directory = downloaded / row["variant"]
+        if row["runtime"] == "torch":
+            model = build_model(manifest["training"]["model"], len(manifest["dataset"]["classes"]), 1)
+            model.load_state_dict(torch.load(directory / "model_state.pt", weights_only=True))
+            with torch.no_grad():
+                fresh = float(np.mean(model.eval()(torch.from_numpy(inputs)).numpy().argmax(1) == labels))
+        else:
+            entry = "model.onnx" if row["runtime"] == "onnxruntime" else "model.xml"
+            fresh = accuracy(load_backend(row["runtime"], directory / entry), inputs, labels)
+        assert round(fresh, 4) == row["accuracy"], row["variant"]
+        size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+        assert round(size / 1024, 1) == row["size_kb"], row["variant"]
+    served = next(r for r in manifest["variants"] if r["served"])
+    assert served["accuracy"] >= manifest["metrics"]["test_accuracy_fp32"] - 0.01
+
+
+def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
+    config, first, _, _ = demo
+    weak = config.model_copy(
+        update={"train": TrainConfig(max_epochs=1, limit_train_batches=1, learning_rate=1e-4), "reason": "weak"}
+    )
+    second = build(weak)
+    store = open_store(config.store)
+    alias, _ = read_alias(store, config.model_name)
+    assert not second.promoted
+    assert "beyond" in second.gate_reason and first.version in second.gate_reason
+    assert alias.version == first.version
+    assert second.version in [m["version"] for m in list_versions(store, config.model_name)]
+
+
+def test_bad_dataset_fails_the_flow_with_a_clear_message(tmp_path: Path) -> None:
+    root = write_class_images(tmp_path / "imgs", {"only": 8})
+    config = BuildConfig(
+        work_dir=tmp_path / "work",
+        data=DataConfig(source=str(root)),
+        store=StoreConfig(uri=f"file://{tmp_path / 'registry'}"),
+    )
+    with pytest.raises(DataValidationError, match="at least 2 classes"):
+        build(config)
+    assert not (tmp_path / "registry").exists()

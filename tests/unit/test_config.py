@@ -1,0 +1,58 @@
+"""Configs reject bad values at construction, naming the field and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from flows.config import BuildConfig
+from tasks.data.config import DataConfig
+from tasks.registry.config import StoreConfig
+from tasks.train.config import TrainConfig
+
+
+def _error(build, **kwargs) -> str:
+    with pytest.raises(ValidationError) as info:
+        build(**kwargs)
+    return str(info.value)
+
+
+def test_defaults_build_the_demo() -> None:
+    config = BuildConfig()
+    assert config.data.source == "embedded://digits"
+    assert config.store.uri.startswith("file://")
+    assert config.train.model == "small_cnn"
+
+
+@pytest.mark.parametrize(
+    ("build", "kwargs", "field", "allowed"),
+    [
+        (DataConfig, {"channels": 2}, "channels", "1 (grayscale) or 3 (RGB)"),
+        (DataConfig, {"image_size": 4}, "image_size", "greater than or equal to 8"),
+        (DataConfig, {"val_fraction": 0.45, "test_fraction": 0.45}, "val_fraction", "below 0.8"),
+        (DataConfig, {"source": "ftp://host/images"}, "source", "local folder"),
+        (TrainConfig, {"model": "vgg"}, "model", "small_cnn"),
+        (TrainConfig, {"max_epochs": 0}, "max_epochs", "greater than or equal to 1"),
+        (TrainConfig, {"learning_rate": -1}, "learning_rate", "greater than 0"),
+        (StoreConfig, {"uri": "gs://bucket/x"}, "uri", "file://path or s3://bucket/prefix"),
+        (StoreConfig, {"uri": "s3://Bad_Bucket/x"}, "uri", "not a valid S3 bucket name"),
+        (StoreConfig, {"sse": "aws:kms"}, "kms_key_id", "required"),
+        (StoreConfig, {"sse": "DES"}, "sse", "'AES256'"),
+        (BuildConfig, {"model_name": "../escape"}, "model_name", "a-z, 0-9"),
+        (BuildConfig, {"modle_name": "typo"}, "modle_name", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_values_name_the_field_and_what_is_allowed(build, kwargs, field, allowed) -> None:
+    message = _error(build, **kwargs)
+    assert field in message
+    assert allowed in message
+
+
+def test_nested_errors_carry_their_path() -> None:
+    message = _error(BuildConfig.model_validate, obj={"train": {"batch_size": 0}})
+    assert "train.batch_size" in message
+
+
+def test_config_round_trips_through_json() -> None:
+    config = BuildConfig(model_name="m1", train=TrainConfig(max_epochs=2))
+    assert BuildConfig.model_validate_json(config.model_dump_json()) == config

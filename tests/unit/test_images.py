@@ -1,0 +1,97 @@
+"""Decoding and normalisation of single image files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.data.images import BadImage, load_image
+
+
+def _png(path: Path, img: Image.Image) -> Path:
+    img.save(path)
+    return path
+
+
+def test_grayscale_is_resized_to_one_channel(tmp_path: Path) -> None:
+    path = _png(tmp_path / "g.png", Image.fromarray(np.full((20, 30), 200, np.uint8), mode="L"))
+    out = load_image(path, 8, 1)
+    assert out.shape == (1, 8, 8) and out.dtype == np.uint8
+    assert np.all(out == 200)
+
+
+def test_rgb_to_three_channels_keeps_colour_order(tmp_path: Path) -> None:
+    pixels = np.zeros((10, 10, 3), np.uint8)
+    pixels[..., 0] = 255  # pure red
+    out = load_image(_png(tmp_path / "c.png", Image.fromarray(pixels, mode="RGB")), 4, 3)
+    assert out.shape == (3, 4, 4)
+    assert np.all(out[0] == 255) and np.all(out[1:] == 0)
+
+
+def test_rgba_transparency_becomes_black(tmp_path: Path) -> None:
+    pixels = np.zeros((6, 6, 4), np.uint8)
+    pixels[..., :3] = 255
+    pixels[:3, :, 3] = 255  # top half opaque white, bottom half transparent white
+    out = load_image(_png(tmp_path / "t.png", Image.fromarray(pixels, mode="RGBA")), 6, 1)
+    assert np.all(out[0, :2] == 255)
+    assert np.all(out[0, 4:] == 0)
+
+
+def test_palette_image_is_decoded_through_its_palette(tmp_path: Path) -> None:
+    img = Image.new("P", (5, 5), 1)
+    img.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)  # index 1 = green
+    out = load_image(_png(tmp_path / "p.png", img), 5, 3)
+    assert np.all(out[1] == 255) and np.all(out[0] == 0) and np.all(out[2] == 0)
+
+
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits(tmp_path: Path) -> None:
+    img = Image.fromarray(np.full((4, 4), 65535, np.uint16))
+    out = load_image(_png(tmp_path / "w.png", img), 4, 1)
+    assert np.all(out == 255)
+
+
+def test_jpeg_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "j.jpg"
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(path, quality=95)
+    assert load_image(path, 8, 3).shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_bytes(b""), "zero-byte"),
+        (lambda p: p.write_text("hello, not a picture"), "not an image"),
+        (lambda p: p.write_bytes(_valid_png_bytes()[:60]), "truncated"),
+        (lambda p: p.write_bytes(_corrupt_png_bytes()), "corrupt"),
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: os.symlink(p.parent / "missing-target.png", p), "unreadable"),
+    ],
+    ids=["zero-byte", "non-image", "truncated", "corrupt", "directory", "dangling-link"],
+)
+def test_bad_files_raise_with_their_reason(tmp_path: Path, make, reason: str) -> None:
+    path = tmp_path / "bad.png"
+    make(path)
+    with pytest.raises(BadImage) as info:
+        load_image(path, 8, 1)
+    assert reason in info.value.reason
+
+
+def _valid_png_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _corrupt_png_bytes() -> bytes:
+    data = bytearray(_valid_png_bytes())
+    # Scramble the compressed pixel data in the middle while keeping the header intact.
+    for i in range(100, len(data) - 30):
+        data[i] ^= 0x5A
+    return bytes(data)
