@@ -1,0 +1,137 @@
+"""The S3 back end against a real S3-compatible HTTP endpoint on 127.0.0.1 (moto's server)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+
+from flows.build import build
+from flows.config import BuildConfig
+from tasks.compress.config import QuantizeConfig
+from tasks.data.config import DataConfig
+from tasks.export.config import EvaluateConfig
+from tasks.export.onnx import export_onnx
+from tasks.hashing import sha256_file
+from tasks.registry.aliases import move_alias, read_alias
+from tasks.registry.config import StoreConfig
+from tasks.registry.release import IntegrityError, download_release, list_versions, publish_release, read_manifest
+from tasks.registry.store import ConditionalWriteFailed, S3Store
+from tasks.train.config import TrainConfig
+from tasks.train.models import build_model
+from tests.conftest import write_class_images
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def s3_config(s3_endpoint: str) -> StoreConfig:
+    bucket = f"lepton-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    return StoreConfig(uri=f"s3://{bucket}/team/registry", endpoint_url=s3_endpoint, region="us-east-1", sse="AES256")
+
+
+@pytest.fixture(scope="module")
+def release_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A real ONNX model with external weights, and a 9 MiB file that goes up as multipart."""
+    import torch
+
+    root = tmp_path_factory.mktemp("release")
+    torch.manual_seed(0)
+    onnx_path = export_onnx(build_model("small_cnn", 4, 1), torch.rand(2, 1, 16, 16), root / "onnx-fp32" / "model.onnx")
+    big = root / "blob" / "weights.bin"
+    big.parent.mkdir()
+    big.write_bytes(np.random.default_rng(0).bytes(9 * 1024 * 1024))
+    files = {f"onnx-fp32/{p.name}": p for p in onnx_path.parent.iterdir()}
+    files["blob/weights.bin"] = big
+    return files
+
+
+class FlakyS3Store(S3Store):
+    """A real S3Store whose n-th upload fails, as a dropped connection would."""
+
+    def __init__(self, config: StoreConfig, fail_at: int) -> None:
+        super().__init__(config)
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def put_file(self, local: Path, key: str, sha256: str) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise ConnectionError("injected: connection dropped")
+        super().put_file(local, key, sha256)
+
+
+def test_whole_release_round_trips_with_sha256_and_sse(s3_config: StoreConfig, release_files, tmp_path: Path) -> None:
+    store = S3Store(s3_config)
+    release = publish_release(store, "digits", release_files, {"metrics": {"acc": 0.99}}, "onnx-fp32")
+    assert release.uri == f"{store.uri}/models/digits/{release.version}"
+    manifest = download_release(store, "digits", release.version, tmp_path / "dl", tmp_path / "cache")
+    for rel, local in release_files.items():
+        assert sha256_file(tmp_path / "dl" / rel) == sha256_file(local)
+    client = boto3.client("s3", endpoint_url=s3_config.endpoint_url)
+    keys = store.list_keys(f"models/digits/{release.version}/")
+    assert len(keys) == len(release_files) + 1 == len(manifest["files"]) + 1
+    for key in keys:
+        head = client.head_object(Bucket=store.bucket, Key=f"team/registry/{key}")
+        assert head["ServerSideEncryption"] == "AES256", key
+        if not key.endswith("manifest.json"):
+            expected = next(f["sha256"] for f in manifest["files"] if key.endswith(f["path"]))
+            assert head["Metadata"]["sha256"] == expected
+
+
+def test_interrupted_upload_is_invisible_and_retry_completes(s3_config: StoreConfig, release_files) -> None:
+    with pytest.raises(ConnectionError):
+        publish_release(FlakyS3Store(s3_config, fail_at=2), "digits", release_files, {}, "onnx-fp32")
+    store = S3Store(s3_config)
+    assert list_versions(store, "digits") == []
+    release = publish_release(store, "digits", release_files, {}, "onnx-fp32")
+    assert [m["version"] for m in list_versions(store, "digits")] == [release.version]
+
+
+def test_tampered_object_is_refused(s3_config: StoreConfig, release_files, tmp_path: Path) -> None:
+    store = S3Store(s3_config)
+    release = publish_release(store, "digits", release_files, {}, "onnx-fp32")
+    client = boto3.client("s3", endpoint_url=s3_config.endpoint_url)
+    client.put_object(Bucket=store.bucket, Key=f"team/registry/models/digits/{release.version}/onnx-fp32/model.onnx", Body=b"x")
+    with pytest.raises(IntegrityError, match="onnx-fp32/model.onnx"):
+        download_release(store, "digits", release.version, tmp_path / "dl", tmp_path / "cache")
+
+
+def test_alias_uses_conditional_writes(s3_config: StoreConfig, release_files) -> None:
+    store = S3Store(s3_config)
+    version = publish_release(store, "digits", release_files, {}, "onnx-fp32").version
+    never_set = read_alias(store, "digits")
+    move_alias(store, "digits", version, "first", never_set)
+    with pytest.raises(ConditionalWriteFailed):
+        move_alias(store, "digits", version, "second writer also saw no alias", never_set)
+    current = read_alias(store, "digits")
+    move_alias(store, "digits", version, "re-point", current)
+    with pytest.raises(ConditionalWriteFailed):
+        move_alias(store, "digits", version, "stale etag", current)
+    assert [h.reason for h in read_alias(store, "digits")[0].history] == ["first", "re-point"]
+
+
+def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path: Path) -> None:
+    root = write_class_images(tmp_path / "imgs", {"dark": 30, "mid": 30, "light": 30}, seed=5)
+    config = BuildConfig(
+        model_name="brightness",
+        work_dir=tmp_path / "work",
+        data=DataConfig(source=str(root), image_size=8),
+        train=TrainConfig(max_epochs=3, batch_size=16),
+        quantize=QuantizeConfig(calibration_size=40),
+        evaluate=EvaluateConfig(latency_repeats=2, policy={"accuracy_budget_pp": 5.0}),
+        store=s3_config,
+    )
+    release = build(config)
+    store = S3Store(s3_config)
+    assert release.promoted
+    assert release.uri.startswith(f"s3://{store.bucket}/team/registry/models/brightness/")
+    assert read_alias(store, "brightness")[0].version == release.version
+    manifest = read_manifest(store, "brightness", release.version)
+    assert manifest["dataset"]["classes"] == ["dark", "light", "mid"]
+    assert manifest["config"]["store"]["uri"] == s3_config.uri
+    assert "secret" not in str(manifest).lower()
