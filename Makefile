@@ -1,0 +1,36 @@
+# Two commands: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: demo test test-slow test-all install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Build the embedded digits classifier and release it to .lepton/registry.
+demo: install
+	$(BIN)/python -m flows.cli
+
+## Fast and integration tests (the CI gate).
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+## Heavier tests: other architectures, longer runs.
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+test-all: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf .lepton .pytest_cache

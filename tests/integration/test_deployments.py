@@ -1,0 +1,52 @@
+"""prefect.yaml deploys against a real Prefect server and a process worker runs the build deployment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from flows.config import BuildConfig
+from tests.conftest import write_class_images
+from tests.integration.conftest import PROJECT, PrefectServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_prefect_yaml_declares_the_build_deployment() -> None:
+    spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert deployments["build"]["entrypoint"] == "flows/build.py:build"
+    module, _, name = deployments["build"]["entrypoint"].partition(":")
+    assert (PROJECT / module).is_file() and f"def {name}(" in (PROJECT / module).read_text()
+    BuildConfig.model_validate(deployments["build"]["parameters"].get("config", {}))
+
+
+def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer, tmp_path: Path) -> None:
+    images = write_class_images(tmp_path / "imgs", {"dark": 25, "light": 25}, seed=7)
+    registry = tmp_path / "registry"
+    params = {
+        "config": {
+            "model_name": "from-deployment",
+            "work_dir": str(tmp_path / "work"),
+            "data": {"source": str(images), "image_size": 8},
+            "train": {"max_epochs": 2, "batch_size": 16},
+            "quantize": {"calibration_size": 20},
+            "evaluate": {"latency_repeats": 2, "policy": {"accuracy_budget_pp": 50}},
+            "store": {"uri": f"file://{registry}"},
+        }
+    }
+    prefect_server.cli("work-pool", "create", "lepton-process", "--type", "process", "--overwrite")
+    prefect_server.cli("deploy", "--all")
+    schema = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()[0]["parameter_openapi_schema"]
+    assert "config" in schema["properties"]  # what the UI renders as the parameter form
+    prefect_server.cli("deployment", "run", "build/build", "--params", json.dumps(params))
+    # The worker picks up the scheduled run, runs it in a subprocess from the project folder, and exits.
+    prefect_server.cli("worker", "start", "--pool", "lepton-process", "--run-once", cwd=tmp_path, timeout=600)
+    runs = httpx.post(f"{prefect_server.api_url}/flow_runs/filter", json={}).json()
+    assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    alias = json.loads((registry / "models" / "from-deployment" / "aliases" / "production.json").read_text())
+    assert (registry / "models" / "from-deployment" / alias["version"] / "manifest.json").is_file()
