@@ -66,6 +66,11 @@ def build_model(name: str, num_classes: int, in_channels: int, weights_path: Pat
         model = tv_models.mobilenet_v3_small(weights=None, num_classes=num_classes)
         if in_channels != 3:
             model.features[0][0] = _first_conv_for(model.features[0][0], in_channels)
+        # torchvision's BN momentum of 0.01 suits long ImageNet schedules; from scratch on a
+        # small dataset the running statistics lag the weights and eval accuracy sits at chance.
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
     else:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
     if weights_path is not None:

@@ -1,0 +1,83 @@
+"""Latency and size of every variant of a release, side by side, as ratios to PyTorch eager FP32.
+
+Usage (after `make demo`):
+    .venv/bin/python benchmarks/variants.py [--store file://.lepton/registry] [--model digits-classifier]
+        [--version VERSION] [--repeats 200] [--threads N]
+
+Every variant is timed in this same process on the same seeded inputs, so the
+ratios compare like with like. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
+from tasks.export.evaluate import format_table, latency_p50_ms, size_on_disk
+from tasks.registry.aliases import read_alias
+from tasks.registry.config import StoreConfig
+from tasks.registry.release import download_release
+from tasks.registry.store import open_store
+from tasks.train.models import build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default="file://.lepton/registry")
+    parser.add_argument("--model", default="digits-classifier")
+    parser.add_argument("--version", help="defaults to the production alias")
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime")
+    args = parser.parse_args()
+
+    store = open_store(StoreConfig(uri=args.store))
+    version = args.version or read_alias(store, args.model)[0].version
+    work = Path(tempfile.mkdtemp(prefix="lepton-bench-"))
+    manifest = download_release(store, args.model, version, work / "release", work / "cache")
+    spec = manifest["input"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    images = rng.random((64, spec["channels"], spec["image_size"], spec["image_size"]), dtype=np.float32)
+
+    rows = []
+    for row in manifest["variants"]:
+        folder = work / "release" / row["variant"]
+        if row["runtime"] == "torch":
+            model = build_model(manifest["training"]["model"], len(manifest["dataset"]["classes"]), spec["channels"])
+            model.load_state_dict(torch.load(folder / "model_state.pt", weights_only=True))
+            backend = TorchBackend(model)
+        elif row["runtime"] == "onnxruntime":
+            backend = OnnxRuntimeBackend(folder / "model.onnx", threads=args.threads)
+        else:
+            backend = OpenVinoBackend(folder / "model.xml", threads=args.threads)
+        b1 = latency_p50_ms(backend, images, 1, args.repeats, warmup=20)
+        b64 = latency_p50_ms(backend, images, 64, max(args.repeats // 4, 10), warmup=5)
+        rows.append({"variant": row["variant"], "size_kb": size_on_disk(sorted(p for p in folder.rglob("*") if p.is_file())) / 1024, "p50_ms_b1": b1, "p50_ms_b64": b64})
+
+    base = next(r for r in rows if r["variant"] == "torch-fp32")
+    table = [
+        {
+            "variant": r["variant"],
+            "size_kb": f"{r['size_kb']:.1f}",
+            "size_x": f"{r['size_kb'] / base['size_kb']:.2f}",
+            "p50_ms_b1": f"{r['p50_ms_b1']:.3f}",
+            "speedup_b1": f"{base['p50_ms_b1'] / r['p50_ms_b1']:.2f}",
+            "p50_ms_b64": f"{r['p50_ms_b64']:.3f}",
+            "speedup_b64": f"{base['p50_ms_b64'] / r['p50_ms_b64']:.2f}",
+            "imgs_per_s_b64": f"{64_000 / r['p50_ms_b64']:.0f}",
+        }
+        for r in rows
+    ]
+    print(f"{args.model} {version}: {spec['channels']}x{spec['image_size']}x{spec['image_size']} inputs, "
+          f"{args.repeats} timed calls at batch 1, baseline torch-fp32 (eager, same process)")
+    print(format_table(table))
+
+
+if __name__ == "__main__":
+    main()

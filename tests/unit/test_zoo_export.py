@@ -1,0 +1,45 @@
+"""The torchvision architectures train, export with parity, and quantize like the default CNN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.compress.onnx_int8 import quantize_onnx_int8
+from tasks.compress.openvino_int8 import quantize_openvino_int8
+from tasks.data.config import DataConfig
+from tasks.data.snapshot import ingest_imagefolder
+from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
+from tasks.export.evaluate import accuracy
+from tasks.export.onnx import export_onnx
+from tasks.export.openvino import export_openvino
+from tasks.export.parity import check_parity
+from tasks.train.config import TrainConfig
+from tasks.train.datamodule import to_model_input
+from tasks.train.fit import fit_classifier
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("model", ["resnet18", "mobilenet_v3_small"])
+def test_zoo_model_trains_exports_and_quantizes(model: str, digits_folder: Path, tmp_path: Path) -> None:
+    snapshot = ingest_imagefolder(digits_folder, DataConfig(image_size=32, channels=3), tmp_path / "snaps")
+    trained = fit_classifier(snapshot, TrainConfig(model=model, max_epochs=3, batch_size=64), tmp_path / "run")
+    assert trained.test_acc > 0.5  # three epochs from random init: clearly learning, not converged
+    net = trained.load()
+    images, labels = snapshot.arrays("test")
+    inputs = to_model_input(images)
+    onnx_path = export_onnx(net, torch.from_numpy(inputs[:2]), tmp_path / "onnx" / "model.onnx")
+    ir_path = export_openvino(onnx_path, tmp_path / "ov" / "model.xml")
+    reference = TorchBackend(net)
+    check_parity("onnx", reference, OnnxRuntimeBackend(onnx_path), inputs, tolerance=1e-3)
+    check_parity("openvino", reference, OpenVinoBackend(ir_path), inputs, tolerance=1e-3)
+    train_images, _ = snapshot.arrays("train")
+    calibration = to_model_input(train_images[:128])
+    fp32 = accuracy(reference, inputs, labels)
+    onnx_int8 = quantize_onnx_int8(onnx_path, calibration, tmp_path / "q" / "model.onnx")
+    ov_int8 = quantize_openvino_int8(ir_path, calibration, tmp_path / "qov" / "model.xml")
+    assert accuracy(OnnxRuntimeBackend(onnx_int8), inputs, labels) > fp32 - 0.05
+    assert accuracy(OpenVinoBackend(ov_int8), inputs, labels) > fp32 - 0.05
