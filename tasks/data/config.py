@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 EMBEDDED_DIGITS = "embedded://digits"
 
@@ -31,18 +31,26 @@ class DataConfig(BaseModel):
         0.5, ge=0.0, le=1.0, description="Fail when more than this share of files is quarantined"
     )
 
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {value}")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value != EMBEDDED_DIGITS and "://" in value and not value.startswith("file://"):
+            raise ValueError(f"source must be a local folder, file:// path or {EMBEDDED_DIGITS}, got {value!r}")
+        return value
+
     @model_validator(mode="after")
-    def _check(self) -> "DataConfig":
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+    def _fractions(self) -> "DataConfig":
         if self.val_fraction + self.test_fraction >= 0.8:
             raise ValueError(
                 "val_fraction + test_fraction must be below 0.8 so training keeps data, "
                 f"got {self.val_fraction} + {self.test_fraction}"
-            )
-        if self.source != EMBEDDED_DIGITS and "://" in self.source and not self.source.startswith("file://"):
-            raise ValueError(
-                f"source must be a local folder, file:// path or {EMBEDDED_DIGITS}, got {self.source!r}"
             )
         return self
 

@@ -70,6 +70,27 @@ def test_demo_release_is_promoted(demo) -> None:
     }
 
 
+def test_variant_and_epoch_tables_are_prefect_artifacts(demo) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, release, manifest, _ = demo
+    with get_client(sync_client=True) as client:
+        found = {
+            a.key: a
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["variant-table", "training-epochs"]))
+            )
+        }
+    variants = found["variant-table"].data
+    variants = json.loads(variants) if isinstance(variants, str) else variants
+    assert [row["variant"] for row in variants] == [row["variant"] for row in manifest["variants"]]
+    assert found["variant-table"].type == "table" and found["training-epochs"].type == "table"
+    epochs = found["training-epochs"].data
+    epochs = json.loads(epochs) if isinstance(epochs, str) else epochs
+    assert len(epochs) == manifest["training"]["epochs_run"]
+
+
 def test_released_onnx_fp32_reaches_97_percent_with_plain_onnxruntime(demo) -> None:
     config, _, manifest, downloaded = demo
     inputs, labels = _test_split_from_release(downloaded, config.work_dir, manifest["input"]["image_size"])

@@ -56,3 +56,13 @@ def test_nested_errors_carry_their_path() -> None:
 def test_config_round_trips_through_json() -> None:
     config = BuildConfig(model_name="m1", train=TrainConfig(max_epochs=2))
     assert BuildConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_cli_rejects_a_bad_config_file_before_running(tmp_path, capsys) -> None:
+    from flows.cli import main
+
+    path = tmp_path / "bad.json"
+    path.write_text('{"data": {"channels": 4}}')
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "data.channels" in err and "1 (grayscale) or 3 (RGB)" in err

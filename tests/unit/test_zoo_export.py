@@ -23,11 +23,12 @@ from tasks.train.fit import fit_classifier
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("model", ["resnet18", "mobilenet_v3_small"])
-def test_zoo_model_trains_exports_and_quantizes(model: str, digits_folder: Path, tmp_path: Path) -> None:
+# MobileNetV3 needs more epochs before its activations settle enough for INT8 to hold accuracy.
+@pytest.mark.parametrize(("model", "epochs"), [("resnet18", 3), ("mobilenet_v3_small", 8)])
+def test_zoo_model_trains_exports_and_quantizes(model: str, epochs: int, digits_folder: Path, tmp_path: Path) -> None:
     snapshot = ingest_imagefolder(digits_folder, DataConfig(image_size=32, channels=3), tmp_path / "snaps")
-    trained = fit_classifier(snapshot, TrainConfig(model=model, max_epochs=3, batch_size=64), tmp_path / "run")
-    assert trained.test_acc > 0.5  # three epochs from random init: clearly learning, not converged
+    trained = fit_classifier(snapshot, TrainConfig(model=model, max_epochs=epochs, batch_size=64), tmp_path / "run")
+    assert trained.test_acc > 0.7  # a few epochs from random init: clearly learning, not converged
     net = trained.load()
     images, labels = snapshot.arrays("test")
     inputs = to_model_input(images)
