@@ -32,7 +32,7 @@ class ArtifactStore(Protocol):
     uri: str
 
     def put_file(self, local: Path, key: str, sha256: str) -> None:
-        """Upload a file; ``sha256`` is stored with it for verification."""
+        """Upload a file; back ends with object metadata store ``sha256`` with it."""
         ...
 
     def get_file(self, key: str, local: Path) -> Path:
