@@ -22,9 +22,11 @@ _METHODS = {
 
 
 class _BatchReader(CalibrationDataReader):
-    """Feeds calibration images one small batch at a time."""
+    """Feeds calibration images to the calibrator."""
 
-    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 32) -> None:
+    # One image per call: ONNX Runtime's histogram calibrators (entropy, percentile) stack the
+    # collected outputs and fail on a ragged last batch.
+    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 1) -> None:
         self._batches = iter(
             [{input_name: images[i : i + batch_size]} for i in range(0, len(images), batch_size)]
         )
@@ -39,6 +41,7 @@ def quantize_onnx_int8(
     out_path: Path,
     method: str = "minmax",
     per_channel: bool = True,
+    reduce_range: bool = True,
 ) -> Path:
     """Write an INT8 QDQ model of ``onnx_path`` to ``out_path``, calibrated on ``calibration_images``.
 
@@ -48,6 +51,8 @@ def quantize_onnx_int8(
         out_path: the INT8 model, a single self-contained file.
         method: ``minmax``, ``entropy`` or ``percentile``.
         per_channel: per-output-channel weight scales (better accuracy for convs).
+        reduce_range: 7-bit weights, so that x86 CPUs without VNNI (whose u8s8 kernels
+            add pairs of products in saturating int16) compute the same result as others.
     """
     import onnx
 
@@ -63,7 +68,8 @@ def quantize_onnx_int8(
             _BatchReader(input_name, calibration_images.astype(np.float32)),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
-            activation_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=_METHODS[method],
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},

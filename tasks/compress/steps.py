@@ -32,6 +32,7 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Quantiz
         root / "onnx-int8" / "model.onnx",
         method=config.onnx_calibration_method,
         per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
     )
     ov_int8 = quantize_openvino_int8(ov_fp32.directory / ov_fp32.entrypoint, calibration, root / "openvino-int8" / "model.xml")
     return [

@@ -120,6 +120,16 @@ def test_manifest_numbers_match_a_fresh_evaluation(demo) -> None:
     assert served["accuracy"] >= manifest["metrics"]["test_accuracy_fp32"] - 0.01
 
 
+def test_int8_variants_stay_within_the_accuracy_budget(demo) -> None:
+    config, _, manifest, _ = demo
+    floor = manifest["metrics"]["test_accuracy_fp32"] - config.evaluate.policy.accuracy_budget_pp / 100
+    int8 = {r["variant"]: r for r in manifest["variants"] if r["variant"].endswith("int8")}
+    assert set(int8) == {"onnx-int8", "openvino-int8"}
+    for name, row in int8.items():
+        assert row["accuracy"] >= floor, f"{name}: {row['accuracy']} below {floor:.4f}"
+        assert row["size_kb"] < next(r["size_kb"] for r in manifest["variants"] if r["variant"] == "onnx-fp32") / 2
+
+
 def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     config, first, _, _ = demo
     weak = config.model_copy(
