@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, load_backend
 from tasks.export.config import EvaluateConfig
-from tasks.export.evaluate import Variant, choose_variant, format_table, measure_variant, variant_table
+from tasks.export.evaluate import Variant, choose_variant, measure_variant, variant_table
 from tasks.export.onnx import export_onnx
 from tasks.export.openvino import export_openvino
 from tasks.export.parity import ParityResult, check_parity
@@ -109,7 +109,13 @@ def evaluate_variants(
         table=table,
         description=f"Served: {served.name} (fastest within {config.policy.accuracy_budget_pp} pp of FP32)",
     )
-    logger.info("variants on %d test images:\n%s", len(labels), format_table(table))
+    logger.info(
+        "serving %s: accuracy %.4f on %d test images, p50 %.3f ms at batch 1",
+        served.name,
+        served.accuracy,
+        len(labels),
+        served.latency_ms_b1,
+    )
     return Evaluation(
         variants=measured, parity=exported.parity, served=served.name, baseline_accuracy=baseline, table=table
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from tasks.registry.config import GateConfig
+from tasks.registry.production import ProductionScore
+
 
 class GateDecision(BaseModel):
     """The verdict and a sentence saying why."""
@@ -44,3 +47,26 @@ def decide(
         production_accuracy=production_accuracy,
         production_version=production_version,
     )
+
+
+def gate_candidate(
+    candidate_accuracy: float, candidate_version: str, production: ProductionScore, config: GateConfig
+) -> GateDecision:
+    """The gate for a published candidate, given production's score on the candidate's test split.
+
+    A candidate that already is production is not moved again; an incomparable
+    production (other classes or input shape) is replaced only when
+    ``config.promote_if_incomparable`` says so.
+    """
+    if production.version == candidate_version:
+        return GateDecision(
+            promote=False, reason=f"{candidate_version} is already production", candidate_accuracy=candidate_accuracy
+        )
+    if not production.comparable:
+        return GateDecision(
+            promote=config.promote_if_incomparable,
+            reason=f"{production.note}; promote_if_incomparable={config.promote_if_incomparable}",
+            candidate_accuracy=candidate_accuracy,
+            production_version=production.version,
+        )
+    return decide(candidate_accuracy, production.accuracy, config.tolerance_pp, production.version)

@@ -10,7 +10,7 @@ from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.steps import Evaluation
 from tasks.registry.aliases import move_alias, read_alias
 from tasks.registry.config import GateConfig, StoreConfig
-from tasks.registry.gate import GateDecision, decide
+from tasks.registry.gate import GateDecision, gate_candidate
 from tasks.registry.lineage import code_version
 from tasks.registry.production import ProductionScore, score_production
 from tasks.registry.release import Release, publish_release
@@ -120,20 +120,7 @@ def score_current_production(
 @task
 def gate(evaluation: Evaluation, production: ProductionScore, config: GateConfig, candidate_version: str) -> GateDecision:
     """Decide whether the candidate may replace production."""
-    candidate = evaluation.served_variant().accuracy
-    if production.version == candidate_version:
-        decision = GateDecision(
-            promote=False, reason=f"{candidate_version} is already production", candidate_accuracy=candidate
-        )
-    elif not production.comparable:
-        decision = GateDecision(
-            promote=config.promote_if_incomparable,
-            reason=f"{production.note}; promote_if_incomparable={config.promote_if_incomparable}",
-            candidate_accuracy=candidate,
-            production_version=production.version,
-        )
-    else:
-        decision = decide(candidate, production.accuracy, config.tolerance_pp, production.version)
+    decision = gate_candidate(evaluation.served_variant().accuracy, candidate_version, production, config)
     get_run_logger().info("gate: %s (%s)", "promote" if decision.promote else "keep production", decision.reason)
     return decision
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -76,6 +79,21 @@ class _History(Callback):
             self.on_epoch(self.records[-1])
 
 
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's start-up banner (accelerator lines, tips) for the duration of a fit."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def fit_classifier(
     snapshot: DatasetSnapshot,
     config: TrainConfig,
@@ -107,29 +125,30 @@ def fit_classifier(
         dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min", save_last=True
     )
     history = _History(on_epoch)
-    trainer = L.Trainer(
-        max_epochs=config.max_epochs,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
-        deterministic=True,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_train_batches=config.limit_train_batches,
-        default_root_dir=out_dir,
-        callbacks=[
-            checkpoint,
-            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience),
-            history,
-        ],
-    )
-    trainer.fit(module, datamodule=data, ckpt_path=str(config.resume_from) if config.resume_from else None)
-    best_path = Path(checkpoint.best_model_path)
-    best = torch.load(best_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(best["state_dict"])
-    test_metrics = trainer.test(module, datamodule=data, verbose=False)[0]
+    with _quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=config.max_epochs,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            deterministic=True,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_train_batches=config.limit_train_batches,
+            default_root_dir=out_dir,
+            callbacks=[
+                checkpoint,
+                EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience),
+                history,
+            ],
+        )
+        trainer.fit(module, datamodule=data, ckpt_path=str(config.resume_from) if config.resume_from else None)
+        best_path = Path(checkpoint.best_model_path)
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+        test_metrics = trainer.test(module, datamodule=data, verbose=False)[0]
     state_dict_path = out_dir / "model_state.pt"
     torch.save(module.model.state_dict(), state_dict_path)
     (out_dir / "history.json").write_text(json.dumps([r.model_dump() for r in history.records], indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def test_alias_uses_conditional_writes(s3_config: StoreConfig, release_files) ->
 
 def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path: Path) -> None:
     root = write_class_images(tmp_path / "imgs", {"dark": 30, "mid": 30, "light": 30}, seed=5)
+    (root / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     config = BuildConfig(
         model_name="brightness",
         work_dir=tmp_path / "work",
@@ -135,3 +137,7 @@ def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path
     assert manifest["dataset"]["classes"] == ["dark", "light", "mid"]
     assert manifest["config"]["store"]["uri"] == s3_config.uri
     assert "secret" not in str(manifest).lower()
+    assert manifest["dataset"]["quarantined"] == 1
+    download_release(store, "brightness", release.version, tmp_path / "dl", tmp_path / "cache", only="dataset")
+    report = json.loads((tmp_path / "dl" / "dataset" / "validation_report.json").read_text())
+    assert [q["path"] for q in report["quarantined"]] == ["dark/broken.png"]
