@@ -24,7 +24,7 @@ def build(config: BuildConfig = BuildConfig()) -> Release:
     evaluation = evaluate_variants(trained, exported, quantized, snapshot, config.evaluate)
     release = publish(config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"))
     production = score_current_production(config.store, config.model_name, snapshot, config.work_dir)
-    decision = gate(evaluation, production, config.gate, release.version)
+    decision = gate(evaluation, production, config.gate, release)
     if decision.promote:
         return promote(config.store, release, decision)
     return release.model_copy(update={"gate_reason": decision.reason})

@@ -49,6 +49,7 @@ class DatasetSnapshot(BaseModel):
     num_images: int
     counts: dict[str, dict[str, int]]
     quarantined: list[QuarantineEntry]
+    warnings: list[str] = []
     report_path: Path
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +187,15 @@ def ingest_imagefolder(
         counts[split][class_name] += 1
     counts = {s: {c: counts[s].get(c, 0) for c in classes} for s in SPLITS}
     report["counts"] = counts
+    # Hash splitting keeps files in place as data grows, at the price of exact per-class shares:
+    # a small class can end up absent from a split, which the report says rather than hides.
+    notes = [
+        f"class {c!r} has no {s} images ({class_counts.get(c, 0)} in total); add images or change split_salt"
+        for c in usable
+        for s in SPLITS
+        if counts[s][c] == 0
+    ]
+    report["warnings"] = notes
     _write_json(report_path, report)
     if problems:
         raise DataValidationError(
@@ -218,6 +228,7 @@ def ingest_imagefolder(
         num_images=len(accepted),
         counts=counts,
         quarantined=quarantined,
+        warnings=notes,
         report_path=report_path,
     )
 

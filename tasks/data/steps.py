@@ -32,6 +32,8 @@ def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
         work_dir / "snapshots",
         progress=lambda done, total: logger.info("decoded %d/%d files", done, total),
     )
+    for note in snapshot.warnings:
+        logger.warning(note)
     rows = "\n".join(f"| `{q.path}` | {q.reason} |" for q in snapshot.quarantined) or "| (none) | |"
     counts = "\n".join(
         f"| {c} | " + " | ".join(str(snapshot.counts[s][c]) for s in ("train", "val", "test")) + " |"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.steps import Evaluation
@@ -118,10 +119,20 @@ def score_current_production(
 
 
 @task
-def gate(evaluation: Evaluation, production: ProductionScore, config: GateConfig, candidate_version: str) -> GateDecision:
-    """Decide whether the candidate may replace production."""
-    decision = gate_candidate(evaluation.served_variant().accuracy, candidate_version, production, config)
-    get_run_logger().info("gate: %s (%s)", "promote" if decision.promote else "keep production", decision.reason)
+def gate(evaluation: Evaluation, production: ProductionScore, config: GateConfig, release: Release) -> GateDecision:
+    """Decide whether the candidate may replace production; publish the verdict as an artifact."""
+    decision = gate_candidate(evaluation.served_variant().accuracy, release.version, production, config)
+    verdict = "promote" if decision.promote else "keep production"
+    get_run_logger().info("gate: %s (%s)", verdict, decision.reason)
+    create_markdown_artifact(
+        key="release-gate",
+        description=f"{release.model} {release.version}: {verdict}",
+        markdown=(
+            f"# {release.model} {release.version}\n\n"
+            f"- release: `{release.uri}`\n- serving variant: `{release.served_variant}`\n"
+            f"- gate: **{verdict}** ({decision.reason})\n"
+        ),
+    )
     return decision
 
 

@@ -10,6 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.build import build
 from flows.config import BuildConfig
@@ -71,9 +73,6 @@ def test_demo_release_is_promoted(demo) -> None:
 
 
 def test_variant_and_epoch_tables_are_prefect_artifacts(demo) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
     _, release, manifest, _ = demo
     with get_client(sync_client=True) as client:
         found = {
@@ -142,6 +141,9 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     assert "beyond" in second.gate_reason and first.version in second.gate_reason
     assert alias.version == first.version
     assert second.version in [m["version"] for m in list_versions(store, config.model_name)]
+    with get_client(sync_client=True) as client:
+        verdicts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-gate"])))
+    assert f"{config.model_name} {second.version}: keep production" in [a.description for a in verdicts]
 
 
 def test_bad_dataset_fails_the_flow_with_a_clear_message(tmp_path: Path) -> None:

@@ -53,3 +53,14 @@ def test_overall_shares_follow_the_configured_fractions() -> None:
     shares = Counter(assign_split(d, 0.2, 0.1, "s") for d in digests)
     assert abs(shares["val"] / 20000 - 0.2) < 0.015
     assert abs(shares["test"] / 20000 - 0.1) < 0.015
+
+
+def test_a_class_missing_from_a_split_is_reported(tmp_path: Path) -> None:
+    # Three images per class: with 15% val/test shares, some class misses a split.
+    root = write_class_images(tmp_path / "imgs", {"a": 3, "b": 3, "c": 3, "d": 3}, seed=4)
+    snapshot = ingest_imagefolder(root, DataConfig(image_size=8, min_images_per_class=3), tmp_path / "snaps")
+    missing = [(c, s) for s in ("val", "test") for c in snapshot.classes if snapshot.counts[s][c] == 0]
+    assert missing
+    for class_name, split in missing:
+        assert any(f"class {class_name!r} has no {split} images" in w for w in snapshot.warnings)
+    assert json.loads(snapshot.report_path.read_text())["warnings"] == snapshot.warnings
