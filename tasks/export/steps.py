@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import shutil
 
-import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, load_backend
+from tasks.export.backends import TorchBackend, load_backend
 from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import Variant, choose_variant, measure_variant, variant_table
-from tasks.export.onnx import export_onnx
-from tasks.export.openvino import export_openvino
-from tasks.export.parity import ParityResult, check_parity
+from tasks.export.fp32 import export_fp32_checked
+from tasks.export.parity import ParityResult
 from tasks.train.datamodule import to_model_input
 from tasks.train.fit import TrainedModel
 
@@ -53,16 +51,10 @@ def export_fp32(trained: TrainedModel, snapshot: DatasetSnapshot, config: Evalua
     torch_dir = root / "torch-fp32"
     torch_dir.mkdir(parents=True)
     shutil.copyfile(trained.state_dict_path, torch_dir / "model_state.pt")
-    model = trained.load()
     images, _ = snapshot.arrays("test")
-    test_inputs = to_model_input(images)
-    onnx_path = export_onnx(model, torch.from_numpy(test_inputs[:2]), root / "onnx-fp32" / "model.onnx")
-    ir_path = export_openvino(onnx_path, root / "openvino-fp32" / "model.xml")
-    reference = TorchBackend(model)
-    parity = [
-        check_parity("onnx-fp32", reference, OnnxRuntimeBackend(onnx_path), test_inputs, config.parity_tolerance),
-        check_parity("openvino-fp32", reference, OpenVinoBackend(ir_path), test_inputs, config.parity_tolerance),
-    ]
+    onnx_path, ir_path, parity = export_fp32_checked(
+        trained.load(), to_model_input(images), root, config.parity_tolerance
+    )
     for result in parity:
         logger.info(
             "parity %s: max |diff| %.2e (tolerance %.0e), top-1 agreement %.1f%%",

@@ -12,6 +12,7 @@ PURE_MODULES = [
     "tasks.export.onnx",
     "tasks.export.openvino",
     "tasks.export.parity",
+    "tasks.export.fp32",
     "tasks.export.evaluate",
     "tasks.compress.onnx_int8",
     "tasks.compress.openvino_int8",

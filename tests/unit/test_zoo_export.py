@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from tasks.compress.onnx_int8 import quantize_onnx_int8
 from tasks.compress.openvino_int8 import quantize_openvino_int8
@@ -13,9 +12,7 @@ from tasks.data.config import DataConfig
 from tasks.data.snapshot import ingest_imagefolder
 from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
 from tasks.export.evaluate import accuracy
-from tasks.export.onnx import export_onnx
-from tasks.export.openvino import export_openvino
-from tasks.export.parity import check_parity
+from tasks.export.fp32 import export_fp32_checked
 from tasks.train.config import TrainConfig
 from tasks.train.datamodule import to_model_input
 from tasks.train.fit import fit_classifier
@@ -32,11 +29,9 @@ def test_zoo_model_trains_exports_and_quantizes(model: str, epochs: int, digits_
     net = trained.load()
     images, labels = snapshot.arrays("test")
     inputs = to_model_input(images)
-    onnx_path = export_onnx(net, torch.from_numpy(inputs[:2]), tmp_path / "onnx" / "model.onnx")
-    ir_path = export_openvino(onnx_path, tmp_path / "ov" / "model.xml")
+    onnx_path, ir_path, parity = export_fp32_checked(net, inputs, tmp_path, tolerance=1e-3)
+    assert all(p.passed for p in parity)
     reference = TorchBackend(net)
-    check_parity("onnx", reference, OnnxRuntimeBackend(onnx_path), inputs, tolerance=1e-3)
-    check_parity("openvino", reference, OpenVinoBackend(ir_path), inputs, tolerance=1e-3)
     train_images, _ = snapshot.arrays("train")
     calibration = to_model_input(train_images[:128])
     fp32 = accuracy(reference, inputs, labels)
