@@ -34,6 +34,20 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, out_path: Path) -> Path:
         optimize=True,
         verbose=False,
     )
+    _strip_node_metadata(out_path)
     # Checking by path lets the checker follow external data files.
     onnx.checker.check_model(str(out_path), full_check=True)
     return out_path
+
+
+def _strip_node_metadata(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (Python stack traces with local paths).
+
+    It leaks the build machine's file layout into a released artifact and makes
+    the same model differ byte-wise between checkouts; inference never reads it.
+    Weights in the external data file are left untouched.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))

@@ -60,3 +60,9 @@ def test_compare_logits_rejects_shape_mismatch() -> None:
 def test_nan_logits_never_pass() -> None:
     result = compare_logits("x", np.zeros((2, 3)), np.full((2, 3), np.nan), 1e-3)
     assert not result.passed
+
+
+def test_exported_graph_carries_no_local_paths(exported) -> None:
+    _, onnx_path, _, _ = exported
+    graph = onnx_path.read_bytes()
+    assert b"site-packages" not in graph and b".py" not in graph
