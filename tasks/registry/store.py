@@ -91,7 +91,8 @@ class FileStore:
 
     @contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        lock_path = self._path(key).with_name(f".{self._path(key).name}.lock")
+        # Locks live apart from the artifacts, so a release folder holds only what was released.
+        lock_path = self.root / ".locks" / (key.replace("/", "__") + ".lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -129,10 +130,11 @@ class FileStore:
         base = self._path(prefix) if prefix else self.root
         if not base.exists():
             return []
+        # Dot-names are the store's own bookkeeping (locks, partial writes), never artifacts.
         return sorted(
-            str(p.relative_to(self.root))
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
+            rel.as_posix()
+            for rel in (p.relative_to(self.root) for p in base.rglob("*") if p.is_file())
+            if not any(part.startswith(".") for part in rel.parts)
         )
 
     def location(self, key: str) -> str:

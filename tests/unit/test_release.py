@@ -140,3 +140,18 @@ def test_unsafe_names_are_rejected(tmp_path: Path, release_files, name: str) -> 
 def test_file_store_refuses_keys_outside_its_root(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="escapes"):
         FileStore(tmp_path / "reg").put_bytes("../outside.json", json.dumps({}).encode())
+
+
+def test_release_folder_holds_only_released_files(tmp_path: Path, release_files) -> None:
+    store = FileStore(tmp_path / "reg")
+    release = publish_release(store, "m", release_files, {}, "onnx-fp32")
+    move_alias(store, "m", release.version, "first", read_alias(store, "m"))
+    on_disk = sorted(
+        p.relative_to(tmp_path / "reg" / "models" / "m" / release.version).as_posix()
+        for p in (tmp_path / "reg" / "models" / "m" / release.version).rglob("*")
+        if p.is_file()
+    )
+    assert on_disk == sorted([*release_files, "manifest.json"])
+    assert store.list_keys("") == sorted(
+        [f"models/m/{release.version}/{k}" for k in [*release_files, "manifest.json"]] + ["models/m/aliases/production.json"]
+    )
