@@ -66,7 +66,10 @@ def _class_files(root: Path) -> tuple[dict[str, list[Path]], list[QuarantineEntr
     per_class: dict[str, list[Path]] = {}
     stray: list[QuarantineEntry] = []
     for entry in sorted(root.iterdir()):
-        if entry.is_dir():
+        if entry.is_dir() and entry.name.startswith("."):
+            # Tool folders (.git, .ipynb_checkpoints) are not classes; say so instead of training on them.
+            stray.append(QuarantineEntry(path=entry.name, reason="hidden folder, not a class: ignored"))
+        elif entry.is_dir():
             # A directory named like an image file is listed so it is reported, not silently skipped.
             per_class[entry.name] = sorted(p for p in entry.rglob("*") if not p.is_dir() or p.suffix)
         else:
@@ -100,7 +103,8 @@ def ingest_imagefolder(
         raise DataValidationError(f"data folder {root} does not exist")
     if not root.is_dir():
         raise DataValidationError(f"data source {root} is not a folder (expected one subfolder per class)")
-    per_class, quarantined = _class_files(root)
+    per_class, stray = _class_files(root)
+    quarantined = list(stray)
     total = sum(len(files) for files in per_class.values())
     if total == 0:
         raise DataValidationError(
@@ -123,6 +127,9 @@ def ingest_imagefolder(
             except BadImage as bad:
                 quarantined.append(QuarantineEntry(path=rel, reason=bad.reason))
                 continue
+            except OSError as exc:  # decoded, then vanished or became unreadable before hashing
+                quarantined.append(QuarantineEntry(path=rel, reason=f"unreadable: {exc.strerror or exc}"))
+                continue
             if digest in seen:
                 first_rel, first_class = seen[digest]
                 if first_class != class_name:
@@ -144,7 +151,7 @@ def ingest_imagefolder(
     classes = sorted(per_class)
     report = {
         "source": str(root),
-        "files_seen": total + sum(1 for q in quarantined if q.reason == "not inside a class folder"),
+        "files_seen": total + len(stray),
         "accepted": len(accepted),
         "quarantined": [q.model_dump() for q in quarantined],
         "images_per_class": {c: class_counts.get(c, 0) for c in classes},

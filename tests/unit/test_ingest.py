@@ -23,11 +23,14 @@ def test_bad_files_are_quarantined_and_listed_not_dropped(image_folder: Path, tm
     good = (image_folder / "c" / "c_000.png").read_bytes()
     (image_folder / "c" / "cut.png").write_bytes(good[: len(good) // 2])
     (image_folder / "stray.png").write_bytes(good)
+    (image_folder / ".ipynb_checkpoints").mkdir()
+    (image_folder / ".ipynb_checkpoints" / "a-checkpoint.png").write_bytes(good)
 
     snapshot = ingest_imagefolder(image_folder, CONFIG, tmp_path / "snaps")
 
     reasons = {q.path: q.reason for q in snapshot.quarantined}
-    assert set(reasons) == {"a/empty.png", "b/notes.txt", "c/cut.png", "stray.png"}
+    assert set(reasons) == {"a/empty.png", "b/notes.txt", "c/cut.png", "stray.png", ".ipynb_checkpoints"}
+    assert "hidden folder" in reasons[".ipynb_checkpoints"] and snapshot.classes == ["a", "b", "c"]
     assert "zero-byte" in reasons["a/empty.png"]
     assert "not an image" in reasons["b/notes.txt"]
     assert "truncated" in reasons["c/cut.png"] or "corrupt" in reasons["c/cut.png"]
