@@ -32,10 +32,13 @@ class Evaluation(BaseModel):
     parity: list[ParityResult]
     served: str
     baseline_accuracy: float
-    table: list[dict[str, object]]
 
     def served_variant(self) -> Variant:
         return next(v for v in self.variants if v.name == self.served)
+
+    def table(self) -> list[dict[str, object]]:
+        """The variant table: artifact, manifest and console rows."""
+        return variant_table(self.variants, self.served)
 
 
 @task
@@ -95,10 +98,12 @@ def evaluate_variants(
         measured.append(measure_variant(variant, backend, inputs, labels, config.latency_repeats))
     baseline = next(v.accuracy for v in measured if v.name == "torch-fp32")
     served = choose_variant(measured, baseline, config.policy)
-    table = variant_table(measured, served.name)
+    evaluation = Evaluation(
+        variants=measured, parity=exported.parity, served=served.name, baseline_accuracy=baseline
+    )
     create_table_artifact(
         key="variant-table",
-        table=table,
+        table=evaluation.table(),
         description=f"Served: {served.name} (fastest within {config.policy.accuracy_budget_pp} pp of FP32)",
     )
     logger.info(
@@ -108,6 +113,4 @@ def evaluate_variants(
         len(labels),
         served.latency_ms_b1,
     )
-    return Evaluation(
-        variants=measured, parity=exported.parity, served=served.name, baseline_accuracy=baseline, table=table
-    )
+    return evaluation

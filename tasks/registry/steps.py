@@ -60,7 +60,7 @@ def release_manifest(
             "val_accuracy": trained.val_acc,
             "test_images": sum(snapshot.counts["test"].values()),
         },
-        "variants": evaluation.table,
+        "variants": evaluation.table(),
         "parity": [p.model_dump() for p in evaluation.parity],
         "dataset": {
             "version": snapshot.version,
