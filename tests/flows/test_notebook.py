@@ -17,6 +17,8 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("LEPTON_QUICKSTART_DIR", str(tmp_path / "quickstart"))
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The kernel starts its own temporary API; on a busy 2-core machine that can take longer than 20 s.
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     for name in ("PREFECT_API_URL", "PREFECT_PROFILES_PATH"):
         monkeypatch.delenv(name, raising=False)
     client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(PROJECT)}})
