@@ -55,7 +55,7 @@ def score_production(
         )
     served = manifest["served"]
     dest = work_dir / "production" / model / alias.version
-    download_release(store, model, alias.version, dest, work_dir / "cache", only=served["name"])
+    download_release(store, model, alias.version, dest, work_dir / "cache", only=served["name"], manifest=manifest)
     backend = load_backend(served["runtime"], dest / served["name"] / served["entrypoint"])
     return ProductionScore(version=alias.version, accuracy=accuracy(backend, inputs, labels))
 

@@ -127,19 +127,26 @@ def list_versions(store: ArtifactStore, model: str) -> list[dict]:
 
 
 def download_release(
-    store: ArtifactStore, model: str, version: str, dest: Path, cache_dir: Path, only: str | None = None
+    store: ArtifactStore,
+    model: str,
+    version: str,
+    dest: Path,
+    cache_dir: Path,
+    only: str | None = None,
+    manifest: dict | None = None,
 ) -> dict:
     """Download a version's files into ``dest``, each verified against the manifest; return the manifest.
 
     Files are cached under ``cache_dir`` by sha256, so a second download of the
     same content reads nothing from the store. ``only`` restricts the download
-    to files under that release-relative folder (e.g. one variant).
+    to files under that release-relative folder (e.g. one variant); ``manifest``
+    saves reading it again when the caller already read it from this store.
 
     Raises:
         IntegrityError: a file whose sha256 differs from the manifest's, named.
         ObjectNotFound: the version is missing or incomplete.
     """
-    manifest = read_manifest(store, model, version)
+    manifest = manifest or read_manifest(store, model, version)
     prefix = version_prefix(model, version)
     for entry in manifest["files"]:
         rel, expected = entry["path"], entry["sha256"]
