@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.data.snapshot import DatasetSnapshot
+from tasks.export.onnx import INPUT_NAME, OUTPUT_NAME
 from tasks.export.steps import Evaluation
 from tasks.registry.aliases import move_alias, read_alias
 from tasks.registry.config import GateConfig, StoreConfig
@@ -45,8 +46,8 @@ def release_manifest(
             "channels": snapshot.channels,
             "image_size": snapshot.image_size,
             "scale": "pixel / 255",
-            "input_name": "images",
-            "output_name": "logits",
+            "input_name": INPUT_NAME,
+            "output_name": OUTPUT_NAME,
         },
         "served": {
             "name": served.name,
