@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
 from tasks.export.evaluate import format_table, latency_p50_ms, size_on_disk
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import StoreConfig
+from tasks.registry.production import open_variant
 from tasks.registry.release import download_release
 from tasks.registry.store import open_store
-from tasks.train.models import build_model
 
 
 def main() -> None:
@@ -48,14 +47,7 @@ def main() -> None:
     rows = []
     for row in manifest["variants"]:
         folder = work / "release" / row["variant"]
-        if row["runtime"] == "torch":
-            model = build_model(manifest["training"]["model"], len(manifest["dataset"]["classes"]), spec["channels"])
-            model.load_state_dict(torch.load(folder / "model_state.pt", weights_only=True))
-            backend = TorchBackend(model)
-        elif row["runtime"] == "onnxruntime":
-            backend = OnnxRuntimeBackend(folder / "model.onnx", threads=args.threads)
-        else:
-            backend = OpenVinoBackend(folder / "model.xml", threads=args.threads)
+        backend = open_variant(manifest, work / "release", row["variant"], threads=args.threads)
         b1 = latency_p50_ms(backend, images, 1, args.repeats, warmup=20)
         b64 = latency_p50_ms(backend, images, 64, max(args.repeats // 4, 10), warmup=5)
         rows.append({"variant": row["variant"], "size_kb": size_on_disk(sorted(p for p in folder.rglob("*") if p.is_file())) / 1024, "p50_ms_b1": b1, "p50_ms_b64": b64})

@@ -78,14 +78,14 @@ class OpenVinoBackend:
         return np.asarray(result[self.output])
 
 
-def load_backend(runtime: str, path: Path) -> Backend:
+def load_backend(runtime: str, path: Path, threads: int | None = None) -> Backend:
     """Open a variant file with the runtime that reads it (``onnxruntime`` or ``openvino``).
 
     Raises:
         ValueError: an unknown runtime name.
     """
     if runtime == "onnxruntime":
-        return OnnxRuntimeBackend(path)
+        return OnnxRuntimeBackend(path, threads=threads)
     if runtime == "openvino":
-        return OpenVinoBackend(path)
+        return OpenVinoBackend(path, threads=threads)
     raise ValueError(f"unknown runtime {runtime!r}; allowed: onnxruntime, openvino")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from tasks.export.backends import load_backend
+from tasks.export.backends import Backend, TorchBackend, load_backend
 from tasks.export.evaluate import accuracy
 from tasks.registry.aliases import read_alias
 from tasks.registry.release import download_release, read_manifest
@@ -56,6 +56,27 @@ def score_production(
     served = manifest["served"]
     dest = work_dir / "production" / model / alias.version
     download_release(store, model, alias.version, dest, work_dir / "cache", only=served["name"], manifest=manifest)
-    backend = load_backend(served["runtime"], dest / served["name"] / served["entrypoint"])
+    backend = open_variant(manifest, dest, served["name"])
     return ProductionScore(version=alias.version, accuracy=accuracy(backend, inputs, labels))
 
+
+
+def open_variant(manifest: dict, release_dir: Path, name: str, threads: int | None = None) -> Backend:
+    """A back end for variant ``name`` of a release downloaded (verified) into ``release_dir``.
+
+    Raises:
+        ValueError: the release has no variant of that name.
+    """
+    runtimes = {row["variant"]: row["runtime"] for row in manifest["variants"]}
+    if name not in runtimes:
+        raise ValueError(f"release {manifest['version']} has no variant {name!r}; it has {sorted(runtimes)}")
+    path = release_dir / name / manifest["entrypoints"][name]
+    if runtimes[name] != "torch":
+        return load_backend(runtimes[name], path, threads)
+    import torch
+
+    from tasks.train.models import build_model
+
+    model = build_model(manifest["training"]["model"], len(manifest["dataset"]["classes"]), manifest["input"]["channels"])
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return TorchBackend(model)

@@ -62,6 +62,7 @@ def release_manifest(
             "test_images": sum(snapshot.counts["test"].values()),
         },
         "variants": evaluation.table(),
+        "entrypoints": {v.name: v.entrypoint for v in evaluation.variants},
         "parity": [p.model_dump() for p in evaluation.parity],
         "dataset": {
             "version": snapshot.version,

@@ -22,6 +22,7 @@ from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import accuracy
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import StoreConfig
+from tasks.registry.production import open_variant
 from tasks.registry.release import download_release, list_versions
 from tasks.registry.store import open_store
 from tasks.train.config import TrainConfig
@@ -117,6 +118,15 @@ def test_manifest_numbers_match_a_fresh_evaluation(demo) -> None:
         assert round(size / 1024, 1) == row["size_kb"], row["variant"]
     served = next(r for r in manifest["variants"] if r["served"])
     assert served["accuracy"] >= manifest["metrics"]["test_accuracy_fp32"] - 0.01
+
+
+def test_every_released_variant_opens_from_the_download(demo) -> None:
+    config, _, manifest, downloaded = demo
+    inputs, labels = _test_split_from_release(downloaded, config.work_dir, manifest["input"]["image_size"])
+    for row in manifest["variants"]:
+        assert round(accuracy(open_variant(manifest, downloaded, row["variant"]), inputs, labels), 4) == row["accuracy"]
+    with pytest.raises(ValueError, match="no variant 'tflite'"):
+        open_variant(manifest, downloaded, "tflite")
 
 
 def test_int8_variants_stay_within_the_accuracy_budget(demo) -> None:

@@ -32,6 +32,8 @@ def production(tmp_path: Path):
         "input": {"channels": 1, "image_size": 16},
         "dataset": {"classes": CLASSES},
         "served": {"name": "onnx-fp32", "runtime": "onnxruntime", "entrypoint": "model.onnx"},
+        "variants": [{"variant": "onnx-fp32", "runtime": "onnxruntime"}],
+        "entrypoints": {"onnx-fp32": "model.onnx"},
     }
     files = {f"onnx-fp32/{p.name}": p for p in onnx_path.parent.iterdir()}
     release = publish_release(store, "m", files, manifest, "onnx-fp32")
