@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -38,6 +39,21 @@ class StoreConfig(BaseModel):
     region: str | None = Field(None, description="S3 region; None uses the AWS chain's")
     sse: Literal["none", "AES256", "aws:kms"] = Field("none", description="Server-side encryption for every object")
     kms_key_id: str | None = Field(None, description="KMS key id, with sse='aws:kms'")
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per S3 request (boto3 standard retries)")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Connect and read timeout of one S3 request")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"endpoint_url {value!r} is not allowed: use http(s)://host[:port]")
+        if parts.username or parts.password:
+            # Configs are stored in release manifests; credentials come from the AWS chain only.
+            raise ValueError("endpoint_url must not carry credentials; use the AWS credential chain")
+        return value
 
     @field_validator("uri")
     @classmethod

@@ -45,6 +45,8 @@ class Release(BaseModel):
     served_variant: str
     promoted: bool = False
     gate_reason: str = ""
+    files_uploaded: int = 0
+    files_reused: int = 0
 
 
 def version_prefix(model: str, version: str) -> str:
@@ -73,7 +75,8 @@ def publish_release(
 
     ``manifest`` is completed with the model, version, creation time and the
     file list with hashes. A version whose manifest already exists is left as
-    it is (releases are immutable) and returned.
+    it is (releases are immutable) and returned. Calling this again after a
+    failure resumes it: files already stored with their sha256 are not sent again.
     """
     version, entries = content_version(files)
     prefix = version_prefix(model, version)
@@ -85,11 +88,21 @@ def publish_release(
         served_variant=served_variant,
     )
     if store.exists(f"{prefix}/{MANIFEST}"):
-        return release
-    for entry in entries:
+        return release.model_copy(update={"files_reused": len(entries)})
+    uploaded = reused = 0
+    for number, entry in enumerate(entries, 1):
+        key = f"{prefix}/{entry.path}"
+        # Keys are content-addressed, so a file already there with its hash is this very file,
+        # left by an earlier, interrupted attempt: resume instead of sending it again.
+        if store.stored_sha256(key) == entry.sha256:
+            reused += 1
+            continue
         if progress:
-            progress(f"uploading {entry.path} ({entry.size} bytes)")
-        store.put_file(files[entry.path], f"{prefix}/{entry.path}", entry.sha256)
+            progress(f"[{number}/{len(entries)}] uploading {entry.path} ({_size(entry.size)})")
+        store.put_file(files[entry.path], key, entry.sha256, on_bytes=_byte_progress(entry, progress))
+        uploaded += 1
+    if progress and reused:
+        progress(f"{reused} of {len(entries)} files were already in the store with the right sha256; not sent again")
     document = {
         **manifest,
         "model": model,
@@ -102,7 +115,32 @@ def publish_release(
         store.put_bytes(f"{prefix}/{MANIFEST}", json.dumps(document, indent=2).encode(), if_absent=True)
     except ConditionalWriteFailed:
         pass  # a concurrent publish of the same content finished first; the version is complete either way
-    return release
+    return release.model_copy(update={"files_uploaded": uploaded, "files_reused": reused})
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
+
+
+LARGE_FILE = 8 * 2**20
+
+
+def _byte_progress(entry: ReleaseFile, progress: Callable[[str], None] | None) -> Callable[[int], None] | None:
+    """Report a large file's upload at every quarter; small files are reported once, before they go."""
+    if progress is None or entry.size < LARGE_FILE:
+        return None
+    sent = 0
+    reported = 0
+
+    def on_bytes(count: int) -> None:
+        nonlocal sent, reported
+        sent += count
+        quarter = min(4, sent * 4 // entry.size)
+        if quarter > reported:
+            reported = quarter
+            progress(f"  {entry.path}: {quarter * 25}% of {_size(entry.size)}")
+
+    return on_bytes
 
 
 def read_manifest(store: ArtifactStore, model: str, version: str) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -31,8 +31,17 @@ class ArtifactStore(Protocol):
 
     uri: str
 
-    def put_file(self, local: Path, key: str, sha256: str) -> None:
-        """Upload a file; back ends with object metadata store ``sha256`` with it."""
+    def put_file(
+        self, local: Path, key: str, sha256: str, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        """Upload a file; back ends with object metadata store ``sha256`` with it.
+
+        ``on_bytes`` is called with the number of bytes sent since its last call.
+        """
+        ...
+
+    def stored_sha256(self, key: str) -> str | None:
+        """The sha256 the object at ``key`` was stored with; None when there is no object."""
         ...
 
     def get_file(self, key: str, local: Path) -> Path:
@@ -73,13 +82,21 @@ class FileStore:
             raise ValueError(f"key {key!r} escapes the store root {self.root}")
         return path
 
-    def put_file(self, local: Path, key: str, sha256: str) -> None:
+    def put_file(
+        self, local: Path, key: str, sha256: str, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.partial")
         shutil.copyfile(local, tmp)
         # Rename is atomic: a reader sees the whole file or none of it.
         os.replace(tmp, target)
+        if on_bytes:
+            on_bytes(target.stat().st_size)
+
+    def stored_sha256(self, key: str) -> str | None:
+        path = self._path(key)
+        return sha256_file(path) if path.is_file() else None
 
     def get_file(self, key: str, local: Path) -> Path:
         source = self._path(key)
@@ -162,7 +179,11 @@ class S3Store:
             "s3",
             endpoint_url=config.endpoint_url,
             region_name=config.region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(
+                retries={"max_attempts": config.max_attempts, "mode": "standard"},
+                connect_timeout=config.timeout_s,
+                read_timeout=config.timeout_s,
+            ),
         )
 
     def _key(self, key: str) -> str:
@@ -178,10 +199,27 @@ class S3Store:
             extra["SSEKMSKeyId"] = self.config.kms_key_id
         return extra
 
-    def put_file(self, local: Path, key: str, sha256: str) -> None:
-        extra = {"Metadata": {"sha256": sha256}, **self._sse()}
-        # upload_file switches to multipart for large files.
-        self.client.upload_file(str(local), self.bucket, self._key(key), ExtraArgs=extra)
+    def put_file(
+        self, local: Path, key: str, sha256: str, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        # The endpoint checks each request's SHA-256 checksum (each part's, for multipart)
+        # and rejects a body damaged in transit; the whole file's sha256 rides along as metadata.
+        extra = {"Metadata": {"sha256": sha256}, "ChecksumAlgorithm": "SHA256", **self._sse()}
+        # upload_file switches to multipart above 8 MiB; an interrupted multipart upload never
+        # becomes an object (infra/s3/lifecycle.json expires its parts).
+        self.client.upload_file(str(local), self.bucket, self._key(key), ExtraArgs=extra, Callback=on_bytes)
+
+    def stored_sha256(self, key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        # An object without our metadata (written by hand) counts as unknown content: upload again.
+        return head.get("Metadata", {}).get("sha256", "")
 
     def get_file(self, key: str, local: Path) -> Path:
         from botocore.exceptions import ClientError
@@ -198,7 +236,11 @@ class S3Store:
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
         from botocore.exceptions import ClientError
 
-        extra: dict[str, object] = {"Metadata": {"sha256": sha256_bytes(data)}, **self._sse()}
+        extra: dict[str, object] = {
+            "Metadata": {"sha256": sha256_bytes(data)},
+            "ChecksumAlgorithm": "SHA256",
+            **self._sse(),
+        }
         if if_match is not None:
             extra["IfMatch"] = if_match
         if if_absent:

@@ -59,11 +59,11 @@ class FlakyS3Store(S3Store):
         self.calls = 0
         self.fail_at = fail_at
 
-    def put_file(self, local: Path, key: str, sha256: str) -> None:
+    def put_file(self, local: Path, key: str, sha256: str, **kwargs) -> None:
         self.calls += 1
         if self.calls == self.fail_at:
             raise ConnectionError("injected: connection dropped")
-        super().put_file(local, key, sha256)
+        super().put_file(local, key, sha256, **kwargs)
 
 
 def test_whole_release_round_trips_with_sha256_and_sse(s3_config: StoreConfig, release_files, tmp_path: Path) -> None:

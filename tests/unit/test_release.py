@@ -32,9 +32,9 @@ class RecordingStore(FileStore):
             raise ConnectionError(f"injected failure before writing {key}")
         self.writes.append(key)
 
-    def put_file(self, local: Path, key: str, sha256: str) -> None:
+    def put_file(self, local: Path, key: str, sha256: str, **kwargs) -> None:
         self._record(key)
-        super().put_file(local, key, sha256)
+        super().put_file(local, key, sha256, **kwargs)
 
     def put_bytes(self, key: str, data: bytes, **kwargs) -> str:
         self._record(key)
@@ -80,6 +80,34 @@ def test_interrupted_release_is_invisible_and_a_retry_completes_it(tmp_path: Pat
     release = publish_release(store, "m", release_files, {}, "onnx-fp32")
     assert release.version == version
     assert [m["version"] for m in list_versions(store, "m")] == [version]
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
+def test_a_retry_resumes_without_sending_stored_files_again(tmp_path: Path, release_files, fail_at) -> None:
+    with pytest.raises(ConnectionError):
+        publish_release(RecordingStore(tmp_path / "reg", fail_at=fail_at), "m", release_files, {}, "onnx-fp32")
+    retry = RecordingStore(tmp_path / "reg")
+    messages: list[str] = []
+    release = publish_release(retry, "m", release_files, {}, "onnx-fp32", progress=messages.append)
+    sent_before = sorted(release_files)[:fail_at]
+    assert [w.split(f"{release.version}/", 1)[1] for w in retry.writes] == [
+        *sorted(set(release_files) - set(sent_before)),
+        "manifest.json",
+    ]
+    assert (release.files_reused, release.files_uploaded) == (fail_at, len(release_files) - fail_at)
+    assert any("not sent again" in m for m in messages)
+    download_release(retry, "m", release.version, tmp_path / "dl", tmp_path / "cache")
+
+
+def test_a_stored_file_with_other_content_is_sent_again(tmp_path: Path, release_files) -> None:
+    with pytest.raises(ConnectionError):
+        publish_release(RecordingStore(tmp_path / "reg", fail_at=2), "m", release_files, {}, "onnx-fp32")
+    version, _ = content_version(release_files)
+    (tmp_path / "reg" / "models" / "m" / version / "onnx-fp32" / "model.onnx").write_bytes(b"half a file")
+    release = publish_release(FileStore(tmp_path / "reg"), "m", release_files, {}, "onnx-fp32")
+    # model.onnx (damaged) goes again, model.onnx.data (intact) stays, history.json was never sent.
+    assert (release.files_reused, release.files_uploaded) == (1, 2)
+    download_release(FileStore(tmp_path / "reg"), "m", release.version, tmp_path / "dl", tmp_path / "cache")
 
 
 def test_same_content_is_the_same_immutable_version(tmp_path: Path, release_files) -> None:
