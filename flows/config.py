@@ -35,3 +35,25 @@ class BuildConfig(BaseModel):
     @classmethod
     def _model_name(cls, value: str) -> str:
         return validate_name("model_name", value)
+
+
+class RollbackConfig(BaseModel):
+    """Which model to roll back, and to what; rendered by the Prefect UI as the rollback form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field("digits-classifier", description="Registry name of the model")
+    to_version: str | None = Field(None, description="Version to serve; empty for the one before the current")
+    reason: str = Field("manual rollback", min_length=1, max_length=500, description="Recorded in the alias history")
+    work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: verified downloads and their cache")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return validate_name("model_name", value)
+
+    @field_validator("to_version")
+    @classmethod
+    def _to_version(cls, value: str | None) -> str | None:
+        return validate_name("to_version", value) if value else None

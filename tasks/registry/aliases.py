@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 from datetime import datetime, timezone
 
 from pydantic import BaseModel
 
 from tasks.registry.config import validate_name
 from tasks.registry.release import MANIFEST, version_prefix
-from tasks.registry.store import ArtifactStore, ObjectNotFound
+from tasks.registry.store import ArtifactStore, ConditionalWriteFailed, ObjectNotFound
 
 
 class AliasMove(BaseModel):
@@ -19,6 +21,8 @@ class AliasMove(BaseModel):
     from_version: str | None
     to_version: str
     reason: str
+    by: str = ""
+    kind: str = "promote"
 
 
 class Alias(BaseModel):
@@ -27,6 +31,15 @@ class Alias(BaseModel):
     name: str
     version: str
     history: list[AliasMove]
+
+
+def default_actor() -> str:
+    """``user@host`` of this process: who moved an alias when no caller says otherwise."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def alias_key(model: str, alias: str) -> str:
@@ -50,8 +63,13 @@ def move_alias(
     reason: str,
     expected: tuple[Alias | None, str | None],
     alias: str = "production",
+    by: str | None = None,
+    kind: str = "promote",
 ) -> Alias:
     """Point ``alias`` at ``version`` if it still is what the caller read (``expected``).
+
+    The move is appended to the alias's history with ``by`` (who moved it;
+    default ``user@host``) and ``kind`` (``promote`` or ``rollback``).
 
     Raises:
         ObjectNotFound: ``version`` has no manifest (an incomplete version is never served).
@@ -67,6 +85,8 @@ def move_alias(
             from_version=current.version if current else None,
             to_version=version,
             reason=reason,
+            by=by or default_actor(),
+            kind=kind,
         )
     )
     moved = Alias(name=alias, version=version, history=history)
@@ -76,3 +96,31 @@ def move_alias(
     else:
         store.put_bytes(alias_key(model, alias), payload, if_match=tag)
     return moved
+
+
+def promote_if_unchanged(
+    store: ArtifactStore,
+    model: str,
+    version: str,
+    reason: str,
+    gated_against: str | None,
+    alias: str = "production",
+    by: str | None = None,
+) -> tuple[bool, str]:
+    """Move ``alias`` to ``version`` only if it still points where the gate saw it (``gated_against``).
+
+    Returns (promoted, why). Losing a race is an answer, not an error: the
+    caller's version stays complete and listed; only the alias does not move.
+    """
+    expected = read_alias(store, model, alias)
+    current = expected[0].version if expected[0] else None
+    if current == version and expected[0] and expected[0].history[-1].reason == reason:
+        # A retry after a move whose reply was lost: the move happened, and it was this one.
+        return True, reason
+    if current != gated_against:
+        return False, f"{alias} moved from {gated_against} to {current} while this release was gated"
+    try:
+        move_alias(store, model, version, reason, expected, alias=alias, by=by)
+    except ConditionalWriteFailed:
+        return False, f"another release moved {alias} at the same moment"
+    return True, reason

@@ -10,15 +10,36 @@ from prefect.artifacts import create_markdown_artifact
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.onnx import INPUT_NAME, OUTPUT_NAME
 from tasks.export.steps import Evaluation
-from tasks.registry.aliases import move_alias, read_alias
+from tasks.registry.aliases import default_actor, promote_if_unchanged
 from tasks.registry.config import GateConfig, StoreConfig
 from tasks.registry.gate import GateDecision, gate_candidate
-from tasks.registry.lineage import code_version
+from tasks.registry.lineage import code_version, model_card
 from tasks.registry.production import ProductionScore, score_production
-from tasks.registry.release import Release, publish_release
-from tasks.registry.store import ConditionalWriteFailed, open_store
+from tasks.registry.release import IntegrityError, Release, publish_release
+from tasks.registry.rollback import RollbackError, RollbackResult, roll_back
+from tasks.registry.store import ObjectNotFound, open_store
 from tasks.train.datamodule import to_model_input
 from tasks.train.fit import TrainedModel
+
+
+MODEL_CARD = "MODEL_CARD.md"
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Retry what a flaky network or endpoint may fix; never a refused file or an impossible request."""
+    error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return not isinstance(error, (RollbackError, IntegrityError, ObjectNotFound, ValueError))
+
+
+STORE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 8, 30], "retry_condition_fn": retry_if_transient}
+
+
+def run_actor() -> str:
+    """Who moves an alias: this Prefect flow run (name and id) on ``user@host``."""
+    from prefect.runtime import flow_run
+
+    run = f"flow run {flow_run.name} ({flow_run.id})" if flow_run.id else "no flow run"
+    return f"{default_actor()}, {run}"
 
 
 def release_files(snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation) -> dict[str, Path]:
@@ -81,7 +102,7 @@ def release_manifest(
     }
 
 
-@task(retries=3, retry_delay_seconds=[2, 8, 30])
+@task(**STORE_RETRIES)
 def publish(
     store_config: StoreConfig,
     model: str,
@@ -93,19 +114,19 @@ def publish(
     """Upload the release files, then its manifest; a retry resumes where it stopped."""
     logger = get_run_logger()
     store = open_store(store_config)
+    manifest = release_manifest(snapshot, trained, evaluation, config)
+    files = release_files(snapshot, trained, evaluation)
+    card = trained.state_dict_path.parent / MODEL_CARD
+    card.write_text(model_card(model, manifest))
+    files[MODEL_CARD] = card
     release = publish_release(
-        store,
-        model,
-        release_files(snapshot, trained, evaluation),
-        release_manifest(snapshot, trained, evaluation, config),
-        served_variant=evaluation.served,
-        progress=logger.info,
+        store, model, files, {**manifest, "model_card": MODEL_CARD}, served_variant=evaluation.served, progress=logger.info
     )
     logger.info("release %s %s at %s", model, release.version, release.uri)
     return release
 
 
-@task(retries=3, retry_delay_seconds=[2, 8, 30])
+@task(**STORE_RETRIES)
 def score_current_production(
     store_config: StoreConfig, model: str, snapshot: DatasetSnapshot, work_dir: Path
 ) -> ProductionScore:
@@ -138,26 +159,41 @@ def gate(evaluation: Evaluation, production: ProductionScore, config: GateConfig
     return decision
 
 
-@task(retries=3, retry_delay_seconds=[2, 8, 30])
+@task(**STORE_RETRIES)
 def promote(store_config: StoreConfig, release: Release, decision: GateDecision) -> Release:
     """Move ``production`` to the release, conditionally on it not having moved since the gate read it.
 
     Returns the release with ``promoted`` set; a build that loses a race for
     the alias is told so in ``gate_reason`` and its version stays intact.
     """
-    store = open_store(store_config)
     logger = get_run_logger()
-    expected = read_alias(store, release.model)
-    current = expected[0].version if expected[0] else None
-    lost = f"production moved from {decision.production_version} to {current} while this build was gated"
-    if current == decision.production_version:
-        try:
-            move_alias(store, release.model, release.version, decision.reason, expected)
-        except ConditionalWriteFailed:
-            lost = "another release moved production at the same moment"
-        else:
-            logger.info("production -> %s %s", release.model, release.version)
-            return release.model_copy(update={"promoted": True, "gate_reason": decision.reason})
+    promoted, why = promote_if_unchanged(
+        open_store(store_config), release.model, release.version, decision.reason, decision.production_version,
+        by=run_actor(),
+    )
+    if promoted:
+        logger.info("production -> %s %s", release.model, release.version)
+        return release.model_copy(update={"promoted": True, "gate_reason": decision.reason})
     # The loser of a race keeps its version, complete and listed; only the alias is not moved.
-    logger.warning("not promoted: %s; version %s stays available", lost, release.version)
-    return release.model_copy(update={"promoted": False, "gate_reason": f"{lost}; re-run to gate against it"})
+    logger.warning("not promoted: %s; version %s stays available", why, release.version)
+    return release.model_copy(update={"promoted": False, "gate_reason": f"{why}; re-run to gate against it"})
+
+
+@task(**STORE_RETRIES)
+def rollback_production(
+    store_config: StoreConfig, model: str, to_version: str | None, reason: str, work_dir: Path
+) -> RollbackResult:
+    """Verify the target version's files, then move ``production`` to it; record it in the history."""
+    result = roll_back(open_store(store_config), model, work_dir, to_version, reason, by=run_actor())
+    get_run_logger().info(
+        "production %s: %s -> %s (%d files verified)", model, result.from_version, result.to_version, result.verified_files
+    )
+    create_markdown_artifact(
+        key="rollback",
+        description=f"{model}: production {result.from_version} -> {result.to_version}",
+        markdown=(
+            f"# Rollback of {model}\n\n- from: `{result.from_version}`\n- to: `{result.to_version}`\n"
+            f"- files verified by sha256: {result.verified_files}\n- reason: {result.reason}\n"
+        ),
+    )
+    return result

@@ -9,20 +9,21 @@ import httpx
 import pytest
 import yaml
 
-from flows.config import BuildConfig
+from flows.config import BuildConfig, RollbackConfig
 from tests.conftest import write_class_images
 from tests.integration.conftest import PROJECT, PrefectServer
 
 pytestmark = pytest.mark.integration
 
 
-def test_prefect_yaml_declares_the_build_deployment() -> None:
+@pytest.mark.parametrize(("name", "config"), [("build", BuildConfig), ("rollback", RollbackConfig)])
+def test_prefect_yaml_declares_the_deployment(name: str, config) -> None:
     spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert deployments["build"]["entrypoint"] == "flows/build.py:build"
-    module, _, name = deployments["build"]["entrypoint"].partition(":")
-    assert (PROJECT / module).is_file() and f"def {name}(" in (PROJECT / module).read_text()
-    BuildConfig.model_validate(deployments["build"]["parameters"].get("config", {}))
+    assert deployments[name]["entrypoint"] == f"flows/{name}.py:{name}"
+    module, _, function = deployments[name]["entrypoint"].partition(":")
+    assert (PROJECT / module).is_file() and f"def {function}(" in (PROJECT / module).read_text()
+    config.model_validate(deployments[name]["parameters"].get("config", {}))
 
 
 def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer, tmp_path: Path) -> None:
@@ -41,8 +42,11 @@ def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer
     }
     prefect_server.cli("work-pool", "create", "lepton-process", "--type", "process", "--overwrite")
     prefect_server.cli("deploy", "--all")
-    schema = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()[0]["parameter_openapi_schema"]
-    assert "config" in schema["properties"]  # what the UI renders as the parameter form
+    deployments = {d["name"]: d for d in httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()}
+    assert {"build", "rollback"} <= set(deployments)
+    for deployment in deployments.values():
+        # What the UI renders as each deployment's parameter form.
+        assert "config" in deployment["parameter_openapi_schema"]["properties"]
     prefect_server.cli("deployment", "run", "build/build", "--params", json.dumps(params))
     # The worker picks up the scheduled run, runs it in a subprocess from the project folder, and exits.
     prefect_server.cli("worker", "start", "--pool", "lepton-process", "--run-once", cwd=tmp_path, timeout=600)
