@@ -63,15 +63,14 @@ def digits_snapshot(digits_folder: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-compatible HTTP endpoint on 127.0.0.1 (moto's server) with test credentials."""
-    from moto.server import ThreadedMotoServer
+    from tests.s3_endpoint import S3Endpoint
 
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = S3Endpoint()
     server.start()
-    host, port = server.get_host_and_port()
     try:
-        yield f"http://{host}:{port}"
+        yield server.url
     finally:
         server.stop()
         for key, value in saved.items():
