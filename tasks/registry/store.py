@@ -26,6 +26,23 @@ class ObjectNotFound(KeyError):
     """No object at that key."""
 
 
+def check_key(key: str) -> str:
+    """A key is a relative POSIX path of non-empty, non-dot segments; anything else never reaches a store.
+
+    Raises:
+        ValueError: absolute, empty or ``.``/``..`` segments, backslashes or control characters.
+    """
+    segments = key.split("/")
+    if (
+        not key
+        or any(segment in ("", ".", "..") for segment in segments)
+        or "\\" in key
+        or any(ord(ch) < 32 for ch in key)
+    ):
+        raise ValueError(f"key {key!r} is not a relative path inside the store")
+    return key
+
+
 class ArtifactStore(Protocol):
     """What releases, gates and readers need from a store."""
 
@@ -77,7 +94,7 @@ class FileStore:
         self.uri = f"file://{self.root}"
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = (self.root / check_key(key)).resolve()
         if self.root not in path.parents:
             raise ValueError(f"key {key!r} escapes the store root {self.root}")
         return path
@@ -144,7 +161,7 @@ class FileStore:
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str) -> list[str]:
-        base = self._path(prefix) if prefix else self.root
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
         if not base.exists():
             return []
         # Dot-names are the store's own bookkeeping (locks, partial writes), never artifacts.
@@ -187,8 +204,7 @@ class S3Store:
         )
 
     def _key(self, key: str) -> str:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"key {key!r} is not a relative path inside the store")
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _sse(self) -> dict[str, str]:
@@ -276,7 +292,7 @@ class S3Store:
         return True
 
     def list_keys(self, prefix: str) -> list[str]:
-        full = self._key(prefix) if prefix else self.prefix
+        full = self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "") if prefix else self.prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):

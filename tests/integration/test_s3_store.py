@@ -17,9 +17,10 @@ from tasks.data.config import DataConfig
 from tasks.export.config import EvaluateConfig
 from tasks.export.onnx import export_onnx
 from tasks.hashing import sha256_file
-from tasks.registry.aliases import move_alias, read_alias
+from tasks.registry.aliases import move_alias, promote_if_unchanged, read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.release import IntegrityError, download_release, list_versions, publish_release, read_manifest
+from tasks.registry.rollback import roll_back
 from tasks.registry.store import ConditionalWriteFailed, S3Store
 from tasks.train.config import TrainConfig
 from tasks.train.models import build_model
@@ -82,6 +83,58 @@ def test_whole_release_round_trips_with_sha256_and_sse(s3_config: StoreConfig, r
         if not key.endswith("manifest.json"):
             expected = next(f["sha256"] for f in manifest["files"] if key.endswith(f["path"]))
             assert head["Metadata"]["sha256"] == expected
+
+
+@pytest.mark.parametrize(
+    "sse", [{"sse": "AES256"}, {"sse": "aws:kms", "kms_key_id": "arn:aws:kms:us-east-1:123456789012:key/lepton"}]
+)
+def test_every_object_carries_the_configured_encryption(s3_config: StoreConfig, release_files, sse: dict) -> None:
+    config = s3_config.model_copy(update=sse)
+    store = S3Store(config)
+    release = publish_release(store, "digits", release_files, {}, "onnx-fp32")
+    move_alias(store, "digits", release.version, "first", read_alias(store, "digits"))
+    client = boto3.client("s3", endpoint_url=config.endpoint_url)
+    keys = store.list_keys("")
+    assert len(keys) == len(release_files) + 2  # files, manifest, alias
+    for key in keys:
+        head = client.head_object(Bucket=store.bucket, Key=f"team/registry/{key}")
+        assert head["ServerSideEncryption"] == sse["sse"], key
+        assert head.get("SSEKMSKeyId") == sse.get("kms_key_id"), key
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc", "a/../../b", "./here", "a\\..\\b"])
+def test_unsafe_names_never_reach_the_bucket(s3_config: StoreConfig, release_files, name: str) -> None:
+    store = S3Store(s3_config)
+    with pytest.raises(ValueError, match="not allowed"):
+        publish_release(store, name, release_files, {}, "onnx-fp32")
+    with pytest.raises(ValueError, match="not allowed"):
+        read_alias(store, name)
+    with pytest.raises(ValueError, match="not a relative path"):
+        store.put_bytes(f"models/{name}/x.json", b"{}")
+    assert store.list_keys("") == []
+
+
+def test_rollback_round_trip(s3_config: StoreConfig, release_files, tmp_path: Path) -> None:
+    store = S3Store(s3_config)
+    versions = []
+    for n in range(3):
+        release_files["blob/weights.bin"] = tmp_path / f"w{n}.bin"
+        release_files["blob/weights.bin"].write_bytes(bytes([n]) * 1024)
+        version = publish_release(store, "digits", release_files, {}, "onnx-fp32").version
+        assert promote_if_unchanged(store, "digits", version, f"build {n}", versions[-1] if versions else None)[0]
+        versions.append(version)
+    back = roll_back(store, "digits", tmp_path / "work", reason="regression in build 2")
+    assert (back.from_version, back.to_version) == (versions[2], versions[1])
+    client = boto3.client("s3", endpoint_url=s3_config.endpoint_url)
+    client.put_object(Bucket=store.bucket, Key=f"team/registry/models/digits/{versions[0]}/blob/weights.bin", Body=b"x")
+    with pytest.raises(IntegrityError, match="blob/weights.bin"):
+        roll_back(store, "digits", tmp_path / "work")
+    assert roll_back(store, "digits", tmp_path / "work", to_version=versions[2]).to_version == versions[2]
+    alias, _ = read_alias(store, "digits")
+    assert [(m.kind, m.to_version) for m in alias.history] == [
+        ("promote", versions[0]), ("promote", versions[1]), ("promote", versions[2]),
+        ("rollback", versions[1]), ("pin", versions[2]),
+    ]
 
 
 def test_interrupted_upload_is_invisible_and_retry_completes(s3_config: StoreConfig, release_files) -> None:

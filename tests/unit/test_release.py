@@ -165,9 +165,11 @@ def test_unsafe_names_are_rejected(tmp_path: Path, release_files, name: str) -> 
     assert not any((tmp_path / "reg").rglob("*.json"))
 
 
-def test_file_store_refuses_keys_outside_its_root(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="escapes"):
-        FileStore(tmp_path / "reg").put_bytes("../outside.json", json.dumps({}).encode())
+@pytest.mark.parametrize("key", ["../outside.json", "/abs.json", "a//b.json", "a/./b.json", "a\\b.json", "models/x\n.json"])
+def test_file_store_refuses_keys_outside_its_root(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ValueError, match="not a relative path"):
+        FileStore(tmp_path / "reg").put_bytes(key, json.dumps({}).encode())
+    assert not (tmp_path / "outside.json").exists() and not list((tmp_path / "reg").rglob("*.json"))
 
 
 def test_release_folder_holds_only_released_files(tmp_path: Path, release_files) -> None:
