@@ -61,8 +61,14 @@ def digits_snapshot(digits_folder: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3-compatible HTTP endpoint on 127.0.0.1 (moto's server) with test credentials."""
+def s3_endpoint(s3_server) -> str:
+    """The URL of a real S3-compatible HTTP endpoint on 127.0.0.1 (moto's server), with test credentials set."""
+    return s3_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with a request log and injectable faults (tests/s3_endpoint.py)."""
     from tests.s3_endpoint import S3Endpoint
 
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
@@ -70,7 +76,7 @@ def s3_endpoint():
     server = S3Endpoint()
     server.start()
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
         for key, value in saved.items():

@@ -12,6 +12,7 @@ Two additions to moto's ``ThreadedMotoServer``, both outside the S3 code under t
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class Request:
     path: str
     query: str
     failed: bool
+    sse: str | None = None
 
     @property
     def is_upload(self) -> bool:
@@ -45,6 +47,7 @@ class S3Endpoint(ThreadedMotoServer):
 
     def __init__(self) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request drowns test output
         self.requests: list[Request] = []
         self._fail_from: int | None = None
         self._mode: FaultMode = "error"
@@ -74,7 +77,13 @@ class S3Endpoint(ThreadedMotoServer):
                 index = len(self.requests)
                 failing = self._fail_from is not None and index >= self._fail_from
                 self.requests.append(
-                    Request(environ["REQUEST_METHOD"], unquote(environ["PATH_INFO"]), environ["QUERY_STRING"], failing)
+                    Request(
+                        environ["REQUEST_METHOD"],
+                        unquote(environ["PATH_INFO"]),
+                        environ["QUERY_STRING"],
+                        failing,
+                        environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION"),
+                    )
                 )
             if failing:
                 return self._fail(environ, start_response)

@@ -40,12 +40,10 @@ PHASES = ("before files", "mid-files", "before manifest", "before alias")
 BIG = 9 * 2**20  # above boto3's 8 MiB multipart threshold: two parts
 
 
-@pytest.fixture(scope="module")
-def endpoint(s3_endpoint):  # s3_endpoint sets the test credentials for the session
-    server = S3Endpoint()
-    server.start()
-    yield server
-    server.stop()
+@pytest.fixture
+def endpoint(s3_server: S3Endpoint):
+    yield s3_server
+    s3_server.heal()  # whatever a failed test left broken
 
 
 def new_store(endpoint: S3Endpoint) -> StoreConfig:
