@@ -15,6 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.build import build
 from flows.config import BuildConfig
+from flows.versions import main as versions_cli
 from tasks.data.config import DataConfig
 from tasks.data.snapshot import DataValidationError
 from tasks.export.backends import load_backend
@@ -154,6 +155,28 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     with get_client(sync_client=True) as client:
         verdicts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-gate"])))
     assert f"{config.model_name} {second.version}: keep production" in [a.description for a in verdicts]
+
+
+def test_release_carries_a_model_card_and_lineage(demo, capsys) -> None:
+    config, release, manifest, downloaded = demo
+    card = (downloaded / manifest["model_card"]).read_text()
+    assert card.startswith(f"# Model card: {release.model}")
+    for fact in [
+        ", ".join(manifest["dataset"]["classes"]),
+        f"{manifest['metrics']['test_accuracy_served']:.4f}",
+        manifest["dataset"]["version"],
+        manifest["code_version"],
+        f"`{manifest['served']['name']}`",
+    ]:
+        assert fact in card
+    assert card.count("\n| ") == len(manifest["variants"]) + 1  # header and one row per variant
+    alias, _ = read_alias(open_store(config.store), release.model)
+    assert alias.history[0].kind == "promote" and "flow run" in alias.history[0].by
+    assert versions_cli(["--model", release.model, "--store-uri", config.store.uri]) == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith(release.version))
+    assert manifest["dataset"]["version"] in row and manifest["served"]["name"] in row and row.rstrip().endswith("True")
+    assert "production history" in printed
 
 
 def test_bad_dataset_fails_the_flow_with_a_clear_message(tmp_path: Path) -> None:
