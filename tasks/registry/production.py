@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,10 @@ from tasks.export.evaluate import accuracy
 from tasks.registry.aliases import read_alias
 from tasks.registry.release import download_release, read_manifest
 from tasks.registry.store import ArtifactStore
+
+
+class UnsafeArtifactError(RuntimeError):
+    """A released file would execute code when loaded; it is refused, never loaded."""
 
 
 class ProductionScore(BaseModel):
@@ -66,6 +71,7 @@ def open_variant(manifest: dict, release_dir: Path, name: str, threads: int | No
 
     Raises:
         ValueError: the release has no variant of that name.
+        UnsafeArtifactError: a PyTorch state dict that would need arbitrary objects unpickled.
     """
     runtimes = {row["variant"]: row["runtime"] for row in manifest["variants"]}
     if name not in runtimes:
@@ -78,5 +84,11 @@ def open_variant(manifest: dict, release_dir: Path, name: str, threads: int | No
     from tasks.train.models import build_model
 
     model = build_model(manifest["training"]["model"], len(manifest["dataset"]["classes"]), manifest["input"]["channels"])
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeArtifactError(
+            f"{path} holds pickled objects other than tensors; refused without running them ({str(exc).splitlines()[0]})"
+        ) from None
+    model.load_state_dict(state)
     return TorchBackend(model)

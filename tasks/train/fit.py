@@ -144,7 +144,13 @@ def fit_classifier(
                 history,
             ],
         )
-        trainer.fit(module, datamodule=data, ckpt_path=str(config.resume_from) if config.resume_from else None)
+        # weights_only: a checkpoint to resume from is tensors and plain containers, never code to run.
+        trainer.fit(
+            module,
+            datamodule=data,
+            ckpt_path=str(config.resume_from) if config.resume_from else None,
+            weights_only=True,
+        )
         best_path = Path(checkpoint.best_model_path)
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])

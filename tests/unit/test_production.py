@@ -14,7 +14,7 @@ from tasks.export.onnx import export_onnx
 from tasks.registry.aliases import move_alias, read_alias
 from tasks.registry.config import GateConfig
 from tasks.registry.gate import gate_candidate
-from tasks.registry.production import ProductionScore, score_production
+from tasks.registry.production import ProductionScore, UnsafeArtifactError, open_variant, score_production
 from tasks.registry.release import publish_release
 from tasks.registry.store import FileStore
 from tasks.train.models import build_model
@@ -73,3 +73,34 @@ def test_gate_respects_incomparable_setting_and_current_production() -> None:
     assert not same.promote and "already production" in same.reason
     worse = gate_candidate(0.90, "v2", ProductionScore(version="v1", accuracy=0.99), GateConfig(tolerance_pp=0.5))
     assert not worse.promote and "v1" in worse.reason
+
+
+class Payload:
+    """What a malicious state dict would carry: an object whose unpickling runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_a_pickled_payload_in_a_release_is_refused_without_running(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    state = build_model("small_cnn", 3, 1).state_dict()
+    state["extra"] = Payload(marker)
+    weights = tmp_path / "model_state.pt"
+    torch.save(state, weights)
+    manifest = {
+        "version": "x",
+        "input": {"channels": 1},
+        "dataset": {"classes": CLASSES},
+        "training": {"model": "small_cnn"},
+        "variants": [{"variant": "torch-fp32", "runtime": "torch"}],
+        "entrypoints": {"torch-fp32": "model_state.pt"},
+    }
+    (tmp_path / "release" / "torch-fp32").mkdir(parents=True)
+    weights.rename(tmp_path / "release" / "torch-fp32" / "model_state.pt")
+    with pytest.raises(UnsafeArtifactError, match="model_state.pt holds pickled objects"):
+        open_variant(manifest, tmp_path / "release", "torch-fp32")
+    assert not marker.exists()

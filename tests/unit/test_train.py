@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,23 @@ def test_resume_continues_from_a_checkpoint(snapshot, tmp_path: Path) -> None:
     last = first.checkpoint_path.parent / "last.ckpt"
     resumed = fit_classifier(snapshot, CONFIG.model_copy(update={"max_epochs": 4, "resume_from": last}), tmp_path / "b")
     assert [r.epoch for r in resumed.history] == [2, 3]
+
+
+class Payload:
+    """An object whose unpickling would run code, hidden in a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(snapshot, tmp_path: Path) -> None:
+    first = fit_classifier(snapshot, CONFIG.model_copy(update={"max_epochs": 1}), tmp_path / "a")
+    checkpoint = torch.load(first.checkpoint_path.parent / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"] = {"note": Payload(tmp_path / "pwned")}
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        fit_classifier(snapshot, CONFIG.model_copy(update={"resume_from": tmp_path / "evil.ckpt"}), tmp_path / "b")
+    assert not (tmp_path / "pwned").exists()
