@@ -60,6 +60,11 @@ def digits_snapshot(digits_folder: Path, tmp_path_factory: pytest.TempPathFactor
     return ingest_imagefolder(digits_folder, DataConfig(), tmp_path_factory.mktemp("snapshots"))
 
 
+# Distinctive, so a test can prove they appear in no log, artifact or manifest.
+TEST_ACCESS_KEY = "AKIALEPTONTESTKEY0001"
+TEST_SECRET = "lepton-test-secret-never-logged"
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(s3_server) -> str:
     """The URL of a real S3-compatible HTTP endpoint on 127.0.0.1 (moto's server), with test credentials set."""
@@ -72,7 +77,7 @@ def s3_server():
     from tests.s3_endpoint import S3Endpoint
 
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(AWS_ACCESS_KEY_ID=TEST_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=TEST_SECRET, AWS_DEFAULT_REGION="us-east-1")
     server = S3Endpoint()
     server.start()
     try:

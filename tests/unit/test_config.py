@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flows.config import BuildConfig
+from flows.config import BuildConfig, RollbackConfig
 from tasks.data.config import DataConfig
 from tasks.registry.config import StoreConfig
 from tasks.train.config import TrainConfig
@@ -38,6 +38,10 @@ def test_defaults_build_the_demo() -> None:
         (StoreConfig, {"uri": "s3://Bad_Bucket/x"}, "uri", "not a valid S3 bucket name"),
         (StoreConfig, {"sse": "aws:kms"}, "kms_key_id", "required"),
         (StoreConfig, {"sse": "DES"}, "sse", "'AES256'"),
+        (StoreConfig, {"endpoint_url": "http://key:secret@minio:9000"}, "endpoint_url", "AWS credential chain"),
+        (StoreConfig, {"endpoint_url": "minio:9000"}, "endpoint_url", "http(s)://host[:port]"),
+        (StoreConfig, {"max_attempts": 0}, "max_attempts", "greater than or equal to 1"),
+        (RollbackConfig, {"to_version": "../v1"}, "to_version", "a-z, 0-9"),
         (BuildConfig, {"model_name": "../escape"}, "model_name", "a-z, 0-9"),
         (BuildConfig, {"modle_name": "typo"}, "modle_name", "Extra inputs are not permitted"),
     ],

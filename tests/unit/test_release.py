@@ -110,6 +110,16 @@ def test_a_stored_file_with_other_content_is_sent_again(tmp_path: Path, release_
     download_release(FileStore(tmp_path / "reg"), "m", release.version, tmp_path / "dl", tmp_path / "cache")
 
 
+def test_large_files_report_upload_progress(tmp_path: Path, release_files) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (9 * 2**20))
+    messages: list[str] = []
+    publish_release(FileStore(tmp_path / "reg"), "m", {**release_files, "blob/big.bin": big}, {}, "x", messages.append)
+    assert "[1/4] uploading blob/big.bin (9.0 MiB)" in messages
+    assert "  blob/big.bin: 100% of 9.0 MiB" in messages
+    assert sum("uploading" in m for m in messages) == 4
+
+
 def test_same_content_is_the_same_immutable_version(tmp_path: Path, release_files) -> None:
     store = RecordingStore(tmp_path / "reg")
     first = publish_release(store, "m", release_files, {"n": 1}, "onnx-fp32")
