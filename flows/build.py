@@ -1,4 +1,4 @@
-"""The build flow: ingest -> validate -> split -> train -> INT8 -> export -> evaluate -> gate -> release."""
+"""The build flow: ingest -> validate -> split -> train -> export -> INT8 -> evaluate -> monitoring reference -> release -> gate."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flows.config import BuildConfig
 from tasks.compress.steps import quantize_int8
 from tasks.data.steps import ingest, prepare_source
 from tasks.export.steps import evaluate_variants, export_fp32
+from tasks.monitor.steps import monitoring_reference
 from tasks.registry.release import Release
 from tasks.registry.steps import gate, promote, publish, score_current_production
 from tasks.train.steps import train
@@ -22,7 +23,10 @@ def build(config: BuildConfig = BuildConfig()) -> Release:
     exported = export_fp32(trained, snapshot, config.evaluate)
     quantized = quantize_int8(exported, snapshot, config.quantize)
     evaluation = evaluate_variants(trained, exported, quantized, snapshot, config.evaluate)
-    release = publish(config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"))
+    reference = monitoring_reference(snapshot, trained, evaluation, config.monitor)
+    release = publish(
+        config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"), reference
+    )
     production = score_current_production(config.store, config.model_name, snapshot, config.work_dir)
     decision = gate(evaluation, production, config.gate, release)
     if decision.promote:

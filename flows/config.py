@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tasks.compress.config import QuantizeConfig
 from tasks.data.config import DataConfig
 from tasks.export.config import EvaluateConfig
+from tasks.monitor.drift import DriftConfig
+from tasks.monitor.reference import ReferenceConfig
 from tasks.registry.config import GateConfig, StoreConfig, validate_name
 from tasks.train.config import TrainConfig
 
@@ -28,6 +30,7 @@ class BuildConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    monitor: ReferenceConfig = Field(default_factory=ReferenceConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
 
@@ -57,3 +60,47 @@ class RollbackConfig(BaseModel):
     @classmethod
     def _to_version(cls, value: str | None) -> str | None:
         return validate_name("to_version", value) if value else None
+
+
+class ScoreConfig(BaseModel):
+    """Which images to score with production; rendered by the Prefect UI as the score form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field("digits-classifier", description="Registry name of the model")
+    source: str = Field(".lepton/incoming", description="Folder of images, or s3://bucket/prefix on the store's endpoint")
+    batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
+    work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: verified downloads, downloaded inputs")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return validate_name("model_name", value)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError(f"source {value!r} is not allowed: use a local folder or s3://bucket/prefix")
+        if not value.strip():
+            raise ValueError("source must name a folder or an s3:// prefix")
+        return value
+
+
+class MonitorConfig(BaseModel):
+    """Which production logs to check for drift, and how; rendered by the Prefect UI as the monitor form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field("digits-classifier", description="Registry name of the model")
+    window_hours: float | None = Field(24.0, gt=0, le=24 * 366, description="Rows logged in the last N hours; empty: all")
+    window_rows: int | None = Field(None, ge=1, description="At most the last N rows of the window")
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: reference, window, report")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return validate_name("model_name", value)

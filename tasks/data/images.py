@@ -44,6 +44,18 @@ def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
     """Decode ``path`` fully and return a uint8 array of shape (channels, image_size, image_size).
 
     Raises:
+        BadImage: as :func:`decode_image`.
+    """
+    return decode_image(path, image_size, channels)[0]
+
+
+def decode_image(path: Path, image_size: int, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``path`` fully: the uint8 (channels, image_size, image_size) array and the original (width, height).
+
+    Training, release-time monitoring reference and production scoring all read
+    images through this one function, so the same file gives the same pixels.
+
+    Raises:
         BadImage: zero-byte, unreadable, not an image, truncated, corrupt or
             oversized files, with a reason a person can act on.
     """
@@ -65,6 +77,7 @@ def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
+                original_size = img.size
                 normalised = _to_mode(img, channels)
     except UnidentifiedImageError:
         raise BadImage("not an image (no decoder recognises it)") from None
@@ -80,5 +93,5 @@ def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
     resized = normalised.resize((image_size, image_size), Image.Resampling.BILINEAR)
     arr = np.asarray(resized, dtype=np.uint8)
     if channels == 1:
-        return arr[np.newaxis, :, :].copy()
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        return arr[np.newaxis, :, :].copy(), original_size
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), original_size

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from tasks.data.config import DataConfig
-from tasks.data.images import BadImage, load_image
+from tasks.data.images import BadImage, decode_image
 from tasks.data.split import SPLITS, assign_split
 from tasks.hashing import sha256_bytes, sha256_file
 
@@ -59,6 +59,16 @@ class DatasetSnapshot(BaseModel):
         splits = np.load(self.directory / "splits.npy")
         mask = splits == SPLIT_CODES[split]
         return np.asarray(images[mask]), labels[mask]
+
+    def original_sizes(self, split: str) -> np.ndarray:
+        """(width, height) of each image of one split as it was on disk, before resizing."""
+        splits = np.load(self.directory / "splits.npy")
+        return np.load(self.directory / "sizes.npy")[splits == SPLIT_CODES[split]]
+
+    def file_hashes(self, split: str) -> list[str]:
+        """sha256 of each image file of one split, in array order."""
+        files = json.loads((self.directory / "manifest.json").read_text())["files"]
+        return [f["sha256"] for f in files if f["split"] == split]
 
 
 def _class_files(root: Path) -> tuple[dict[str, list[Path]], list[QuarantineEntry]]:
@@ -112,6 +122,7 @@ def ingest_imagefolder(
         )
 
     accepted: list[tuple[str, str, str, np.ndarray]] = []  # relpath, sha256, class, pixels
+    original_sizes: dict[str, tuple[int, int]] = {}  # relpath -> (width, height) before resizing
     seen: dict[str, tuple[str, str]] = {}  # sha256 -> (relpath, class)
     conflicting: set[str] = set()
     done = 0
@@ -122,7 +133,7 @@ def ingest_imagefolder(
             if progress and (done % 200 == 0 or done == total):
                 progress(done, total)
             try:
-                pixels = load_image(path, config.image_size, config.channels)
+                pixels, original_sizes[rel] = decode_image(path, config.image_size, config.channels)
                 digest = sha256_file(path)
             except BadImage as bad:
                 quarantined.append(QuarantineEntry(path=rel, reason=bad.reason))
@@ -209,6 +220,8 @@ def ingest_imagefolder(
             f"dataset {root} rejected: " + "; ".join(problems) + f". Validation report: {report_path}"
         )
 
+    if not (directory / "sizes.npy").exists():  # also fills in snapshots written before sizes were kept
+        np.save(directory / "sizes.npy", np.array([original_sizes[a[0]] for a in accepted], dtype=np.int64))
     if not (directory / "manifest.json").exists():
         # Arrays first, manifest last: a folder without manifest.json is an interrupted write.
         np.save(directory / "images.npy", np.stack([a[3] for a in accepted]))

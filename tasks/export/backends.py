@@ -21,6 +21,14 @@ class Backend(Protocol):
         """Logits (N x classes) for a float32 batch (N x C x H x W)."""
         ...
 
+    def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and penultimate-layer embeddings (N x D) for a float32 batch, in one pass."""
+        ...
+
+
+class NoEmbeddingOutput(ValueError):
+    """A variant exported before embeddings were an output: it can be served but not monitored."""
+
 
 class TorchBackend:
     """PyTorch eager execution of a module, on CPU, in inference mode."""
@@ -29,12 +37,24 @@ class TorchBackend:
 
     def __init__(self, model) -> None:  # noqa: ANN001 - torch.nn.Module; torch imported lazily
         self.model = model.eval()
+        self._with_embedding = None
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+
+    def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from tasks.export.onnx import WithEmbedding
+
+        if self._with_embedding is None:
+            self._with_embedding = WithEmbedding(self.model).eval()
+        with torch.inference_mode():
+            logits, embedding = self._with_embedding(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        return logits.numpy(), embedding.numpy()
 
 
 class OnnxRuntimeBackend:
@@ -50,9 +70,21 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.path = path
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run(self.output_names[:1], {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from tasks.export.onnx import EMBEDDING_NAME
+
+        if EMBEDDING_NAME not in self.output_names:
+            raise NoEmbeddingOutput(f"{self.path} has outputs {self.output_names}, no {EMBEDDING_NAME!r}")
+        logits, embedding = self.session.run(
+            [self.output_names[0], EMBEDDING_NAME], {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        )
+        return logits, embedding
 
 
 class OpenVinoBackend:
@@ -72,10 +104,20 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.output = self.compiled.output(0)
+        self.path = path
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         result = self.compiled(np.ascontiguousarray(batch, dtype=np.float32))
         return np.asarray(result[self.output])
+
+    def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from tasks.export.onnx import EMBEDDING_NAME
+
+        embedding = next((o for o in self.compiled.outputs if EMBEDDING_NAME in o.get_names()), None)
+        if embedding is None:
+            raise NoEmbeddingOutput(f"{self.path} has no {EMBEDDING_NAME!r} output")
+        result = self.compiled(np.ascontiguousarray(batch, dtype=np.float32))
+        return np.asarray(result[self.output]), np.asarray(result[embedding])
 
 
 def load_backend(runtime: str, path: Path, threads: int | None = None) -> Backend:

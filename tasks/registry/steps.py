@@ -8,8 +8,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.onnx import INPUT_NAME, OUTPUT_NAME
+from tasks.export.onnx import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
 from tasks.export.steps import Evaluation
+from tasks.monitor.reference import MonitoringReference
 from tasks.registry.aliases import default_actor, promote_if_unchanged
 from tasks.registry.config import GateConfig, StoreConfig
 from tasks.registry.gate import GateDecision, gate_candidate
@@ -42,9 +43,11 @@ def run_actor() -> str:
     return f"{default_actor()}, {run}"
 
 
-def release_files(snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation) -> dict[str, Path]:
-    """Release-relative path -> local file: every variant, the dataset lineage, the training history."""
-    files: dict[str, Path] = {}
+def release_files(
+    snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation, reference: MonitoringReference | None = None
+) -> dict[str, Path]:
+    """Release-relative path -> local file: every variant, the dataset lineage, the training history, the monitoring reference."""
+    files: dict[str, Path] = dict(reference.release_files()) if reference else {}
     for variant in evaluation.variants:
         for path in variant.files():
             files[f"{variant.name}/{path.relative_to(variant.directory).as_posix()}"] = path
@@ -55,11 +58,16 @@ def release_files(snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: 
 
 
 def release_manifest(
-    snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation, config: dict
+    snapshot: DatasetSnapshot,
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    config: dict,
+    reference: MonitoringReference | None = None,
 ) -> dict:
-    """Everything a reader needs besides the files: input contract, metrics, variants, lineage."""
+    """Everything a reader needs besides the files: input contract, metrics, variants, lineage, monitoring."""
     served = evaluation.served_variant()
     return {
+        **({"monitoring": reference.manifest_entry()} if reference else {}),
         "schema_version": 1,
         "input": {
             "layout": "NCHW",
@@ -69,6 +77,7 @@ def release_manifest(
             "scale": "pixel / 255",
             "input_name": INPUT_NAME,
             "output_name": OUTPUT_NAME,
+            "embedding_output": EMBEDDING_NAME,
         },
         "served": {
             "name": served.name,
@@ -110,12 +119,13 @@ def publish(
     trained: TrainedModel,
     evaluation: Evaluation,
     config: dict,
+    reference: MonitoringReference | None = None,
 ) -> Release:
     """Upload the release files, then its manifest; a retry resumes where it stopped."""
     logger = get_run_logger()
     store = open_store(store_config)
-    manifest = release_manifest(snapshot, trained, evaluation, config)
-    files = release_files(snapshot, trained, evaluation)
+    manifest = release_manifest(snapshot, trained, evaluation, config, reference)
+    files = release_files(snapshot, trained, evaluation, reference)
     card = trained.state_dict_path.parent / MODEL_CARD
     card.write_text(model_card(model, manifest))
     files[MODEL_CARD] = card

@@ -19,33 +19,17 @@ from flows.versions import main as versions_cli
 from tasks.data.config import DataConfig
 from tasks.data.snapshot import DataValidationError
 from tasks.export.backends import load_backend
-from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import accuracy
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.production import open_variant
-from tasks.registry.release import download_release, list_versions
+from tasks.registry.release import list_versions
 from tasks.registry.store import open_store
 from tasks.train.config import TrainConfig
 from tasks.train.models import build_model
 from tests.conftest import write_class_images
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    """The default build (embedded digits) with a temporary work dir and registry."""
-    root = tmp_path_factory.mktemp("demo")
-    config = BuildConfig(
-        work_dir=root / "work",
-        store=StoreConfig(uri=f"file://{root / 'registry'}"),
-        evaluate=EvaluateConfig(latency_repeats=5),
-    )
-    release = build(config)
-    store = open_store(config.store)
-    manifest = download_release(store, release.model, release.version, root / "download", root / "cache")
-    return config, release, manifest, root / "download"
 
 
 def _test_split_from_release(manifest_dir: Path, work_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Monitoring: per-image features, the release's reference, production logs, Evidently drift."""

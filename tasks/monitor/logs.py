@@ -1,0 +1,82 @@
+"""Production logs in the store: one immutable Parquet object per scored batch.
+
+``monitoring/{model}/{YYYY-MM-DD}/{YYYYMMDDTHHMMSSZ}-{batch}.parquet`` holds the monitoring
+features of a batch; ``predictions/{model}/...`` the same way holds its predictions. S3 has no
+append: a batch is written whole, once (if absent), so a reader never sees half a log.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from tasks.registry.config import validate_name
+from tasks.registry.store import ArtifactStore, ConditionalWriteFailed
+
+KINDS = ("monitoring", "predictions")
+_NAME = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{12})\.parquet$")
+
+
+def log_key(kind: str, model: str, scored_at: datetime, batch_id: str) -> str:
+    """Store key of one batch's log."""
+    if kind not in KINDS:
+        raise ValueError(f"log kind {kind!r}; allowed: {KINDS}")
+    stamp = scored_at.astimezone(timezone.utc)
+    return f"{kind}/{validate_name('model name', model)}/{stamp:%Y-%m-%d}/{stamp:%Y%m%dT%H%M%SZ}-{batch_id}.parquet"
+
+
+def write_log(store: ArtifactStore, kind: str, model: str, frame: pd.DataFrame, scored_at: datetime, batch_id: str) -> str:
+    """Write one batch's rows as a single object, only if absent; return its key."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    key = log_key(kind, model, scored_at, batch_id)
+    try:
+        store.put_bytes(key, buffer.getvalue(), if_absent=True)
+    except ConditionalWriteFailed:
+        pass  # a retry of the same batch at the same second: the object is already whole
+    return key
+
+
+def batch_logged(store: ArtifactStore, kind: str, model: str, batch_id: str) -> str | None:
+    """The key of an earlier log of this batch, if any (a batch is scored once)."""
+    for key in store.list_keys(f"{kind}/{validate_name('model name', model)}/"):
+        match = _NAME.match(key.rsplit("/", 1)[-1])
+        if match and match.group(2) == batch_id:
+            return key
+    return None
+
+
+def read_window(
+    store: ArtifactStore,
+    kind: str,
+    model: str,
+    since: datetime | None = None,
+    last_rows: int | None = None,
+) -> pd.DataFrame:
+    """Rows of batches logged at or after ``since``, newest batches first until ``last_rows`` are read.
+
+    Returns an empty frame when nothing was logged in the window.
+    """
+    entries = []
+    for key in store.list_keys(f"{kind}/{validate_name('model name', model)}/"):
+        match = _NAME.match(key.rsplit("/", 1)[-1])
+        if not match:
+            continue  # not a log object (e.g. written by hand): ignored, never half-read
+        stamp = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        if since is None or stamp >= since:
+            entries.append((stamp, key))
+    frames, rows = [], 0
+    for _, key in sorted(entries, reverse=True):
+        data, _ = store.get_bytes(key)
+        frame = pd.read_parquet(io.BytesIO(data))
+        frames.append(frame)
+        rows += len(frame)
+        if last_rows is not None and rows >= last_rows:
+            break
+    if not frames:
+        return pd.DataFrame()
+    window = pd.concat(frames[::-1], ignore_index=True)
+    return window.tail(last_rows).reset_index(drop=True) if last_rows is not None else window

@@ -1,0 +1,109 @@
+"""Score a batch of new images with a released artifact and compute their monitoring features.
+
+Inputs go through the same decoding as training (``tasks.data.images.decode_image``) and the
+same feature function as the release's reference, so build and serve cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from tasks.data.images import BadImage, decode_image
+from tasks.export.backends import Backend
+from tasks.hashing import sha256_bytes, sha256_file
+from tasks.monitor.features import Projection, feature_columns, monitoring_features, non_finite_rows, softmax
+from tasks.monitor.reference import infer
+
+
+class InputFile(BaseModel):
+    """One file of a batch: where it came from and where it is on local disk."""
+
+    name: str
+    path: Path
+    sha256: str
+
+
+class FailedInput(BaseModel):
+    """A file of the batch that could not be scored, and why."""
+
+    name: str
+    reason: str
+
+
+def local_inputs(folder: Path) -> list[InputFile]:
+    """Every non-hidden file under ``folder`` (recursively), sorted by name.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or is not a folder.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"score source {folder} is not an existing folder")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    return [InputFile(name=p.relative_to(folder).as_posix(), path=p, sha256=sha256_file(p)) for p in files]
+
+
+def batch_id(files: list[InputFile]) -> str:
+    """The batch's identity: a hash of its files' contents, so re-scoring the same files is recognised."""
+    return sha256_bytes("\n".join(sorted(f.sha256 for f in files)).encode())[:12]
+
+
+def score_inputs(
+    files: list[InputFile],
+    backend: Backend,
+    classes: list[str],
+    image_size: int,
+    channels: int,
+    projection: Projection | None,
+    batch_size: int = 256,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[FailedInput]]:
+    """Predictions (one row per scored file), monitoring features (None without a projection), failures.
+
+    Images of any size and mode are converted and resized exactly as in training.
+
+    An unreadable file, or one whose features come out NaN/infinite, is a failure of
+    that file only; the rest of the batch is scored.
+    """
+    failures: list[FailedInput] = []
+    decoded, sizes, kept = [], [], []
+    for item in files:
+        try:
+            pixels, size = decode_image(item.path, image_size, channels)
+        except BadImage as bad:
+            failures.append(FailedInput(name=item.name, reason=bad.reason))
+            continue
+        decoded.append(pixels)
+        sizes.append(size)
+        kept.append(item)
+    if not kept:
+        return pd.DataFrame(), None, failures
+    images = np.stack(decoded)
+    logits, embeddings = infer(backend, images, batch_size)
+    probabilities = softmax(logits.astype(np.float64))
+    predictions = pd.DataFrame(
+        {
+            "file": [f.name for f in kept],
+            "image_sha256": [f.sha256 for f in kept],
+            "predicted_class": [classes[i] for i in probabilities.argmax(axis=1)],
+            "confidence": probabilities.max(axis=1),
+        }
+    )
+    features = None
+    if projection is not None:
+        features = monitoring_features(images, np.asarray(sizes), logits, embeddings, projection, classes)
+        features.insert(0, "file", predictions["file"])
+        features.insert(1, "image_sha256", predictions["image_sha256"])
+        bad = non_finite_rows(features, feature_columns(projection.n_components)[0])
+        # A model or image that yields NaN/inf cannot be tested for drift: report it, keep the rest.
+        failures += [
+            FailedInput(name=name, reason="monitoring features are NaN or infinite")
+            for name in features.loc[bad, "file"]
+        ]
+        features = features.loc[~bad].reset_index(drop=True)
+        predictions = predictions.loc[~bad].reset_index(drop=True)
+    return predictions, features, failures

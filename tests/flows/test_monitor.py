@@ -1,0 +1,133 @@
+"""Score and monitor flows on the default digits release: drift is found where it is, and only there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from flows.config import MonitorConfig, ScoreConfig
+from flows.monitor import monitor
+from flows.score import score
+from tasks.data.shift import write_shifted
+from tasks.monitor.logs import read_window
+from tasks.monitor.steps import NoProductionRelease, NoReferenceData
+from tasks.registry.aliases import move_alias, read_alias
+from tasks.registry.release import publish_release
+from tasks.registry.store import open_store
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def held_out_files(demo) -> list[Path]:
+    config, _, _, downloaded = demo
+    dataset = json.loads((downloaded / "dataset" / "manifest.json").read_text())
+    return [config.work_dir / "datasets" / "digits" / f["path"] for f in dataset["files"] if f["split"] == "test"]
+
+
+def run_batch(demo, folder: Path) -> tuple:
+    """Score ``folder``, then monitor exactly the rows of that batch."""
+    config = demo[0]
+    scored = score(ScoreConfig(source=str(folder), work_dir=config.work_dir, store=config.store))
+    report = monitor(
+        MonitorConfig(window_hours=None, window_rows=scored.scored, work_dir=config.work_dir, store=config.store)
+    )
+    return scored, report
+
+
+def test_features_are_identical_at_build_and_at_scoring(demo, tmp_path: Path) -> None:
+    config, release, manifest, downloaded = demo
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    for path in held_out_files(demo):
+        shutil.copy(path, originals / f"{path.parent.name}-{path.name}")
+    scored = score(ScoreConfig(source=str(originals), work_dir=config.work_dir, store=config.store))
+    assert scored.scored == manifest["metrics"]["test_images"] and not scored.failed
+    logged = read_window(open_store(config.store), "monitoring", release.model)
+    logged = logged[logged["scored_at"] == logged["scored_at"].max()]
+    reference = pd.read_parquet(downloaded / manifest["monitoring"]["reference"])
+    reference = reference[reference["split"] == "test"]
+    merged = reference.merge(logged, on="image_sha256", suffixes=("_build", "_score"))
+    assert len(merged) == len(reference)
+    for column in manifest["monitoring"]["numerical_columns"]:
+        np.testing.assert_array_equal(merged[f"{column}_build"], merged[f"{column}_score"], err_msg=column)
+    assert (merged["predicted_class_build"] == merged["predicted_class_score"]).all()
+
+
+def test_a_clean_batch_does_not_drift(demo, tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    files = held_out_files(demo)
+    pick = np.random.default_rng(11).choice(len(files), size=200, replace=False)
+    write_shifted([files[i] for i in sorted(pick)], clean, "none")
+    scored, report = run_batch(demo, clean)
+    assert report.result.status == "no drift", report.result.detail
+    assert report.result.rows == scored.scored and report.event_id is None
+    assert report.result.drift_share < 0.3 and not report.result.prediction_drift
+
+
+@pytest.mark.parametrize("shift", ["invert", "blur", "noise"])
+def test_shifted_batches_drift_and_emit_the_event(demo, tmp_path: Path, shift: str) -> None:
+    shifted = tmp_path / shift
+    write_shifted(held_out_files(demo), shifted, shift, seed=3)
+    _, report = run_batch(demo, shifted)
+    assert report.result.status == "drift", report.result.detail
+    assert report.result.drift_share >= 0.3 or report.result.prediction_drift
+    assert any(c.startswith("embedding_") for c in report.result.drifted_columns)
+    assert report.event_id is not None
+    html = Path(report.report_uri.removeprefix("file://")).read_text()
+    assert html.lstrip().lower().startswith("<!doctype html>")
+    assert all(column in html for column in report.result.drifted_columns)
+
+
+def test_unreadable_and_odd_inputs_are_reported_per_file(demo, tmp_path: Path) -> None:
+    config = demo[0]
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(held_out_files(demo)[0], folder / "good.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "cut.png").write_bytes((folder / "good.png").read_bytes()[:40])
+    Image.fromarray(np.full((40, 30, 3), 200, np.uint8), "RGB").save(folder / "big-rgb.jpg")
+    scored = score(ScoreConfig(source=str(folder), work_dir=config.work_dir, store=config.store))
+    assert scored.scored == 2 and scored.unseen_sizes == 1  # the 30x40 photo; digits are all 8x8
+    reasons = {f.name: f.reason for f in scored.failed}
+    assert set(reasons) == {"notes.txt", "empty.png", "cut.png"}
+    assert reasons["notes.txt"].startswith("not an image") and reasons["empty.png"] == "zero-byte file"
+    assert reasons["cut.png"].startswith(("truncated", "corrupt", "not an image"))
+    again = score(ScoreConfig(source=str(folder), work_dir=config.work_dir, store=config.store))
+    assert again.scored == 0 and again.note.startswith("already scored")
+
+
+def test_empty_or_missing_sources_and_small_windows(demo, tmp_path: Path) -> None:
+    config = demo[0]
+    (tmp_path / "empty").mkdir()
+    result = score(ScoreConfig(source=str(tmp_path / "empty"), work_dir=config.work_dir, store=config.store))
+    assert result.scored == 0 and "no files" in result.note
+    with pytest.raises(FileNotFoundError, match="not an existing folder"):
+        score(ScoreConfig(source=str(tmp_path / "missing"), work_dir=config.work_dir, store=config.store))
+    report = monitor(MonitorConfig(window_hours=None, window_rows=20, work_dir=config.work_dir, store=config.store))
+    assert report.result.status == "not enough data" and report.event_id is None
+    assert "at least 100" in report.result.detail
+
+
+def test_models_without_production_or_reference_are_refused(demo, tmp_path: Path) -> None:
+    config, _, manifest, downloaded = demo
+    with pytest.raises(NoProductionRelease, match="no production release"):
+        monitor(MonitorConfig(model_name="never-built", work_dir=config.work_dir, store=config.store))
+    # A release as built before monitoring existed: same files and manifest, no monitoring reference.
+    store = open_store(config.store)
+    files = {f["path"]: downloaded / f["path"] for f in manifest["files"] if not f["path"].startswith("monitoring/")}
+    old = {k: v for k, v in manifest.items() if k not in ("monitoring", "files", "version", "created_at", "model")}
+    version = publish_release(store, "older", files, old, manifest["served"]["name"]).version
+    move_alias(store, "older", version, "before monitoring", read_alias(store, "older"))
+    with pytest.raises(NoReferenceData, match="no monitoring reference"):
+        monitor(MonitorConfig(model_name="older", work_dir=config.work_dir, store=config.store))
+    images = tmp_path / "in"
+    write_shifted(held_out_files(demo)[:5], images, "none")
+    scored = score(ScoreConfig(model_name="older", source=str(images), work_dir=config.work_dir, store=config.store))
+    assert scored.scored == 5 and scored.predictions_uri and scored.monitoring_uri is None
