@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # The demo's temporary Prefect API can take longer than Prefect's 20 s default to start on a busy laptop.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: demo test test-slow test-all install clean
+.PHONY: demo test test-slow test-all install clean serve drill
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ install: $(VENV)/.installed
 ## Build the embedded digits classifier and release it to .lepton/registry.
 demo: install
 	$(BIN)/python -m flows.cli
+
+## The loop on this machine: Prefect server on 127.0.0.1, work pool, every deployment, a worker.
+serve: install
+	BIN=$(BIN) infra/serve.sh
+
+## Drift drill: build -> clean batch -> shifted batch -> drift event -> triggered build run.
+drill: install
+	$(BIN)/python infra/drill.py
 
 ## Fast and integration tests (the CI gate).
 test: install

@@ -70,9 +70,13 @@ class ProductionRelease(BaseModel):
 class NoProductionRelease(RuntimeError):
     """There is nothing in production to score with or monitor."""
 
+    permanent = True  # no retry fixes it
+
 
 class NoReferenceData(RuntimeError):
     """The production release predates monitoring: it carries no reference data."""
+
+    permanent = True  # no retry fixes it
 
 
 @task(**STORE_RETRIES)

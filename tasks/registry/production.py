@@ -18,6 +18,8 @@ from tasks.registry.store import ArtifactStore
 class UnsafeArtifactError(RuntimeError):
     """A released file would execute code when loaded; it is refused, never loaded."""
 
+    permanent = True  # no retry fixes it
+
 
 class ProductionScore(BaseModel):
     """Production's accuracy on the candidate's test split, or why it could not be measured."""

@@ -26,6 +26,8 @@ MANIFEST = "manifest.json"
 class IntegrityError(RuntimeError):
     """A downloaded file does not match the sha256 in its release manifest."""
 
+    permanent = True  # no retry fixes it
+
 
 class ReleaseFile(BaseModel):
     """One file of a release."""

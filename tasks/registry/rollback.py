@@ -15,6 +15,8 @@ from tasks.registry.store import ArtifactStore, ConditionalWriteFailed, ObjectNo
 class RollbackError(RuntimeError):
     """A rollback that cannot be done as asked; the alias was not moved."""
 
+    permanent = True  # no retry fixes it
+
 
 class RollbackResult(BaseModel):
     """What a rollback did."""

@@ -16,9 +16,9 @@ from tasks.registry.config import GateConfig, StoreConfig
 from tasks.registry.gate import GateDecision, gate_candidate
 from tasks.registry.lineage import code_version, model_card
 from tasks.registry.production import ProductionScore, score_production
-from tasks.registry.release import IntegrityError, Release, publish_release
-from tasks.registry.rollback import RollbackError, RollbackResult, roll_back
-from tasks.registry.store import ObjectNotFound, open_store
+from tasks.registry.release import Release, publish_release
+from tasks.registry.rollback import RollbackResult, roll_back
+from tasks.registry.store import open_store
 from tasks.train.datamodule import to_model_input
 from tasks.train.fit import TrainedModel
 
@@ -26,10 +26,15 @@ from tasks.train.fit import TrainedModel
 MODEL_CARD = "MODEL_CARD.md"
 
 
+# Errors no retry can fix: bad requests, missing things, refused files. Error classes of this
+# project mark themselves with ``permanent = True``.
+PERMANENT_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
 def retry_if_transient(task, task_run, state) -> bool:
     """Retry what a flaky network or endpoint may fix; never a refused file or an impossible request."""
     error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
-    return not isinstance(error, (RollbackError, IntegrityError, ObjectNotFound, ValueError))
+    return not (isinstance(error, PERMANENT_ERRORS) or getattr(error, "permanent", False))
 
 
 STORE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 8, 30], "retry_condition_fn": retry_if_transient}

@@ -42,6 +42,7 @@ def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer
     }
     prefect_server.cli("work-pool", "create", "lepton-process", "--type", "process", "--overwrite")
     prefect_server.cli("deploy", "--all")
+    prefect_server.cli("deployment", "schedule", "pause", "--all")  # only the run started below
     deployments = {d["name"]: d for d in httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()}
     assert {"build", "rollback"} <= set(deployments)
     for deployment in deployments.values():

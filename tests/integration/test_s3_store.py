@@ -12,12 +12,15 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from flows.build import build
-from flows.config import BuildConfig
+from flows.config import BuildConfig, MonitorConfig, ScoreConfig
+from flows.monitor import monitor
+from flows.score import score
 from tasks.compress.config import QuantizeConfig
 from tasks.data.config import DataConfig
 from tasks.export.config import EvaluateConfig
 from tasks.export.onnx import export_onnx
 from tasks.hashing import sha256_file
+from tasks.monitor.logs import read_window
 from tasks.registry.aliases import move_alias, promote_if_unchanged, read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.release import IntegrityError, download_release, list_versions, publish_release, read_manifest
@@ -201,3 +204,22 @@ def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path
     download_release(store, "brightness", release.version, tmp_path / "dl", tmp_path / "cache", only="dataset")
     report = json.loads((tmp_path / "dl" / "dataset" / "validation_report.json").read_text())
     assert [q["path"] for q in report["quarantined"]] == ["dark/broken.png"]
+
+    # Score new images from an s3:// prefix with the S3 release; logs land in the S3 store.
+    incoming = write_class_images(tmp_path / "incoming", {"dark": 20, "light": 20}, seed=9)
+    client = boto3.client("s3", endpoint_url=s3_config.endpoint_url)
+    for path in sorted(incoming.rglob("*.png")):
+        client.upload_file(str(path), store.bucket, f"incoming/{path.relative_to(incoming).as_posix()}")
+    client.put_object(Bucket=store.bucket, Key="incoming/readme.txt", Body=b"not an image")
+    scored = score(
+        ScoreConfig(model_name="brightness", source=f"s3://{store.bucket}/incoming", work_dir=tmp_path / "work", store=s3_config)
+    )
+    assert (scored.files, scored.scored) == (41, 40) and [f.name for f in scored.failed] == ["readme.txt"]
+    assert scored.monitoring_uri.startswith(f"s3://{store.bucket}/team/registry/monitoring/brightness/")
+    logged = read_window(store, "monitoring", "brightness")
+    assert len(logged) == 40 and set(logged["release_version"]) == {release.version}
+    drift = monitor(
+        MonitorConfig(model_name="brightness", window_hours=1, drift={"min_rows": 10}, work_dir=tmp_path / "work", store=s3_config)
+    )
+    assert drift.result.rows == 40 and drift.result.status in ("drift", "no drift")
+    assert drift.report_uri.startswith(f"s3://{store.bucket}/team/registry/reports/brightness/drift/")

@@ -1,0 +1,190 @@
+"""The drift drill: the whole loop on the embedded default, on a real local Prefect server.
+
+build -> score a clean batch (no drift) -> score a shifted batch (inverted digits) -> monitor flags
+drift -> the event starts a run of the `build` deployment -> a worker runs it -> the gate decides.
+
+    make drill            # or: .venv/bin/python infra/drill.py [--shift blur] [--no-wait]
+
+Uses the same work dir and registry as `make demo` (.lepton/); the Prefect server, its database and
+the worker live under .lepton/drill/ and are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+HOME = PROJECT / ".lepton" / "drill"
+
+
+def say(step: str, text: str) -> None:
+    print(f"\n[{step}] {text}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, dict[str, str]]:
+    port = free_port()
+    prefect_home = HOME / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "LEPTON_PROJECT_DIR": str(PROJECT),
+    }
+    log = open(prefect_home / "server.log", "w")
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
+                return server, env
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if server.poll() is not None:
+            break
+    raise SystemExit(f"the Prefect server did not start; see {prefect_home / 'server.log'}")
+
+
+def prefect(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=PROJECT, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"prefect {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shift", default="invert", choices=["invert", "blur", "noise", "rotate"])
+    parser.add_argument("--no-wait", action="store_true", help="stop once the build run exists; do not wait for it")
+    args = parser.parse_args()
+
+    say("server", "starting a Prefect server on 127.0.0.1")
+    server, env = start_server()
+    worker = None
+    try:
+        os.environ.update({k: env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME", "LEPTON_PROJECT_DIR")})
+        print(f"UI: {env['PREFECT_API_URL'].removesuffix('/api')}")
+        prefect(env, "work-pool", "create", "lepton-process", "--type", "process", "--overwrite")
+        prefect(env, "deploy", "--all")
+        prefect(env, "deployment", "schedule", "pause", "--all")  # the drill sets the pace, not the schedules
+        say("deploy", "deployments build (with the drift trigger), score, monitor, rollback on pool lepton-process")
+        worker_log = open(HOME / "worker.log", "w")
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "lepton-process"],
+            cwd=PROJECT, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        # Imported only now: Prefect reads PREFECT_API_URL when it is first imported.
+        import httpx
+        import numpy as np
+
+        from flows.build import build
+        from flows.config import BuildConfig, MonitorConfig, ScoreConfig
+        from flows.monitor import monitor
+        from flows.score import score
+        from tasks.data.shift import write_shifted
+        from tasks.registry.aliases import read_alias
+        from tasks.registry.release import download_release
+        from tasks.registry.store import open_store
+
+        config = BuildConfig(work_dir=PROJECT / ".lepton" / "work", reason="drill: initial build")
+        config = config.model_copy(update={"store": config.store.model_copy(update={"uri": f"file://{PROJECT / '.lepton' / 'registry'}"})})
+        say("1 build", "training and releasing the default digits classifier")
+        release = build(config)
+        store = open_store(config.store)
+        production = read_alias(store, config.model_name)[0].version
+        print(f"release {release.version}; production is {production}")
+
+        # The batches come from production's own held-out test images (listed in its dataset manifest).
+        download_release(store, config.model_name, production, HOME / "release", config.work_dir / "cache", only="dataset")
+        files = json.loads((HOME / "release" / "dataset" / "manifest.json").read_text())["files"]
+        test_files = [config.work_dir / "datasets" / "digits" / f["path"] for f in files if f["split"] == "test"]
+        rng = np.random.default_rng(int(time.time()))  # a new batch each drill: a scored batch is never logged twice
+        batch = [test_files[i] for i in sorted(rng.choice(len(test_files), size=200, replace=False))]
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        clean, shifted = HOME / "batches" / f"{stamp}-clean", HOME / "batches" / f"{stamp}-{args.shift}"
+        write_shifted(batch, clean, "none")
+        write_shifted(batch, shifted, args.shift, seed=1)
+
+        for step, folder in (("2 clean batch", clean), (f"3 {args.shift} batch", shifted)):
+            say(step, f"scoring {folder.relative_to(PROJECT)} with production {production}")
+            scored = score(ScoreConfig(source=str(folder), work_dir=config.work_dir, store=config.store))
+            print(f"scored {scored.scored} images; classes {scored.class_counts}")
+            report = monitor(
+                MonitorConfig(window_hours=None, window_rows=scored.scored, work_dir=config.work_dir, store=config.store)
+            )
+            result = report.result
+            print(f"monitor: {result.status.upper()} - {result.detail}")
+            if result.drifted_columns:
+                print(f"drifted columns: {', '.join(result.drifted_columns)}")
+            print(f"report: {report.report_uri}")
+            print(f"event: {'lepton.model.drift.detected ' + report.event_id if report.event_id else 'none'}")
+
+        if not report.event_id:
+            say("result", "no drift event: nothing to retrain")
+            return 1
+        say("4 trigger", "waiting for the drift event to create a run of the build deployment")
+        api = env["PREFECT_API_URL"]
+        build_id = next(d["id"] for d in httpx.post(f"{api}/deployments/filter", json={}).json() if d["name"] == "build")
+        run = None
+        deadline = time.monotonic() + 120
+        while run is None and time.monotonic() < deadline:
+            runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [build_id]}}}).json()
+            run = max(runs, key=lambda r: r["created"]) if runs else None
+            time.sleep(1)
+        if run is None:
+            say("result", "the event did not start a build run within 120 s")
+            return 1
+        print(f"build run {run['name']} ({run['id']}) created by the trigger")
+        print(f"parameters: {json.dumps(run['parameters'])}")
+        if args.no_wait:
+            return 0
+        say("5 retrain", "the worker runs the build; the gate decides whether it replaces production")
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            state = httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]
+            if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(3)
+        print(f"build run {run['name']}: {state['type']}")
+        alias = read_alias(store, config.model_name)[0]
+        last = alias.history[-1]
+        print(f"production now {alias.version} (last move: {last.kind} {last.from_version} -> {last.to_version}, {last.reason})")
+        return 0 if state["type"] == "COMPLETED" else 1
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(server)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
