@@ -18,6 +18,12 @@ PURE_MODULES = [
     "tasks.compress.openvino_int8",
     "tasks.registry.release",
     "tasks.registry.gate",
+    "tasks.monitor.features",
+    "tasks.monitor.drift",
+    "tasks.monitor.reference",
+    "tasks.monitor.scoring",
+    "tasks.monitor.logs",
+    "tasks.data.shift",
 ]
 
 

@@ -1,0 +1,144 @@
+"""Drift monitoring on 10k, 100k and 1M logged rows: our monitor vs a plain Evidently Report on the full frames.
+
+Usage (after `make demo`):
+    .venv/bin/python benchmarks/drift.py [--store file://.lepton/registry] [--model digits-classifier]
+        [--sizes 10000 100000 1000000] [--shift invert]
+
+Data: the production release's monitoring reference, and "logged" windows made by resampling
+real feature rows: clean windows resample the reference rows; shifted windows resample the
+features of the release's test images shifted (default: inverted) and scored by the served
+artifact. Both monitors run the same Evidently DataDriftPreset with the same tests (KS for
+numbers, chi-square for the predicted class) and write the HTML report. Ours tests a seeded
+sample of at most `sample_rows` (5,000) rows of the window — the only difference. Each cell
+runs in a fresh process so its peak RSS is its own. Reading the logs from the store is the
+same for both and not timed. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path]:
+    """Reference rows, shifted rows (real features of shifted test images) and the columns, as files."""
+    import pandas as pd
+
+    from tasks.data.shift import write_shifted
+    from tasks.monitor.reference import load_projection
+    from tasks.monitor.scoring import local_inputs, score_inputs
+    from tasks.registry.aliases import read_alias
+    from tasks.registry.config import StoreConfig
+    from tasks.registry.production import open_variant
+    from tasks.registry.release import download_release
+    from tasks.registry.store import open_store
+
+    store = open_store(StoreConfig(uri=args.store))
+    version = read_alias(store, args.model)[0].version
+    manifest = download_release(store, args.model, version, work / "release", work / "cache")
+    monitoring = manifest["monitoring"]
+    files = json.loads((work / "release" / "dataset" / "manifest.json").read_text())["files"]
+    source = Path(manifest["dataset"]["source"])
+    test = [source / f["path"] for f in files if f["split"] == "test"]
+    write_shifted(test, work / "shifted-images", args.shift, seed=0)
+    _, features, _ = score_inputs(
+        local_inputs(work / "shifted-images"),
+        open_variant(manifest, work / "release", manifest["served"]["name"]),
+        manifest["dataset"]["classes"],
+        manifest["input"]["image_size"],
+        manifest["input"]["channels"],
+        load_projection(work / "release" / monitoring["projection"]),
+    )
+    reference = pd.read_parquet(work / "release" / monitoring["reference"])
+    reference.to_parquet(work / "reference.parquet")
+    features.to_parquet(work / "shifted.parquet")
+    (work / "columns.json").write_text(json.dumps([monitoring["numerical_columns"], monitoring["categorical_columns"]]))
+    return work / "reference.parquet", work / "shifted.parquet", work / "columns.json"
+
+
+def cell(work: Path, method: str, rows: int, scenario: str) -> dict:
+    """Run one monitor on one window in this process; return its time, peak RSS and verdict."""
+    import numpy as np
+    import pandas as pd
+
+    from tasks.monitor.drift import DriftConfig, detect_drift
+
+    numerical, categorical = json.loads((work / "columns.json").read_text())
+    reference = pd.read_parquet(work / "reference.parquet")
+    pool = reference if scenario == "clean" else pd.read_parquet(work / "shifted.parquet")
+    rng = np.random.default_rng(rows)
+    current = pool.iloc[rng.integers(0, len(pool), size=rows)].reset_index(drop=True)
+    sample_rows = 5000 if method == "lepton" else rows  # plain: the whole window goes to Evidently
+    config = DriftConfig(sample_rows=max(sample_rows, 100), min_rows=10)
+    html = work / f"{method}-{rows}-{scenario}.html"
+    start = time.perf_counter()
+    result = detect_drift(reference, current, numerical, categorical, config, html)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "status": result.status,
+        "share": result.drift_share,
+        "drifted": len(result.drifted_columns),
+        "html_mb": html.stat().st_size / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default="file://.lepton/registry")
+    parser.add_argument("--model", default="digits-classifier")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--shift", default="invert")
+    parser.add_argument("--cell", nargs=4, metavar=("WORK", "METHOD", "ROWS", "SCENARIO"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cell:
+        work, method, rows, scenario = args.cell
+        print(json.dumps(cell(Path(work), method, int(rows), scenario)))
+        return
+
+    from tasks.export.evaluate import format_table
+
+    work = Path(tempfile.mkdtemp(prefix="lepton-drift-bench-"))
+    prepare(args, work)
+    table = []
+    for rows in args.sizes:
+        for scenario in ("clean", args.shift):
+            out = {}
+            for method in ("evidently-full", "lepton"):
+                done = subprocess.run(
+                    [sys.executable, __file__, "--cell", str(work), method, str(rows), scenario],
+                    cwd=PROJECT, capture_output=True, text=True, check=True,
+                )
+                out[method] = json.loads(done.stdout.strip().splitlines()[-1])
+            full, ours = out["evidently-full"], out["lepton"]
+            table.append(
+                {
+                    "rows": rows,
+                    "window": scenario,
+                    "evidently_s": round(full["seconds"], 2),
+                    "lepton_s": round(ours["seconds"], 2),
+                    "speedup": round(full["seconds"] / ours["seconds"], 1),
+                    "evidently_rss_mb": round(full["peak_rss_mb"]),
+                    "lepton_rss_mb": round(ours["peak_rss_mb"]),
+                    "evidently_verdict": f"{full['status']} ({full['drifted']} cols)",
+                    "lepton_verdict": f"{ours['status']} ({ours['drifted']} cols)",
+                    "same_verdict": full["status"] == ours["status"],
+                    "html_mb": f"{full['html_mb']:.1f} / {ours['html_mb']:.1f}",
+                }
+            )
+            print(format_table(table[-1:]) if len(table) == 1 else format_table(table[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(format_table(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Monitoring numerics: image statistics, embedding projection, drift verdicts, production logs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from tasks.export.backends import NoEmbeddingOutput, OnnxRuntimeBackend
+from tasks.export.onnx import WithEmbedding
+from tasks.monitor.drift import DriftConfig, detect_drift
+from tasks.monitor.features import fit_projection, image_statistics, monitoring_features, non_finite_rows
+from tasks.monitor.logs import batch_logged, read_window, write_log
+from tasks.registry.store import FileStore
+
+
+def test_image_statistics_measure_what_they_say() -> None:
+    flat = np.full((1, 1, 8, 8), 128, np.uint8)
+    checker = ((np.indices((8, 8)).sum(axis=0) % 2) * 255).astype(np.uint8)[None, None]
+    blurred = np.full((1, 1, 8, 8), 100, np.uint8)
+    blurred[..., 4:] = 150
+    stats = image_statistics(np.concatenate([flat, checker, blurred]), np.array([[8, 8], [40, 20], [8, 8]]))
+    assert stats["brightness"].round(3).tolist() == [round(128 / 255, 3), 0.5, round(125 / 255, 3)]
+    assert stats.loc[0, "contrast"] == 0 and stats.loc[0, "sharpness"] == 0
+    assert stats.loc[1, "sharpness"] > stats.loc[2, "sharpness"] > 0  # edges everywhere vs one soft edge
+    assert stats["saturated_fraction"].tolist() == [0.0, 1.0, 0.0]
+    assert stats.loc[1, ["original_width", "original_height", "aspect"]].tolist() == [40, 20, 2.0]
+    with pytest.raises(ValueError, match="uint8"):
+        image_statistics(flat.astype(np.float32), np.array([[8, 8]]))
+
+
+def test_projection_is_deterministic_and_checks_its_input() -> None:
+    embeddings = np.random.default_rng(0).normal(size=(200, 32))
+    first, second = fit_projection(embeddings, 8), fit_projection(embeddings[::-1].copy(), 8)
+    np.testing.assert_allclose(first.transform(embeddings), second.transform(embeddings), atol=1e-9)
+    assert first.n_components == 8 and fit_projection(embeddings[:5], 8).n_components == 4
+    with pytest.raises(ValueError, match="expects N x 32"):
+        first.transform(np.zeros((3, 16)))
+
+
+def test_features_flag_non_finite_rows() -> None:
+    images = np.zeros((3, 1, 8, 8), np.uint8)
+    embeddings = np.random.default_rng(1).normal(size=(3, 6))
+    projection = fit_projection(np.random.default_rng(2).normal(size=(50, 6)), 3)
+    logits = np.array([[2.0, 0.0], [0.0, 2.0], [np.nan, 1.0]])
+    frame = monitoring_features(images, np.full((3, 2), 8), logits, embeddings, projection, ["a", "b"])
+    assert frame["predicted_class"].tolist()[:2] == ["a", "b"]
+    assert frame.loc[0, "confidence"] == pytest.approx(np.exp(2) / (np.exp(2) + 1))
+    assert non_finite_rows(frame, ["confidence", "embedding_0"]).tolist() == [False, False, True]
+
+
+def frames(shift: float, rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+
+    def make(n: int, delta: float) -> pd.DataFrame:
+        classes = rng.choice(["a", "b", "c"], size=n)
+        return pd.DataFrame({**{f"x{i}": rng.normal(delta, 1.0, n) for i in range(4)}, "predicted_class": classes})
+
+    return make(800, 0.0), make(rows, shift)
+
+
+NUMERIC = [f"x{i}" for i in range(4)]
+
+
+def test_drift_verdicts_on_seeded_data(tmp_path: Path) -> None:
+    config = DriftConfig()
+    same = detect_drift(*frames(0.0, 600), NUMERIC, ["predicted_class"], config, tmp_path / "same.html")
+    assert same.status == "no drift" and same.drift_share < config.drift_share
+    moved = detect_drift(*frames(0.5, 600), NUMERIC, ["predicted_class"], config)
+    assert moved.status == "drift" and moved.drifted_columns == NUMERIC and not moved.prediction_drift
+    # Numbers resampled from the reference itself (cannot drift); only the predicted class is skewed.
+    reference = frames(0.0, 600)[0]
+    current = reference.sample(600, random_state=0).assign(
+        predicted_class=np.random.default_rng(5).choice(["a", "b", "c"], size=600, p=[0.8, 0.1, 0.1])
+    )
+    skewed = (reference, current)
+    assert detect_drift(*skewed, NUMERIC, ["predicted_class"], config).prediction_drift
+    assert detect_drift(*skewed, NUMERIC, ["predicted_class"], config).status == "drift"
+    relaxed = config.model_copy(update={"prediction_drift_counts": False})
+    assert detect_drift(*skewed, NUMERIC, ["predicted_class"], relaxed).status == "no drift"
+    assert (tmp_path / "same.html").stat().st_size > 0
+
+
+def test_large_windows_are_sampled_and_small_ones_get_no_verdict() -> None:
+    reference, current = frames(0.0, 20_000)
+    result = detect_drift(reference, current, NUMERIC, ["predicted_class"], DriftConfig(sample_rows=1000))
+    assert (result.rows, result.rows_tested) == (20_000, 1000)
+    few = detect_drift(reference, current.head(50), NUMERIC, ["predicted_class"], DriftConfig())
+    assert few.status == "not enough data" and "at least 100" in few.detail and few.drift_share is None
+    with pytest.raises(ValueError, match=r"current data lacks monitoring columns \['x9'\]"):
+        detect_drift(reference.assign(x9=0.0), current, NUMERIC + ["x9"], [], DriftConfig())
+
+
+def test_logs_are_whole_objects_read_by_window(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "reg")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    for hours_ago, batch in ((30, "aaaaaaaaaaaa"), (2, "bbbbbbbbbbbb"), (1, "cccccccccccc")):
+        frame = pd.DataFrame({"batch": [batch] * 3, "i": range(3)})
+        write_log(store, "monitoring", "m", frame, now - timedelta(hours=hours_ago), batch)
+    write_log(store, "monitoring", "m", pd.DataFrame({"batch": ["x"]}), now - timedelta(hours=1), "cccccccccccc")
+    store.put_bytes("monitoring/m/notes.txt", b"hand-written, not a log")
+    assert read_window(store, "monitoring", "m", since=now - timedelta(hours=24))["batch"].tolist() == ["bbbbbbbbbbbb"] * 3 + ["cccccccccccc"] * 3
+    assert read_window(store, "monitoring", "m", last_rows=4)["batch"].tolist() == ["bbbbbbbbbbbb"] + ["cccccccccccc"] * 3
+    assert len(read_window(store, "monitoring", "m")) == 9
+    assert read_window(store, "monitoring", "other").empty
+    assert batch_logged(store, "monitoring", "m", "bbbbbbbbbbbb") and not batch_logged(store, "monitoring", "m", "dddddddddddd")
+
+
+def test_embedding_needs_a_final_linear_layer(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no Linear layer"):
+        WithEmbedding(nn.Sequential(nn.Flatten(), nn.ReLU()))
+    after = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Softmax(dim=1))
+    with pytest.raises(ValueError, match="not its output layer"):
+        WithEmbedding(after).check_split(after, torch.rand(2, 1, 2, 2))
+    # A variant exported without the embedding output is servable but says why it cannot be monitored.
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(plain, (torch.rand(2, 1, 2, 2),), str(path), input_names=["images"], output_names=["logits"], dynamo=True)
+    backend = OnnxRuntimeBackend(path)
+    assert backend.predict(np.zeros((2, 1, 2, 2), np.float32)).shape == (2, 3)
+    with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
+        backend.embed(np.zeros((2, 1, 2, 2), np.float32))
