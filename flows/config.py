@@ -40,14 +40,12 @@ class BuildConfig(BaseModel):
         return validate_name("model_name", value)
 
 
-class RollbackConfig(BaseModel):
-    """Which model to roll back, and to what; rendered by the Prefect UI as the rollback form."""
+class ModelTarget(BaseModel):
+    """What every flow after build names: the model, the local scratch folder, the store."""
 
     model_config = ConfigDict(extra="forbid")
 
     model_name: str = Field("digits-classifier", description="Registry name of the model")
-    to_version: str | None = Field(None, description="Version to serve; empty for the one before the current")
-    reason: str = Field("manual rollback", min_length=1, max_length=500, description="Recorded in the alias history")
     work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: verified downloads and their cache")
     store: StoreConfig = Field(default_factory=StoreConfig)
 
@@ -56,27 +54,24 @@ class RollbackConfig(BaseModel):
     def _model_name(cls, value: str) -> str:
         return validate_name("model_name", value)
 
+
+class RollbackConfig(ModelTarget):
+    """Which model to roll back, and to what; rendered by the Prefect UI as the rollback form."""
+
+    to_version: str | None = Field(None, description="Version to serve; empty for the one before the current")
+    reason: str = Field("manual rollback", min_length=1, max_length=500, description="Recorded in the alias history")
+
     @field_validator("to_version")
     @classmethod
     def _to_version(cls, value: str | None) -> str | None:
         return validate_name("to_version", value) if value else None
 
 
-class ScoreConfig(BaseModel):
+class ScoreConfig(ModelTarget):
     """Which images to score with production; rendered by the Prefect UI as the score form."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model_name: str = Field("digits-classifier", description="Registry name of the model")
     source: str = Field(".lepton/incoming", description="Folder of images, or s3://bucket/prefix on the store's endpoint")
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
-    work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: verified downloads, downloaded inputs")
-    store: StoreConfig = Field(default_factory=StoreConfig)
-
-    @field_validator("model_name")
-    @classmethod
-    def _model_name(cls, value: str) -> str:
-        return validate_name("model_name", value)
 
     @field_validator("source")
     @classmethod
@@ -88,19 +83,9 @@ class ScoreConfig(BaseModel):
         return value
 
 
-class MonitorConfig(BaseModel):
+class MonitorConfig(ModelTarget):
     """Which production logs to check for drift, and how; rendered by the Prefect UI as the monitor form."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model_name: str = Field("digits-classifier", description="Registry name of the model")
     window_hours: float | None = Field(24.0, gt=0, le=24 * 366, description="Rows logged in the last N hours; empty: all")
     window_rows: int | None = Field(None, ge=1, description="At most the last N rows of the window")
     drift: DriftConfig = Field(default_factory=DriftConfig)
-    work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: reference, window, report")
-    store: StoreConfig = Field(default_factory=StoreConfig)
-
-    @field_validator("model_name")
-    @classmethod
-    def _model_name(cls, value: str) -> str:
-        return validate_name("model_name", value)

@@ -93,7 +93,7 @@ Export parity against PyTorch on the test split:
 - images per split: {", ".join(f"{k} {v}" for k, v in counts.items())}; quarantined at ingestion: {data['quarantined']}
   (listed with reasons in `dataset/validation_report.json`)
 
-## Lineage
+{_monitoring_section(manifest)}## Lineage
 - code: `{manifest['code_version']}`
 - full build configuration: `config` in `manifest.json`; per-epoch history: `training/history.json`
 
@@ -103,3 +103,15 @@ Export parity against PyTorch on the test split:
 - Every input is resized to {contract['image_size']}x{contract['image_size']}: detail finer than that is not seen.
 - Quantized variants trade a bounded accuracy loss (see the table) for size and speed.
 """
+
+
+def _monitoring_section(manifest: dict) -> str:
+    monitoring = manifest.get("monitoring")
+    if not monitoring:
+        return ""
+    return (
+        "## Monitoring\n"
+        f"- reference: `{monitoring['reference']}`, {monitoring['rows']} rows (test split and a train sample) "
+        f"computed by `{monitoring['variant']}`\n"
+        f"- drift is tested on: {', '.join(monitoring['numerical_columns'] + monitoring['categorical_columns'])}\n\n"
+    )

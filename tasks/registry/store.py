@@ -7,6 +7,7 @@ Keys are POSIX-style paths relative to the store root, e.g.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -24,6 +25,29 @@ class ConditionalWriteFailed(RuntimeError):
 
 class ObjectNotFound(KeyError):
     """No object at that key."""
+
+
+class StoreUnavailable(ConnectionError):
+    """The store's endpoint did not answer, after the configured attempts. Retrying later may help."""
+
+
+def _endpoint_errors(method):  # noqa: ANN001, ANN202 - a decorator of S3Store methods
+    """Turn botocore's connection failures into one clear StoreUnavailable naming the endpoint."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        try:
+            return method(self, *args, **kwargs)
+        except (BotoConnectionError, HTTPClientError) as exc:
+            endpoint = self.config.endpoint_url or f"AWS S3 ({self.client.meta.region_name})"
+            raise StoreUnavailable(
+                f"{self.uri}: {endpoint} did not answer after {self.config.max_attempts} attempt(s): {exc}"
+            ) from exc
+
+    return wrapper
 
 
 def check_key(key: str) -> str:
@@ -215,6 +239,7 @@ class S3Store:
             extra["SSEKMSKeyId"] = self.config.kms_key_id
         return extra
 
+    @_endpoint_errors
     def put_file(
         self, local: Path, key: str, sha256: str, on_bytes: Callable[[int], None] | None = None
     ) -> None:
@@ -225,6 +250,7 @@ class S3Store:
         # becomes an object (infra/s3/lifecycle.json expires its parts).
         self.client.upload_file(str(local), self.bucket, self._key(key), ExtraArgs=extra, Callback=on_bytes)
 
+    @_endpoint_errors
     def stored_sha256(self, key: str) -> str | None:
         from botocore.exceptions import ClientError
 
@@ -237,6 +263,7 @@ class S3Store:
         # An object without our metadata (written by hand) counts as unknown content: upload again.
         return head.get("Metadata", {}).get("sha256", "")
 
+    @_endpoint_errors
     def get_file(self, key: str, local: Path) -> Path:
         from botocore.exceptions import ClientError
 
@@ -249,6 +276,7 @@ class S3Store:
             raise
         return local
 
+    @_endpoint_errors
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
         from botocore.exceptions import ClientError
 
@@ -269,6 +297,7 @@ class S3Store:
             raise
         return response["ETag"]
 
+    @_endpoint_errors
     def get_bytes(self, key: str) -> tuple[bytes, str]:
         from botocore.exceptions import ClientError
 
@@ -280,6 +309,7 @@ class S3Store:
             raise
         return response["Body"].read(), response["ETag"]
 
+    @_endpoint_errors
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -291,6 +321,7 @@ class S3Store:
             raise
         return True
 
+    @_endpoint_errors
     def list_keys(self, prefix: str) -> list[str]:
         full = self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "") if prefix else self.prefix
         strip = len(self.prefix) + 1 if self.prefix else 0

@@ -151,6 +151,8 @@ def test_release_carries_a_model_card_and_lineage(demo, capsys) -> None:
         manifest["dataset"]["version"],
         manifest["code_version"],
         f"`{manifest['served']['name']}`",
+        "## Monitoring",
+        manifest["monitoring"]["reference"],
     ]:
         assert fact in card
     assert card.count("\n| ") == len(manifest["variants"]) + 1  # header and one row per variant

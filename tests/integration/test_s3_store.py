@@ -25,7 +25,7 @@ from tasks.registry.aliases import move_alias, promote_if_unchanged, read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.release import IntegrityError, download_release, list_versions, publish_release, read_manifest
 from tasks.registry.rollback import roll_back
-from tasks.registry.store import ConditionalWriteFailed, S3Store
+from tasks.registry.store import ConditionalWriteFailed, S3Store, StoreUnavailable
 from tasks.train.config import TrainConfig
 from tasks.train.models import build_model
 from tests.conftest import TEST_ACCESS_KEY, TEST_SECRET, write_class_images
@@ -223,3 +223,17 @@ def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path
     )
     assert drift.result.rows == 40 and drift.result.status in ("drift", "no drift")
     assert drift.report_uri.startswith(f"s3://{store.bucket}/team/registry/reports/brightness/drift/")
+
+
+def test_an_unreachable_endpoint_is_a_clear_error(s3_endpoint: str) -> None:  # s3_endpoint: test credentials
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = StoreConfig(uri="s3://lepton-gone/registry", endpoint_url=f"http://127.0.0.1:{port}", max_attempts=2, timeout_s=2)
+    store = S3Store(config)
+    with pytest.raises(StoreUnavailable, match=rf"s3://lepton-gone/registry: http://127.0.0.1:{port} did not answer after 2"):
+        read_alias(store, "digits")
+    with pytest.raises(StoreUnavailable):
+        store.put_bytes("x.json", b"{}")

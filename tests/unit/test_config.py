@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flows.config import BuildConfig, RollbackConfig
+from flows.config import BuildConfig, MonitorConfig, RollbackConfig, ScoreConfig
 from tasks.data.config import DataConfig
 from tasks.registry.config import StoreConfig
 from tasks.train.config import TrainConfig
@@ -42,6 +42,11 @@ def test_defaults_build_the_demo() -> None:
         (StoreConfig, {"endpoint_url": "minio:9000"}, "endpoint_url", "http(s)://host[:port]"),
         (StoreConfig, {"max_attempts": 0}, "max_attempts", "greater than or equal to 1"),
         (RollbackConfig, {"to_version": "../v1"}, "to_version", "a-z, 0-9"),
+        (ScoreConfig, {"source": "ftp://host/in"}, "source", "a local folder or s3://bucket/prefix"),
+        (ScoreConfig, {"batch_size": 0}, "batch_size", "greater than or equal to 1"),
+        (MonitorConfig, {"window_hours": 0}, "window_hours", "greater than 0"),
+        (MonitorConfig, {"drift": {"drift_share": 1.5}}, "drift.drift_share", "less than or equal to 1"),
+        (MonitorConfig, {"drift": {"min_rows": 1}}, "drift.min_rows", "greater than or equal to 10"),
         (BuildConfig, {"model_name": "../escape"}, "model_name", "a-z, 0-9"),
         (BuildConfig, {"modle_name": "typo"}, "modle_name", "Extra inputs are not permitted"),
     ],
