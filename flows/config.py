@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.compress.config import QuantizeConfig
 from tasks.data.config import DataConfig
+from tasks.explain.lime_images import LimeConfig
 from tasks.export.config import EvaluateConfig
 from tasks.monitor.drift import DriftConfig
 from tasks.monitor.reference import ReferenceConfig
@@ -89,3 +90,23 @@ class MonitorConfig(ModelTarget):
     window_hours: float | None = Field(24.0, gt=0, le=24 * 366, description="Rows logged in the last N hours; empty: all")
     window_rows: int | None = Field(None, ge=1, description="At most the last N rows of the window")
     drift: DriftConfig = Field(default_factory=DriftConfig)
+
+
+class ExplainConfig(ModelTarget):
+    """What to explain with production's artifact; rendered by the Prefect UI as the explain form."""
+
+    source: str = Field(
+        "test-split",
+        description="test-split (the release's held-out images), latest-batch (last scored), a folder, or s3://bucket/prefix",
+    )
+    num_images: int = Field(8, ge=1, le=500, description="Images explained: the least confident quarter, then by class")
+    lime: LimeConfig = Field(default_factory=LimeConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError(f"source {value!r} is not allowed: use test-split, latest-batch, a folder or s3://bucket/prefix")
+        if not value.strip():
+            raise ValueError("source must not be empty")
+        return value

@@ -48,6 +48,17 @@ def local_inputs(folder: Path) -> list[InputFile]:
     return [InputFile(name=p.relative_to(folder).as_posix(), path=p, sha256=sha256_file(p)) for p in files]
 
 
+def s3_inputs(source: str, store_config, dest: Path) -> list[InputFile]:  # noqa: ANN001 - StoreConfig
+    """Download every non-hidden object under an ``s3://`` prefix (the store's endpoint and credentials) to ``dest``."""
+    from tasks.registry.store import open_store
+
+    inputs = open_store(store_config.model_copy(update={"uri": source, "sse": "none", "kms_key_id": None}))
+    keys = [k for k in inputs.list_keys("") if not any(part.startswith(".") for part in k.split("/"))]
+    for key in keys:
+        inputs.get_file(key, dest / key)
+    return [InputFile(name=k, path=dest / k, sha256=sha256_file(dest / k)) for k in keys]
+
+
 def batch_id(files: list[InputFile]) -> str:
     """The batch's identity: a hash of its files' contents, so re-scoring the same files is recognised."""
     return sha256_bytes("\n".join(sorted(f.sha256 for f in files)).encode())[:12]
@@ -88,6 +99,7 @@ def score_inputs(
     predictions = pd.DataFrame(
         {
             "file": [f.name for f in kept],
+            "path": [str(f.path.resolve()) for f in kept],
             "image_sha256": [f.sha256 for f in kept],
             "predicted_class": [classes[i] for i in probabilities.argmax(axis=1)],
             "confidence": probabilities.max(axis=1),

@@ -14,11 +14,11 @@ from pydantic import BaseModel
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.backends import Backend, TorchBackend, load_backend
 from tasks.export.steps import Evaluation
-from tasks.hashing import sha256_bytes, sha256_file
+from tasks.hashing import sha256_bytes
 from tasks.monitor.drift import DriftConfig, DriftResult, detect_drift
 from tasks.monitor.logs import batch_logged, read_window, write_log
 from tasks.monitor.reference import MonitoringReference, ReferenceConfig, build_reference, load_projection
-from tasks.monitor.scoring import FailedInput, InputFile, batch_id, local_inputs, score_inputs
+from tasks.monitor.scoring import FailedInput, InputFile, batch_id, local_inputs, s3_inputs, score_inputs
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.production import open_variant
@@ -107,12 +107,7 @@ class InputBatch(BaseModel):
 def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> InputBatch:
     """List a folder, or download an ``s3://`` prefix (same endpoint and credentials as the store)."""
     if source.startswith("s3://"):
-        inputs = open_store(store_config.model_copy(update={"uri": source, "sse": "none", "kms_key_id": None}))
-        keys = [k for k in inputs.list_keys("") if not any(part.startswith(".") for part in k.split("/"))]
-        local = work_dir / "incoming" / sha256_bytes(source.encode())[:12]
-        for key in keys:
-            inputs.get_file(key, local / key)
-        files = [InputFile(name=k, path=local / k, sha256=sha256_file(local / k)) for k in keys]
+        files = s3_inputs(source, store_config, work_dir / "incoming" / sha256_bytes(source.encode())[:12])
     else:
         files = local_inputs(Path(source).expanduser())
     get_run_logger().info("%d files in %s", len(files), source)

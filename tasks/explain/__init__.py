@@ -1,0 +1,1 @@
+"""Explanations of the released artifact: LIME (images now; the interface takes tabular explainers too)."""
