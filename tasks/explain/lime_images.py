@@ -36,6 +36,11 @@ class LimeConfig(BaseModel):
     grid_cells: int = Field(8, ge=2, le=64, description="Grid: cells per side")
     slic_segments: int = Field(50, ge=4, le=1000, description="SLIC: about this many superpixels")
     batch_size: int = Field(1000, ge=1, le=50_000, description="Perturbed images per model call")
+    hide: Literal["image-mean", "black", "segment-mean"] = Field(
+        "image-mean",
+        description="What a switched-off superpixel becomes. lime's default (segment-mean) leaves a uniform bright "
+        "region as bright as before, hiding nothing; the image's mean colour removes local evidence",
+    )
     seed: int = 0
 
 
@@ -67,16 +72,20 @@ def segment(image_hw3: np.ndarray, config: LimeConfig) -> np.ndarray:
     kind = config.segmentation
     if kind == "auto":
         kind = "grid" if max(height, width) <= 64 else "slic"
+    cells = min(config.grid_cells, height, width)
+    rows = np.minimum(np.arange(height) * cells // height, cells - 1)
+    cols = np.minimum(np.arange(width) * cells // width, cells - 1)
+    grid = rows[:, None] * cells + cols[None, :]
     if kind == "grid":
-        cells = min(config.grid_cells, height, width)
-        rows = np.minimum(np.arange(height) * cells // height, cells - 1)
-        cols = np.minimum(np.arange(width) * cells // width, cells - 1)
-        return rows[:, None] * cells + cols[None, :]
+        return grid
     from skimage.segmentation import quickshift, slic
 
     if kind == "slic":
-        return slic(image_hw3, n_segments=config.slic_segments, compactness=10, start_label=0, channel_axis=-1)
-    return quickshift(image_hw3 / 255.0, kernel_size=4, max_dist=200, ratio=0.2, rng=config.seed)
+        found = slic(image_hw3 / 255.0, n_segments=config.slic_segments, compactness=10, start_label=0, channel_axis=-1)
+    else:
+        found = quickshift(image_hw3 / 255.0, kernel_size=4, max_dist=200, ratio=0.2, rng=config.seed)
+    # Texture without edges (noise, flat scans) can come back as one region: LIME needs several.
+    return found if len(np.unique(found)) >= 4 else grid
 
 
 def probabilities_fn(predict_logits: Callable[[np.ndarray], np.ndarray], channels: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -111,6 +120,7 @@ class ImageLimeExplainer:
             calls += 1
             return self._classifier(images)
 
+        hide_color = {"image-mean": image.mean(axis=(0, 1)), "black": 0.0, "segment-mean": None}[self.config.hide]
         explainer = lime_image.LimeImageExplainer(random_state=self.config.seed)
         result = explainer.explain_instance(
             image,
@@ -118,6 +128,7 @@ class ImageLimeExplainer:
             top_labels=self.config.top_labels,
             num_samples=self.config.num_samples,
             batch_size=self.config.batch_size,
+            hide_color=hide_color,
             segmentation_fn=lambda img: segment(img, self.config),
             random_seed=self.config.seed,
         )

@@ -9,14 +9,17 @@ import httpx
 import pytest
 import yaml
 
-from flows.config import BuildConfig, RollbackConfig
+from flows.config import BuildConfig, ExplainConfig, MonitorConfig, RollbackConfig, ScoreConfig
 from tests.conftest import write_class_images
 from tests.integration.conftest import PROJECT, PrefectServer
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(("name", "config"), [("build", BuildConfig), ("rollback", RollbackConfig)])
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [("build", BuildConfig), ("score", ScoreConfig), ("monitor", MonitorConfig), ("explain", ExplainConfig), ("rollback", RollbackConfig)],
+)
 def test_prefect_yaml_declares_the_deployment(name: str, config) -> None:
     spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
@@ -44,7 +47,7 @@ def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer
     prefect_server.cli("deploy", "--all")
     prefect_server.cli("deployment", "schedule", "pause", "--all")  # only the run started below
     deployments = {d["name"]: d for d in httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()}
-    assert {"build", "rollback"} <= set(deployments)
+    assert {"build", "score", "monitor", "explain", "rollback"} <= set(deployments)
     for deployment in deployments.values():
         # What the UI renders as each deployment's parameter form.
         assert "config" in deployment["parameter_openapi_schema"]["properties"]

@@ -24,6 +24,8 @@ PURE_MODULES = [
     "tasks.monitor.scoring",
     "tasks.monitor.logs",
     "tasks.data.shift",
+    "tasks.explain.lime_images",
+    "tasks.explain.report",
 ]
 
 

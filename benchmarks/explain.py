@@ -1,0 +1,94 @@
+"""LIME explanations per second: the released artifact with our batching vs lime's defaults on PyTorch.
+
+Usage (after `make demo`):
+    .venv/bin/python benchmarks/explain.py [--store file://.lepton/registry] [--model digits-classifier]
+        [--images 20] [--num-samples 1000]
+
+Same images (chosen from the release's test split as the explain flow chooses them), same
+segmentation, same hiding, same seed for every row; only the runtime and the batch size given to
+lime (its default is 10 perturbed images per model call) change. "agree" compares each row's top
+positive superpixel (and top 3) for the predicted class with the baseline's. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tasks.data.images import decode_image
+from tasks.explain.lime_images import ImageLimeExplainer, LimeConfig, choose_samples
+from tasks.export.evaluate import format_table
+from tasks.monitor.features import softmax
+from tasks.registry.aliases import read_alias
+from tasks.registry.config import StoreConfig
+from tasks.registry.production import open_variant
+from tasks.registry.release import download_release
+from tasks.registry.store import open_store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default="file://.lepton/registry")
+    parser.add_argument("--model", default="digits-classifier")
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--num-samples", type=int, default=1000)
+    args = parser.parse_args()
+
+    store = open_store(StoreConfig(uri=args.store))
+    version = read_alias(store, args.model)[0].version
+    work = Path(tempfile.mkdtemp(prefix="lepton-explain-bench-"))
+    manifest = download_release(store, args.model, version, work / "release", work / "cache")
+    size, channels = manifest["input"]["image_size"], manifest["input"]["channels"]
+    files = json.loads((work / "release" / "dataset" / "manifest.json").read_text())["files"]
+    root = Path(manifest["dataset"]["source"])
+    images = np.stack([decode_image(root / f["path"], size, channels)[0] for f in files if f["split"] == "test"])
+    served = manifest["served"]["name"]
+    torch_backend = open_variant(manifest, work / "release", "torch-fp32")
+    probabilities = softmax(torch_backend.predict(images.astype(np.float32) / 255.0))
+    chosen = images[choose_samples(probabilities, args.images, seed=0)]
+
+    config = LimeConfig(num_samples=args.num_samples, top_labels=1)
+    rows = [
+        ("torch-fp32", "lime default (10)", torch_backend, 10),
+        ("torch-fp32", f"ours ({args.num_samples})", torch_backend, args.num_samples),
+        (served, f"ours ({args.num_samples})", open_variant(manifest, work / "release", served), args.num_samples),
+    ]
+    if served != "openvino-fp32":
+        rows.append(("openvino-fp32", f"ours ({args.num_samples})", open_variant(manifest, work / "release", "openvino-fp32"), args.num_samples))
+    results, baseline_top = [], None
+    for variant, batching, backend, batch in rows:
+        explainer = ImageLimeExplainer(backend.predict, channels, config.model_copy(update={"batch_size": batch}))
+        explainer.explain(chosen[0])  # warm-up: first-call allocations are not the steady state
+        start = time.perf_counter()
+        explanations = [explainer.explain(image) for image in chosen]
+        seconds = time.perf_counter() - start
+        top1 = [e.top_features(e.labels[0], 1) for e in explanations]
+        top3 = [set(e.top_features(e.labels[0], 3)) for e in explanations]
+        if baseline_top is None:
+            baseline_top = (top1, top3)
+        results.append(
+            {
+                "variant": variant,
+                "batch_per_call": batching,
+                "calls_per_image": explanations[0].model_calls,
+                "explanations_per_s": round(len(chosen) / seconds, 2),
+                "top1_agree": round(float(np.mean([a == b for a, b in zip(top1, baseline_top[0])])), 2),
+                "top3_jaccard": round(
+                    float(np.mean([len(a & b) / max(1, len(a | b)) for a, b in zip(top3, baseline_top[1])])), 2
+                ),
+            }
+        )
+    base = results[0]["explanations_per_s"]
+    for row in results:
+        row["speedup"] = round(row["explanations_per_s"] / base, 2)
+    print(f"{len(chosen)} images of {args.model} {version}, {args.num_samples} perturbations each, seed 0")
+    print(format_table(results))
+
+
+if __name__ == "__main__":
+    main()
