@@ -41,6 +41,13 @@ class BuildConfig(BaseModel):
         return validate_name("model_name", value)
 
 
+def check_source(value: str, allowed: str) -> str:
+    """An input source: a local path or ``s3://`` (other URL schemes are refused, naming what is allowed)."""
+    if not value.strip() or ("://" in value and not value.startswith("s3://")):
+        raise ValueError(f"source {value!r} is not allowed: use {allowed}")
+    return value
+
+
 class ModelTarget(BaseModel):
     """What every flow after build names: the model, the local scratch folder, the store."""
 
@@ -77,11 +84,7 @@ class ScoreConfig(ModelTarget):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
-        if "://" in value and not value.startswith("s3://"):
-            raise ValueError(f"source {value!r} is not allowed: use a local folder or s3://bucket/prefix")
-        if not value.strip():
-            raise ValueError("source must name a folder or an s3:// prefix")
-        return value
+        return check_source(value, "a local folder or s3://bucket/prefix")
 
 
 class MonitorConfig(ModelTarget):
@@ -105,8 +108,4 @@ class ExplainConfig(ModelTarget):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
-        if "://" in value and not value.startswith("s3://"):
-            raise ValueError(f"source {value!r} is not allowed: use test-split, latest-batch, a folder or s3://bucket/prefix")
-        if not value.strip():
-            raise ValueError("source must not be empty")
-        return value
+        return check_source(value, "test-split, latest-batch, a folder or s3://bucket/prefix")
