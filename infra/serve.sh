@@ -10,7 +10,7 @@ export PREFECT_HOME=${PREFECT_HOME:-$PWD/.lepton/prefect}
 export PREFECT_API_URL=http://127.0.0.1:$PORT/api
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export LEPTON_PROJECT_DIR=$PWD
-mkdir -p "$PREFECT_HOME"
+mkdir -p "$PREFECT_HOME" .lepton/incoming  # the score deployment's inbox
 
 "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$PREFECT_HOME/server.log" 2>&1 &
 SERVER=$!
