@@ -99,12 +99,41 @@ def probabilities_fn(predict_logits: Callable[[np.ndarray], np.ndarray], channel
     return classifier_fn
 
 
+def _vectorised_explainer(lime_image, seed: int):  # noqa: ANN001, ANN202 - the lime_image module
+    """A LimeImageExplainer whose perturbed images are built with array operations, chunk by chunk.
+
+    lime builds each perturbed image in a Python loop over its switched-off superpixels; this
+    draws the very same random on/off matrix from the same random state and applies it with one
+    ``np.where`` per chunk of ``batch_size`` images, so explanations are identical, only faster.
+    """
+
+    class VectorisedLimeImageExplainer(lime_image.LimeImageExplainer):
+        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10, **_):  # noqa: ANN001, ANN202
+            n_features = np.unique(segments).shape[0]
+            data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+            data[0, :] = 1
+            labels = []
+            for start in range(0, num_samples, batch_size):
+                keep = data[start : start + batch_size][:, segments].astype(bool)  # chunk x H x W
+                labels.extend(classifier_fn(np.where(keep[..., None], image[None], fudged_image[None])))
+            return data, np.array(labels)
+
+    return VectorisedLimeImageExplainer(random_state=seed)
+
+
 class ImageLimeExplainer:
     """``lime_image`` over a runtime's batched predict, seeded, with segmentation chosen for the image size."""
 
-    def __init__(self, predict_logits: Callable[[np.ndarray], np.ndarray], channels: int, config: LimeConfig) -> None:
+    def __init__(
+        self,
+        predict_logits: Callable[[np.ndarray], np.ndarray],
+        channels: int,
+        config: LimeConfig,
+        vectorised: bool = True,
+    ) -> None:
         self.config = config
         self.channels = channels
+        self.vectorised = vectorised
         self._classifier = probabilities_fn(predict_logits, channels)
 
     def explain(self, item: np.ndarray) -> Explanation:
@@ -121,7 +150,11 @@ class ImageLimeExplainer:
             return self._classifier(images)
 
         hide_color = {"image-mean": image.mean(axis=(0, 1)), "black": 0.0, "segment-mean": None}[self.config.hide]
-        explainer = lime_image.LimeImageExplainer(random_state=self.config.seed)
+        explainer = (
+            _vectorised_explainer(lime_image, self.config.seed)
+            if self.vectorised
+            else lime_image.LimeImageExplainer(random_state=self.config.seed)
+        )
         result = explainer.explain_instance(
             image,
             counted,
