@@ -26,6 +26,7 @@ PURE_MODULES = [
     "tasks.data.shift",
     "tasks.explain.lime_images",
     "tasks.explain.report",
+    "tasks.compress.prune",
 ]
 
 
