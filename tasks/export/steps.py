@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.backends import TorchBackend, load_backend
+from tasks.export.backends import Backend, TorchBackend, load_backend
 from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import Variant, choose_variant, measure_variant, variant_table
 from tasks.export.fp32 import export_fp32_checked
@@ -39,6 +39,13 @@ class Evaluation(BaseModel):
     def table(self) -> list[dict[str, object]]:
         """The variant table: artifact, manifest and console rows."""
         return variant_table(self.variants, self.served)
+
+
+def local_backend(variant: Variant, trained: TrainedModel) -> Backend:
+    """A variant of this build, opened from its local files (the torch variant from the trained weights)."""
+    if variant.runtime == "torch":
+        return TorchBackend(trained.load())
+    return load_backend(variant.runtime, variant.directory / variant.entrypoint)
 
 
 @task
@@ -91,11 +98,7 @@ def evaluate_variants(
     measured = []
     for variant in [*exported.variants, *quantized]:
         logger.info("measuring %s", variant.name)
-        if variant.runtime == "torch":
-            backend = TorchBackend(trained.load())
-        else:
-            backend = load_backend(variant.runtime, variant.directory / variant.entrypoint)
-        measured.append(measure_variant(variant, backend, inputs, labels, config.latency_repeats))
+        measured.append(measure_variant(variant, local_backend(variant, trained), inputs, labels, config.latency_repeats))
     baseline = next(v.accuracy for v in measured if v.name == "torch-fp32")
     served = choose_variant(measured, baseline, config.policy)
     evaluation = Evaluation(

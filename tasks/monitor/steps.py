@@ -12,13 +12,11 @@ from prefect.events import emit_event
 from pydantic import BaseModel
 
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.backends import Backend, TorchBackend, load_backend
-from tasks.export.steps import Evaluation
-from tasks.hashing import sha256_bytes
+from tasks.export.steps import Evaluation, local_backend
 from tasks.monitor.drift import DriftConfig, DriftResult, detect_drift
 from tasks.monitor.logs import batch_logged, read_window, write_log
 from tasks.monitor.reference import MonitoringReference, ReferenceConfig, build_reference, load_projection
-from tasks.monitor.scoring import FailedInput, InputFile, batch_id, local_inputs, s3_inputs, score_inputs
+from tasks.monitor.scoring import FailedInput, InputFile, batch_id, score_inputs, source_inputs
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.production import open_variant
@@ -28,21 +26,13 @@ from tasks.registry.store import open_store
 from tasks.train.fit import TrainedModel
 
 
-def served_backend(evaluation: Evaluation, trained: TrainedModel) -> Backend:
-    """The variant the release serves, opened from the build's local files."""
-    served = evaluation.served_variant()
-    if served.runtime == "torch":
-        return TorchBackend(trained.load())
-    return load_backend(served.runtime, served.directory / served.entrypoint)
-
-
 @task
 def monitoring_reference(
     snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation, config: ReferenceConfig
 ) -> MonitoringReference:
     """Features of the test split and a train sample, computed by the served artifact, for the release."""
     out_dir = trained.state_dict_path.parent / "monitoring"
-    reference_path, projection_path, rows = build_reference(served_backend(evaluation, trained), snapshot, config, out_dir)
+    reference_path, projection_path, rows = build_reference(local_backend(evaluation.served_variant(), trained), snapshot, config, out_dir)
     components = load_projection(projection_path).n_components
     get_run_logger().info("monitoring reference: %d rows, %d embedding components, by %s", rows, components, evaluation.served)
     return MonitoringReference(
@@ -106,10 +96,7 @@ class InputBatch(BaseModel):
 @task(**STORE_RETRIES)
 def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> InputBatch:
     """List a folder, or download an ``s3://`` prefix (same endpoint and credentials as the store)."""
-    if source.startswith("s3://"):
-        files = s3_inputs(source, store_config, work_dir / "incoming" / sha256_bytes(source.encode())[:12])
-    else:
-        files = local_inputs(Path(source).expanduser())
+    files = source_inputs(source, store_config, work_dir)
     get_run_logger().info("%d files in %s", len(files), source)
     return InputBatch(source=source, batch_id=batch_id(files), files=files)
 
