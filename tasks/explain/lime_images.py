@@ -176,13 +176,18 @@ class ImageLimeExplainer:
         )
 
 
+def least_confident_count(count: int) -> int:
+    """How many of ``count`` chosen images are the least confident ones: a quarter, at least one."""
+    return max(1, count // 4)
+
+
 def choose_samples(probabilities: np.ndarray, count: int, seed: int = 0) -> list[int]:
     """Indices to explain: the least confident quarter, then round-robin over predicted classes (seeded)."""
     if count < 1:
         raise ValueError("count must be at least 1")
     count = min(count, len(probabilities))
     confidence = probabilities.max(axis=1)
-    chosen = list(np.argsort(confidence, kind="stable")[: max(1, count // 4)])
+    chosen = list(np.argsort(confidence, kind="stable")[: least_confident_count(count)])
     rng = np.random.default_rng(seed)
     predicted = probabilities.argmax(axis=1)
     pools = {c: [i for i in rng.permutation(np.flatnonzero(predicted == c)) if i not in chosen] for c in np.unique(predicted)}

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel
 
-from tasks.data.images import BadImage, decode_image
-from tasks.explain.lime_images import ImageLimeExplainer, LimeConfig, choose_samples
+from tasks.explain.lime_images import ImageLimeExplainer, LimeConfig, choose_samples, least_confident_count
 from tasks.explain.report import ExplainedImage, write_report
-from tasks.hashing import sha256_bytes, sha256_file
+from tasks.hashing import sha256_file
 from tasks.monitor.features import softmax
-from tasks.monitor.scoring import FailedInput, InputFile, local_inputs, s3_inputs
+from tasks.monitor.logs import latest_log
+from tasks.monitor.scoring import FailedInput, InputFile, batch_id, decode_inputs, source_inputs
 from tasks.monitor.steps import InputBatch, ProductionRelease
 from tasks.registry.config import StoreConfig
 from tasks.registry.production import open_variant
 from tasks.registry.release import download_release
 from tasks.registry.steps import STORE_RETRIES
 from tasks.registry.store import open_store
+from tasks.train.datamodule import to_model_input
 
 
 class NothingToExplain(RuntimeError):
@@ -52,22 +51,18 @@ def gather_explain_inputs(
                 "this machine; explain a folder or an s3:// prefix instead"
             )
     elif source == "latest-batch":
-        keys = store.list_keys(f"predictions/{production.model}/")
-        if not keys:
+        batch = latest_log(store, "predictions", production.model)
+        if batch is None:
             raise NothingToExplain(f"{production.model} has no scored batch yet; run the score flow first")
-        data, _ = store.get_bytes(max(keys, key=lambda k: k.rsplit("/", 1)[-1]))
-        batch = pd.read_parquet(io.BytesIO(data))
         if "path" not in batch.columns:
             raise NothingToExplain("the latest scored batch does not record its files' paths; explain its folder instead")
         files = [InputFile(name=r.file, path=Path(r.path), sha256=r.image_sha256) for r in batch.itertuples() if Path(r.path).is_file()]
         if not files:
             raise NothingToExplain("the files of the latest scored batch are no longer on this machine")
-    elif source.startswith("s3://"):
-        files = s3_inputs(source, store_config, work_dir / "incoming" / sha256_bytes(source.encode())[:12])
     else:
-        files = local_inputs(Path(source).expanduser())
+        files = source_inputs(source, store_config, work_dir)
     logger.info("%d candidate images from %s", len(files), source)
-    return InputBatch(source=source, batch_id=sha256_bytes("".join(sorted(f.sha256 for f in files)).encode())[:12], files=files)
+    return InputBatch(source=source, batch_id=batch_id(files), files=files)
 
 
 class ExplainResult(BaseModel):
@@ -98,21 +93,14 @@ def explain_images(
     manifest = production.manifest
     classes, size, channels = manifest["dataset"]["classes"], manifest["input"]["image_size"], manifest["input"]["channels"]
     backend = open_variant(manifest, production.release_dir, manifest["served"]["name"])
-    pixels, kept, failed = [], [], []
-    for item in batch.files:
-        try:
-            pixels.append(decode_image(item.path, size, channels)[0])
-            kept.append(item)
-        except BadImage as bad:
-            failed.append(FailedInput(name=item.name, reason=bad.reason))
+    images, _, kept, failed = decode_inputs(batch.files, size, channels)
     if not kept:
         raise NothingToExplain(f"no readable image in {batch.source} ({len(failed)} unreadable)")
-    images = np.stack(pixels)
     probabilities = np.concatenate(
-        [softmax(backend.predict(images[i : i + 1024].astype(np.float32) / 255.0)) for i in range(0, len(images), 1024)]
+        [softmax(backend.predict(to_model_input(images[i : i + 1024]))) for i in range(0, len(images), 1024)]
     )
     chosen = choose_samples(probabilities, num_images, config.seed)
-    least = set(chosen[: max(1, min(num_images, len(images)) // 4)])
+    least = set(chosen[: least_confident_count(len(chosen))])
     explainer = ImageLimeExplainer(backend.predict, channels, config)
     progress = create_progress_artifact(progress=0.0, description=f"LIME on {len(chosen)} images")
     items: list[ExplainedImage] = []

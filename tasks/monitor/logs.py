@@ -49,6 +49,19 @@ def batch_logged(store: ArtifactStore, kind: str, model: str, batch_id: str) -> 
     return None
 
 
+def latest_log(store: ArtifactStore, kind: str, model: str) -> pd.DataFrame | None:
+    """The rows of the most recently logged batch, or None when nothing was logged."""
+    stamped = [
+        (match.group(1), key)
+        for key in store.list_keys(f"{kind}/{validate_name('model name', model)}/")
+        if (match := _NAME.match(key.rsplit("/", 1)[-1]))
+    ]
+    if not stamped:
+        return None
+    data, _ = store.get_bytes(max(stamped)[1])
+    return pd.read_parquet(io.BytesIO(data))
+
+
 def read_window(
     store: ArtifactStore,
     kind: str,

@@ -59,9 +59,36 @@ def s3_inputs(source: str, store_config, dest: Path) -> list[InputFile]:  # noqa
     return [InputFile(name=k, path=dest / k, sha256=sha256_file(dest / k)) for k in keys]
 
 
+def source_inputs(source: str, store_config, work_dir: Path) -> list[InputFile]:  # noqa: ANN001 - StoreConfig
+    """The files of a folder, or of an ``s3://`` prefix downloaded under ``work_dir/incoming``."""
+    if source.startswith("s3://"):
+        return s3_inputs(source, store_config, work_dir / "incoming" / sha256_bytes(source.encode())[:12])
+    return local_inputs(Path(source).expanduser())
+
+
 def batch_id(files: list[InputFile]) -> str:
     """The batch's identity: a hash of its files' contents, so re-scoring the same files is recognised."""
     return sha256_bytes("\n".join(sorted(f.sha256 for f in files)).encode())[:12]
+
+
+def decode_inputs(
+    files: list[InputFile], image_size: int, channels: int
+) -> tuple[np.ndarray, list[tuple[int, int]], list[InputFile], list[FailedInput]]:
+    """Decode every file as in training: the uint8 images and original sizes of the readable ones,
+    those files, and a failure with its reason for each unreadable one.
+    """
+    decoded, sizes, kept, failures = [], [], [], []
+    for item in files:
+        try:
+            pixels, size = decode_image(item.path, image_size, channels)
+        except BadImage as bad:
+            failures.append(FailedInput(name=item.name, reason=bad.reason))
+            continue
+        decoded.append(pixels)
+        sizes.append(size)
+        kept.append(item)
+    images = np.stack(decoded) if decoded else np.zeros((0, channels, image_size, image_size), np.uint8)
+    return images, sizes, kept, failures
 
 
 def score_inputs(
@@ -80,20 +107,9 @@ def score_inputs(
     An unreadable file, or one whose features come out NaN/infinite, is a failure of
     that file only; the rest of the batch is scored.
     """
-    failures: list[FailedInput] = []
-    decoded, sizes, kept = [], [], []
-    for item in files:
-        try:
-            pixels, size = decode_image(item.path, image_size, channels)
-        except BadImage as bad:
-            failures.append(FailedInput(name=item.name, reason=bad.reason))
-            continue
-        decoded.append(pixels)
-        sizes.append(size)
-        kept.append(item)
+    images, sizes, kept, failures = decode_inputs(files, image_size, channels)
     if not kept:
         return pd.DataFrame(), None, failures
-    images = np.stack(decoded)
     logits, embeddings = infer(backend, images, batch_size)
     probabilities = softmax(logits.astype(np.float64))
     predictions = pd.DataFrame(
