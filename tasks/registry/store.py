@@ -250,18 +250,22 @@ class S3Store:
         # becomes an object (infra/s3/lifecycle.json expires its parts).
         self.client.upload_file(str(local), self.bucket, self._key(key), ExtraArgs=extra, Callback=on_bytes)
 
-    @_endpoint_errors
-    def stored_sha256(self, key: str) -> str | None:
+    def _head(self, key: str) -> dict | None:
+        """The object's headers, or None when there is no object at ``key``."""
         from botocore.exceptions import ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+    @_endpoint_errors
+    def stored_sha256(self, key: str) -> str | None:
+        head = self._head(key)
         # An object without our metadata (written by hand) counts as unknown content: upload again.
-        return head.get("Metadata", {}).get("sha256", "")
+        return None if head is None else head.get("Metadata", {}).get("sha256", "")
 
     @_endpoint_errors
     def get_file(self, key: str, local: Path) -> Path:
@@ -311,15 +315,7 @@ class S3Store:
 
     @_endpoint_errors
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        return self._head(key) is not None
 
     @_endpoint_errors
     def list_keys(self, prefix: str) -> list[str]:
