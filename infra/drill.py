@@ -113,11 +113,15 @@ def main() -> int:
         from flows.score import score
         from tasks.data.shift import write_shifted
         from tasks.registry.aliases import read_alias
+        from tasks.registry.config import StoreConfig
         from tasks.registry.release import download_release
         from tasks.registry.store import open_store
 
-        config = BuildConfig(work_dir=PROJECT / ".lepton" / "work", reason="drill: initial build")
-        config = config.model_copy(update={"store": config.store.model_copy(update={"uri": f"file://{PROJECT / '.lepton' / 'registry'}"})})
+        config = BuildConfig(
+            work_dir=PROJECT / ".lepton" / "work",
+            reason="drill: initial build",
+            store=StoreConfig(uri=f"file://{PROJECT / '.lepton' / 'registry'}"),
+        )
         say("1 build", "training and releasing the default digits classifier")
         release = build(config)
         store = open_store(config.store)
