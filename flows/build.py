@@ -1,11 +1,11 @@
-"""The build flow: ingest -> validate -> split -> train -> export -> INT8 -> evaluate -> monitoring reference -> release -> gate."""
+"""The build flow: ingest -> train -> export -> compress (distill -> prune -> INT8) -> evaluate -> release -> gate."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.config import BuildConfig
-from tasks.compress.steps import quantize_int8
+from tasks.compress.steps import distill_student, prune_model, quantize_int8
 from tasks.data.steps import ingest, prepare_source
 from tasks.export.steps import evaluate_variants, export_fp32
 from tasks.monitor.steps import monitoring_reference
@@ -20,9 +20,20 @@ def build(config: BuildConfig = BuildConfig()) -> Release:
     source = prepare_source(config.data, config.work_dir)
     snapshot = ingest(source, config.data, config.work_dir)
     trained = train(snapshot, config.train, config.work_dir)
-    exported = export_fp32(trained, snapshot, config.evaluate)
-    quantized = quantize_int8(exported, snapshot, config.quantize)
-    evaluation = evaluate_variants(trained, exported, quantized, snapshot, config.evaluate)
+    stages = [export_fp32(trained, snapshot, config.evaluate)]
+    plan, model = config.compress, trained
+    if "distill" in plan.plan:
+        model = distill_student(trained, snapshot, plan.distill, config.train)
+        stages.append(export_fp32(model, snapshot, config.evaluate, stage="distilled"))
+    if "prune" in plan.plan:
+        stages.append(prune_model(model, stages[-1].stage, trained, snapshot, plan.prune, config.train, config.evaluate))
+    to_quantize = (stages if plan.int8.models == "every" else stages[-1:]) if "int8" in plan.plan else []
+    quantized = [
+        variant
+        for stage in to_quantize
+        for variant in quantize_int8(stage, snapshot, plan.int8, config.evaluate.policy.accuracy_budget_pp)
+    ]
+    evaluation = evaluate_variants(trained, stages, quantized, snapshot, config.evaluate)
     reference = monitoring_reference(snapshot, trained, evaluation, config.monitor)
     release = publish(
         config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"), reference

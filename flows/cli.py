@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"release:    {release.model} {release.version}")
     print(f"location:   {release.uri}")
     print(f"manifest:   {release.manifest_uri}")
-    print(f"serving:    {release.served_variant}")
+    print(f"serving:    {release.served_variant}: {manifest['served'].get('reason', '')}")
     print(f"production: {'promoted' if release.promoted else 'not promoted'} ({release.gate_reason})")
     return 0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.compress.config import QuantizeConfig
+from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
 from tasks.explain.lime_images import LimeConfig
 from tasks.export.config import EvaluateConfig
@@ -29,7 +29,7 @@ class BuildConfig(BaseModel):
     reason: str = Field("manual", max_length=500, description="Why this build runs; recorded with the release")
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     monitor: ReferenceConfig = Field(default_factory=ReferenceConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)

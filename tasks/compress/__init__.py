@@ -1,5 +1,5 @@
-"""Compression stage: INT8 post-training quantization (distillation and pruning build on it)."""
+"""Compression stage: distillation, structured pruning and INT8 post-training quantization."""
 
-from tasks.compress.config import QuantizeConfig
+from tasks.compress.config import CompressConfig, QuantizeConfig
 
-__all__ = ["QuantizeConfig"]
+__all__ = ["CompressConfig", "QuantizeConfig"]

@@ -1,4 +1,4 @@
-"""Static INT8 quantization of an OpenVINO model with NNCF post-training quantization."""
+"""Static INT8 quantization of an OpenVINO model with NNCF, plain or with accuracy control."""
 
 from __future__ import annotations
 
@@ -8,9 +8,21 @@ import nncf
 import numpy as np
 import openvino as ov
 
+_PRESETS = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+
+
+def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    images = images.astype(np.float32)
+    return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+
 
 def quantize_openvino_int8(
-    ir_path: Path, calibration_images: np.ndarray, out_path: Path, batch_size: int = 1
+    ir_path: Path,
+    calibration_images: np.ndarray,
+    out_path: Path,
+    preset: str = "mixed",
+    fast_bias_correction: bool = True,
+    batch_size: int = 1,
 ) -> Path:
     """Write an INT8 IR of ``ir_path`` to ``out_path``, calibrated with NNCF on ``calibration_images``.
 
@@ -18,17 +30,60 @@ def quantize_openvino_int8(
         ir_path: the FP32 OpenVINO IR (``.xml``).
         calibration_images: float32 N x C x H x W in [0, 1], from the train split.
         out_path: the INT8 IR (``.xml``; weights in the ``.bin`` beside it).
+        preset: ``mixed`` (asymmetric activations) or ``performance`` (all symmetric).
+        fast_bias_correction: NNCF's fast bias correction; False runs the full, slower one.
         batch_size: images per calibration step.
     """
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = ov.Core().read_model(str(ir_path))
-    images = calibration_images.astype(np.float32)
-    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     quantized = nncf.quantize(
         model,
-        nncf.Dataset(batches),
-        subset_size=len(images),
-        preset=nncf.QuantizationPreset.MIXED,
+        nncf.Dataset(_batches(calibration_images, batch_size)),
+        subset_size=len(calibration_images),
+        preset=_PRESETS[preset],
+        fast_bias_correction=fast_bias_correction,
+    )
+    ov.save_model(quantized, str(out_path), compress_to_fp16=False)
+    return out_path
+
+
+def quantize_openvino_int8_with_accuracy_control(
+    ir_path: Path,
+    calibration_images: np.ndarray,
+    validation_images: np.ndarray,
+    validation_labels: np.ndarray,
+    max_drop: float,
+    out_path: Path,
+    preset: str = "mixed",
+    fast_bias_correction: bool = True,
+) -> Path:
+    """Like ``quantize_openvino_int8``, but NNCF keeps the most sensitive layers in FP32 until the
+    top-1 accuracy on the validation set drops by at most ``max_drop`` (absolute, e.g. 0.01 = 1 pp).
+
+    Args:
+        validation_images: float32 N x C x H x W in [0, 1]; the validation split, never the test split.
+        validation_labels: their class indices.
+    """
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.Core().read_model(str(ir_path))
+    images = validation_images.astype(np.float32)
+    labelled = [(images[i : i + 1], validation_labels[i : i + 1]) for i in range(len(images))]
+
+    def validate(compiled: ov.CompiledModel, items) -> float:  # noqa: ANN001 - NNCF passes an iterable of items
+        output = compiled.output(0)
+        hits = [int(np.argmax(compiled(x)[output], axis=1)[0] == y[0]) for x, y in items]
+        return float(np.mean(hits))
+
+    quantized = nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(_batches(calibration_images, 1)),
+        nncf.Dataset(labelled, lambda item: item[0]),
+        validation_fn=validate,
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        preset=_PRESETS[preset],
+        subset_size=len(calibration_images),
+        fast_bias_correction=fast_bias_correction,
     )
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)
     return out_path

@@ -7,10 +7,17 @@ channels shrinks every tensor that touches them, which ONNX Runtime and OpenVINO
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import lightning as L
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from tasks.data.snapshot import DatasetSnapshot
+from tasks.train.config import TrainConfig
+from tasks.train.fit import TrainedModel
+from tasks.train.models import count_macs_params
 
 
 class PruneConfig(BaseModel):
@@ -21,6 +28,15 @@ class PruneConfig(BaseModel):
     keep_macs: float = Field(0.5, gt=0.05, lt=1.0, description="Fraction of the multiply-accumulates to keep")
     tolerance: float = Field(0.05, gt=0.0, le=0.2, description="Stop once MACs are within this of the target")
     steps: int = Field(20, ge=1, le=200, description="Pruning happens in this many small steps at most")
+    finetune_epochs: int = Field(15, ge=0, le=10_000, description="Fine-tune after pruning; 0 skips it")
+    finetune_learning_rate: float = Field(2e-3, gt=0.0, le=10.0)
+    teacher_alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Fine-tune against the unpruned trained model's soft targets with this weight (0: labels only)",
+    )
+    temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens logits for the teacher's targets")
 
 
 class PruneResult(BaseModel):
@@ -38,14 +54,6 @@ class PruneResult(BaseModel):
     @property
     def params_ratio(self) -> float:
         return self.params_after / self.params_before
-
-
-def count_macs_params(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
-    """Multiply-accumulates of one forward pass on ``sample`` and the parameter count."""
-    import torch_pruning as tp
-
-    macs, params = tp.utils.count_ops_and_params(model.eval(), sample)
-    return int(macs), int(params)
 
 
 def prune_channels(model: nn.Module, sample: torch.Tensor, config: PruneConfig) -> tuple[nn.Module, PruneResult]:
@@ -85,4 +93,50 @@ def prune_channels(model: nn.Module, sample: torch.Tensor, config: PruneConfig) 
     macs_after, params_after = count_macs_params(pruned, sample)
     return pruned, PruneResult(
         macs_before=macs_before, macs_after=macs_after, params_before=params_before, params_after=params_after
+    )
+
+
+class PrunedModel(BaseModel):
+    """A pruned and fine-tuned model on disk (as ONNX exports, made by the caller) and its numbers."""
+
+    result: PruneResult
+    val_acc: float
+    test_acc: float
+    epochs_run: int
+
+
+def prune_and_finetune(
+    source: TrainedModel,
+    teacher: TrainedModel,
+    snapshot: DatasetSnapshot,
+    config: PruneConfig,
+    train: TrainConfig,
+    out_dir: Path,
+) -> tuple[nn.Module, PrunedModel]:
+    """Prune ``source`` to ``config.keep_macs`` of its MACs, then fine-tune it against ``teacher`` and the labels.
+
+    The pruned architecture has no name in the zoo, so the module itself is
+    returned for export; nothing pickles it.
+    """
+    from tasks.compress.distill import DistillationModule
+    from tasks.train.datamodule import to_model_input
+    from tasks.train.fit import fit_module
+
+    images, _ = snapshot.arrays("train")
+    sample = torch.from_numpy(to_model_input(images[:2]))
+    pruned, result = prune_channels(source.load(), sample, config)
+    if config.finetune_epochs == 0:
+        return pruned.eval(), PrunedModel(result=result, val_acc=float("nan"), test_acc=float("nan"), epochs_run=0)
+    settings = train.model_copy(
+        update={"max_epochs": config.finetune_epochs, "learning_rate": config.finetune_learning_rate,
+                "resume_from": None, "weights_path": None}
+    )
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    module = DistillationModule(
+        pruned, teacher.load(), config.temperature, config.teacher_alpha,
+        settings.learning_rate, settings.weight_decay, settings.max_epochs,
+    )
+    outcome = fit_module(module, snapshot, settings, out_dir)
+    return module.model.eval(), PrunedModel(
+        result=result, val_acc=outcome.val_acc, test_acc=outcome.test_acc, epochs_run=len(outcome.history)
     )

@@ -1,4 +1,4 @@
-"""Prefect tasks of the compression stage."""
+"""Prefect tasks of the compression stage: distil a student, prune and fine-tune, quantize to INT8."""
 
 from __future__ import annotations
 
@@ -6,36 +6,109 @@ from prefect import get_run_logger, task
 
 from tasks.compress.calibration import calibration_sample
 from tasks.compress.config import QuantizeConfig
+from tasks.compress.distill import DistillConfig, distill
 from tasks.compress.onnx_int8 import quantize_onnx_int8
-from tasks.compress.openvino_int8 import quantize_openvino_int8
+from tasks.compress.openvino_int8 import quantize_openvino_int8, quantize_openvino_int8_with_accuracy_control
+from tasks.compress.prune import PruneConfig, prune_and_finetune
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.evaluate import Variant
-from tasks.export.steps import Exported
+from tasks.export.backends import OpenVinoBackend
+from tasks.export.config import EvaluateConfig
+from tasks.export.evaluate import TRAINED_STAGE, Variant, accuracy
+from tasks.export.steps import Exported, export_model, variant_prefix
+from tasks.train.config import TrainConfig
 from tasks.train.datamodule import to_model_input
+from tasks.train.fit import TrainedModel
 
 
 @task
-def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: QuantizeConfig) -> list[Variant]:
-    """INT8 variants: ONNX Runtime static QDQ and NNCF, both calibrated on the train split."""
-    if not config.enabled:
-        return []
+def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: DistillConfig, train: TrainConfig) -> TrainedModel:
+    """Train ``config.student`` against the trained model's soft targets and the labels (Lightning)."""
     logger = get_run_logger()
-    by_name = {v.name: v for v in exported.variants}
-    onnx_fp32, ov_fp32 = by_name["onnx-fp32"], by_name["openvino-fp32"]
+    logger.info(
+        "distilling %s into %s: temperature %.1f, alpha %.2f, up to %d epochs",
+        teacher.model_name, config.student, config.temperature, config.alpha, config.max_epochs,
+    )
+    student = distill(teacher, snapshot, config, train, teacher.state_dict_path.parent / "distill")
+    logger.info(
+        "student %s: test accuracy %.4f (teacher %.4f) after %d epochs",
+        config.student, student.test_acc, teacher.test_acc, len(student.history),
+    )
+    return student
+
+
+@task
+def prune_model(
+    source: TrainedModel,
+    source_stage: str,
+    teacher: TrainedModel,
+    snapshot: DatasetSnapshot,
+    config: PruneConfig,
+    train: TrainConfig,
+    evaluate: EvaluateConfig,
+) -> Exported:
+    """Remove whole channels of ``source`` down to ``config.keep_macs`` of its MACs, fine-tune, export with parity.
+
+    The stage is named after its source (``pruned``, ``distilled-pruned``); the
+    pruned architecture exists only as these exports.
+    """
+    logger = get_run_logger()
+    stage = "pruned" if source_stage == TRAINED_STAGE else f"{source_stage}-pruned"
+    out_dir = source.state_dict_path.parent / "prune"
+    model, pruned = prune_and_finetune(source, teacher, snapshot, config, train, out_dir)
+    logger.info(
+        "%s: MACs %d -> %d (%.2f, target %.2f), parameters %d -> %d (%.2f); fine-tuned %d epochs, test accuracy %.4f",
+        stage, pruned.result.macs_before, pruned.result.macs_after, pruned.result.macs_ratio, config.keep_macs,
+        pruned.result.params_before, pruned.result.params_after, pruned.result.params_ratio,
+        pruned.epochs_run, pruned.test_acc,
+    )
+    return export_model(model, stage, snapshot, out_dir / "variants", evaluate.parity_tolerance, logger)
+
+
+@task
+def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: QuantizeConfig, accuracy_budget_pp: float) -> list[Variant]:
+    """INT8 variants of one model: ONNX Runtime static QDQ (per-channel) and NNCF, both calibrated on the train split.
+
+    NNCF's accuracy-aware mode takes over when plain INT8 drops more than the
+    budget on the validation split (``config.accuracy_control``); the test split
+    stays untouched for the variant table.
+    """
+    logger = get_run_logger()
+    by_runtime = {v.runtime: v for v in exported.variants}
+    onnx_fp32, ov_fp32 = by_runtime["onnxruntime"], by_runtime["openvino"]
+    prefix = variant_prefix(exported.stage)
     train_images, _ = snapshot.arrays("train")
     calibration = to_model_input(calibration_sample(train_images, config.calibration_size, config.seed))
-    logger.info("calibrating INT8 on %d train images", len(calibration))
+    logger.info("calibrating INT8 of %s on %d train images", exported.stage, len(calibration))
     root = onnx_fp32.directory.parent
     onnx_int8 = quantize_onnx_int8(
         onnx_fp32.directory / onnx_fp32.entrypoint,
         calibration,
-        root / "onnx-int8" / "model.onnx",
+        root / f"{prefix}onnx-int8" / "model.onnx",
         method=config.onnx_calibration_method,
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
     )
-    ov_int8 = quantize_openvino_int8(ov_fp32.directory / ov_fp32.entrypoint, calibration, root / "openvino-int8" / "model.xml")
+    ov_fp32_path = ov_fp32.directory / ov_fp32.entrypoint
+    ov_int8 = root / f"{prefix}openvino-int8" / "model.xml"
+    settings = {"preset": config.nncf_preset, "fast_bias_correction": config.fast_bias_correction}
+    val_images, val_labels = snapshot.arrays("val")
+    val_inputs = to_model_input(val_images)
+    if config.accuracy_control == "always":
+        run_control = True
+    else:
+        quantize_openvino_int8(ov_fp32_path, calibration, ov_int8, **settings)
+        fp32_val = accuracy(OpenVinoBackend(ov_fp32_path), val_inputs, val_labels)
+        int8_val = accuracy(OpenVinoBackend(ov_int8), val_inputs, val_labels)
+        drop_pp = (fp32_val - int8_val) * 100
+        logger.info("NNCF INT8 on the validation split: %.4f vs FP32 %.4f (drop %.2f pp)", int8_val, fp32_val, drop_pp)
+        run_control = config.accuracy_control == "auto" and drop_pp > accuracy_budget_pp
+    if run_control:
+        logger.info("NNCF accuracy control: keeping sensitive layers in FP32 until the drop is within %.2f pp", accuracy_budget_pp)
+        quantize_openvino_int8_with_accuracy_control(
+            ov_fp32_path, calibration, val_inputs, val_labels, accuracy_budget_pp / 100.0, ov_int8, **settings
+        )
+    common = {"precision": "int8", "stage": exported.stage, "macs": onnx_fp32.macs, "params": onnx_fp32.params}
     return [
-        Variant(name="onnx-int8", runtime="onnxruntime", precision="int8", directory=onnx_int8.parent, entrypoint=onnx_int8.name),
-        Variant(name="openvino-int8", runtime="openvino", precision="int8", directory=ov_int8.parent, entrypoint=ov_int8.name),
+        Variant(name=f"{prefix}onnx-int8", runtime="onnxruntime", directory=onnx_int8.parent, entrypoint=onnx_int8.name, **common),
+        Variant(name=f"{prefix}openvino-int8", runtime="openvino", directory=ov_int8.parent, entrypoint=ov_int8.name, **common),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.export.evaluate import VariantPolicy
+from tasks.export.evaluate import Latency, VariantPolicy
 
 
 class EvaluateConfig(BaseModel):
@@ -15,5 +15,5 @@ class EvaluateConfig(BaseModel):
     parity_tolerance: float = Field(
         1e-3, gt=0.0, le=1.0, description="Max abs logit difference allowed between PyTorch and an FP32 export"
     )
-    latency_repeats: int = Field(30, ge=1, le=10_000, description="Timed calls per latency measurement")
+    latency: Latency = Field(default_factory=Latency)
     policy: VariantPolicy = Field(default_factory=VariantPolicy)

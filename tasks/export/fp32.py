@@ -15,9 +15,9 @@ from tasks.export.parity import ParityResult, check_parity
 
 
 def export_fp32_checked(
-    model: nn.Module, test_inputs: np.ndarray, out_root: Path, tolerance: float
+    model: nn.Module, test_inputs: np.ndarray, out_root: Path, tolerance: float, prefix: str = ""
 ) -> tuple[Path, Path, list[ParityResult]]:
-    """Write ``out_root/onnx-fp32/model.onnx`` and ``out_root/openvino-fp32/model.xml``.
+    """Write ``out_root/{prefix}onnx-fp32/model.onnx`` and ``out_root/{prefix}openvino-fp32/model.xml``.
 
     Returns:
         The ONNX path, the IR path and both parity results on ``test_inputs``.
@@ -25,11 +25,11 @@ def export_fp32_checked(
     Raises:
         ParityError: an export's logits differ from PyTorch's beyond ``tolerance``.
     """
-    onnx_path = export_onnx(model, torch.from_numpy(test_inputs[:2]), out_root / "onnx-fp32" / "model.onnx")
-    ir_path = export_openvino(onnx_path, out_root / "openvino-fp32" / "model.xml")
+    onnx_path = export_onnx(model, torch.from_numpy(test_inputs[:2]), out_root / f"{prefix}onnx-fp32" / "model.onnx")
+    ir_path = export_openvino(onnx_path, out_root / f"{prefix}openvino-fp32" / "model.xml")
     reference = TorchBackend(model)
     parity = [
-        check_parity("onnx-fp32", reference, OnnxRuntimeBackend(onnx_path), test_inputs, tolerance),
-        check_parity("openvino-fp32", reference, OpenVinoBackend(ir_path), test_inputs, tolerance),
+        check_parity(f"{prefix}onnx-fp32", reference, OnnxRuntimeBackend(onnx_path), test_inputs, tolerance),
+        check_parity(f"{prefix}openvino-fp32", reference, OpenVinoBackend(ir_path), test_inputs, tolerance),
     ]
     return onnx_path, ir_path, parity

@@ -72,6 +72,7 @@ def model_card(model: str, manifest: dict) -> str:
 An image classifier over {len(data['classes'])} classes ({", ".join(data['classes'])}), architecture
 `{train['model']}`, trained {train['epochs_run']} epochs (best epoch {train['best_epoch']}).
 Served variant: `{served['name']}` ({served['runtime']}, {served['precision']}), entrypoint `{served['entrypoint']}`.
+Why: {served.get('reason', 'fastest variant within the accuracy budget')}.
 
 ## Input contract
 {contract['channels']} channel(s), {contract['image_size']}x{contract['image_size']} pixels, {contract['layout']}

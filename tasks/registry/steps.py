@@ -88,8 +88,12 @@ def release_manifest(
             "name": served.name,
             "runtime": served.runtime,
             "precision": served.precision,
+            "stage": served.stage,
             "entrypoint": served.entrypoint,
+            "reason": evaluation.choice.reason,
         },
+        "policy": evaluation.choice.model_dump(exclude={"reason", "served"}),
+        "latency": evaluation.latency.model_dump(),
         "metrics": {
             "test_accuracy_fp32": evaluation.baseline_accuracy,
             "test_accuracy_served": served.accuracy,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ModelName = Literal["small_cnn", "resnet18", "mobilenet_v3_small"]
+ModelName = Literal["small_cnn", "tiny_cnn", "resnet18", "mobilenet_v3_small"]
 
 
 class TrainConfig(BaseModel):

@@ -89,37 +89,38 @@ def _quiet_lightning() -> Iterator[None]:
         with warnings.catch_warnings():
             # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API.
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            # Distillation keeps its teacher in eval mode on purpose.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             yield
     finally:
         logger.setLevel(level)
 
 
-def fit_classifier(
+class FitOutcome(BaseModel):
+    """What a fit leaves behind besides the module (which holds the best weights)."""
+
+    checkpoint_path: Path
+    history: list[EpochRecord]
+    best_epoch: int
+    val_acc: float
+    test_acc: float
+
+
+def fit_module(
+    module: ClassifierModule,
     snapshot: DatasetSnapshot,
     config: TrainConfig,
     out_dir: Path,
     on_epoch: Callable[[EpochRecord], None] | None = None,
-) -> TrainedModel:
-    """Train, select the best epoch by validation loss, test it, and write its weights.
+) -> FitOutcome:
+    """Fit ``module`` on the snapshot, restore the epoch with the lowest validation loss, and test it.
 
-    Seeded and deterministic on CPU: the same snapshot and config give the
-    same weights. ``config.resume_from`` continues from a Lightning checkpoint.
-
-    Returns:
-        Paths of the best checkpoint and of a plain ``state_dict`` (what export
-        loads), the per-epoch history and validation/test accuracy.
+    The one Lightning loop of the project: training, distillation and the
+    fine-tune after pruning all run through it. ``module`` ends up holding the
+    best weights. Seeded and deterministic on CPU; ``config.resume_from``
+    continues from a Lightning checkpoint (loaded with ``weights_only``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    module = ClassifierModule(
-        model_name=config.model,
-        num_classes=len(snapshot.classes),
-        in_channels=snapshot.channels,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        max_epochs=config.max_epochs,
-        weights_path=str(config.weights_path) if config.weights_path else None,
-    )
     data = SnapshotDataModule(snapshot, config.batch_size, seed=config.seed)
     checkpoint = ModelCheckpoint(
         dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min", save_last=True
@@ -155,22 +156,56 @@ def fit_classifier(
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
         test_metrics = trainer.test(module, datamodule=data, verbose=False)[0]
-    state_dict_path = out_dir / "model_state.pt"
-    torch.save(module.model.state_dict(), state_dict_path)
     (out_dir / "history.json").write_text(json.dumps([r.model_dump() for r in history.records], indent=2))
-    best_epoch = int(best.get("epoch", 0))
     best_val = min(history.records, key=lambda r: r.val_loss) if history.records else None
+    return FitOutcome(
+        checkpoint_path=best_path,
+        history=history.records,
+        best_epoch=int(best.get("epoch", 0)),
+        val_acc=best_val.val_acc if best_val else float("nan"),
+        test_acc=float(test_metrics["test_acc"]),
+    )
+
+
+def trained_model(
+    model: nn.Module, model_name: str, snapshot: DatasetSnapshot, outcome: FitOutcome, out_dir: Path
+) -> TrainedModel:
+    """Write ``model``'s weights as a plain state_dict and describe them as a ``TrainedModel``."""
+    state_dict_path = out_dir / "model_state.pt"
+    torch.save(model.state_dict(), state_dict_path)
     return TrainedModel(
-        model_name=config.model,
+        model_name=model_name,
         num_classes=len(snapshot.classes),
         in_channels=snapshot.channels,
         image_size=snapshot.image_size,
         classes=snapshot.classes,
-        checkpoint_path=best_path,
+        checkpoint_path=outcome.checkpoint_path,
         state_dict_path=state_dict_path,
-        history=history.records,
-        best_epoch=best_epoch,
-        val_acc=best_val.val_acc if best_val else float("nan"),
-        test_acc=float(test_metrics["test_acc"]),
+        history=outcome.history,
+        best_epoch=outcome.best_epoch,
+        val_acc=outcome.val_acc,
+        test_acc=outcome.test_acc,
         dataset_version=snapshot.version,
     )
+
+
+def fit_classifier(
+    snapshot: DatasetSnapshot,
+    config: TrainConfig,
+    out_dir: Path,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainedModel:
+    """Train ``config.model`` from the zoo, select the best epoch by validation loss, test it, write its weights.
+
+    Seeded and deterministic on CPU: the same snapshot and config give the
+    same weights. ``config.resume_from`` continues from a Lightning checkpoint.
+
+    Returns:
+        Paths of the best checkpoint and of a plain ``state_dict`` (what export
+        loads), the per-epoch history and validation/test accuracy.
+    """
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(config.model, len(snapshot.classes), snapshot.channels, config.weights_path)
+    module = ClassifierModule(model, config.learning_rate, config.weight_decay, config.max_epochs)
+    outcome = fit_module(module, snapshot, config, out_dir, on_epoch)
+    return trained_model(module.model, config.model, snapshot, outcome, out_dir)

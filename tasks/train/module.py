@@ -7,33 +7,34 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tasks.train.models import build_model
-
 
 class ClassifierModule(L.LightningModule):
-    """Cross-entropy classifier over a model-zoo architecture, with AdamW and cosine decay."""
+    """Cross-entropy classifier around any ``nn.Module``, with AdamW and cosine decay.
 
-    def __init__(
-        self,
-        model_name: str,
-        num_classes: int,
-        in_channels: int,
-        learning_rate: float,
-        weight_decay: float,
-        max_epochs: int,
-        weights_path: str | None = None,
-    ) -> None:
+    Subclasses change only ``training_loss`` (distillation adds the teacher's soft targets);
+    the logged metrics stay the same, so every fit shares one epoch table.
+    """
+
+    def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float, max_epochs: int) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.model: nn.Module = build_model(model_name, num_classes, in_channels, weights_path)
+        # The architecture is the model itself (it may be pruned, so not rebuildable by name).
+        self.save_hyperparameters(
+            {"learning_rate": learning_rate, "weight_decay": weight_decay, "max_epochs": max_epochs}
+        )
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def training_loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The objective being trained. Validation and test always report cross-entropy
+        against the labels, so early stopping and the best epoch follow the task itself."""
+        return F.cross_entropy(logits, y)
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = self.training_loss(logits, x, y) if stage == "train" else F.cross_entropy(logits, y)
         acc = (logits.argmax(dim=1) == y).float().mean()
         self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=stage != "train")
         self.log(f"{stage}_acc", acc, on_epoch=True, on_step=False, prog_bar=stage != "train")
@@ -50,7 +51,7 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's own return type
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+            self.model.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.hparams.max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

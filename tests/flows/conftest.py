@@ -19,7 +19,7 @@ def demo(prefect_api, tmp_path_factory: pytest.TempPathFactory):
     config = BuildConfig(
         work_dir=root / "work",
         store=StoreConfig(uri=f"file://{root / 'registry'}"),
-        evaluate=EvaluateConfig(latency_repeats=5),
+        evaluate=EvaluateConfig(latency={"repeats": 5}),
     )
     release = build(config)
     store = open_store(config.store)

@@ -53,9 +53,13 @@ def test_demo_release_is_promoted(demo) -> None:
     alias, _ = read_alias(open_store(config.store), release.model)
     assert release.promoted and alias.version == release.version
     assert manifest["served"]["name"] == release.served_variant
-    assert {row["variant"] for row in manifest["variants"]} == {
-        "torch-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8",
-    }
+    # The default plan distill -> prune -> int8: every model of it in both runtimes, FP32 and INT8.
+    assert [row["variant"] for row in manifest["variants"]] == ["torch-fp32"] + [
+        f"{stage}{runtime}-{precision}"
+        for precision in ("fp32", "int8")
+        for stage in ("", "distilled-", "distilled-pruned-")
+        for runtime in ("onnx", "openvino")
+    ]
 
 
 def test_variant_and_epoch_tables_are_prefect_artifacts(demo) -> None:
@@ -117,11 +121,33 @@ def test_every_released_variant_opens_from_the_download(demo) -> None:
 def test_int8_variants_stay_within_the_accuracy_budget(demo) -> None:
     config, _, manifest, _ = demo
     floor = manifest["metrics"]["test_accuracy_fp32"] - config.evaluate.policy.accuracy_budget_pp / 100
-    int8 = {r["variant"]: r for r in manifest["variants"] if r["variant"].endswith("int8")}
-    assert set(int8) == {"onnx-int8", "openvino-int8"}
-    for name, row in int8.items():
-        assert row["accuracy"] >= floor, f"{name}: {row['accuracy']} below {floor:.4f}"
-        assert row["size_kb"] < next(r["size_kb"] for r in manifest["variants"] if r["variant"] == "onnx-fp32") / 2
+    rows = {r["variant"]: r for r in manifest["variants"]}
+    for name in ("onnx-int8", "openvino-int8"):  # INT8 of the trained model
+        assert rows[name]["accuracy"] >= floor, f"{name}: {rows[name]['accuracy']} below {floor:.4f}"
+        assert rows[name]["size_kb"] < rows["onnx-fp32"]["size_kb"] / 2
+
+
+def test_the_served_variant_is_in_budget_and_the_manifest_says_why(demo) -> None:
+    config, _, manifest, _ = demo
+    policy = manifest["policy"]
+    assert policy["objective"] == config.evaluate.policy.objective
+    assert policy["floor"] == pytest.approx(policy["baseline_accuracy"] - config.evaluate.policy.accuracy_budget_pp / 100)
+    rows = {r["variant"]: r for r in manifest["variants"]}
+    served = rows[manifest["served"]["name"]]
+    assert served["in_budget"] and served["runtime"] != "torch"
+    assert manifest["served"]["reason"].startswith(f"{served['variant']}: best latency_b1")
+    for row in rows.values():
+        assert row["in_budget"] is (row["accuracy"] >= round(policy["floor"], 4) - 1e-4) or row["runtime"] == "torch"
+        if row["in_budget"] and row["runtime"] != "torch":
+            assert served["p50_ms_b1"] <= row["p50_ms_b1"], row["variant"]
+    refused = {m["variant"]: m for m in policy["out_of_budget"]}
+    assert set(refused) == {n for n, r in rows.items() if not r["in_budget"]}
+    for name, miss in refused.items():
+        assert f"{name} drops {miss['drop_pp']:.2f} pp" in manifest["served"]["reason"]
+    # Compression did what it says: the pruned student needs a fraction of the trained model's compute.
+    assert rows["distilled-pruned-onnx-fp32"]["mmacs"] < rows["distilled-onnx-fp32"]["mmacs"] < rows["onnx-fp32"]["mmacs"]
+    assert rows["distilled-pruned-onnx-int8"]["size_kb"] < rows["onnx-fp32"]["size_kb"] / 4
+    assert manifest["latency"]["threads"] == config.evaluate.latency.threads
 
 
 def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:

@@ -38,8 +38,8 @@ def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer
             "work_dir": str(tmp_path / "work"),
             "data": {"source": str(images), "image_size": 8},
             "train": {"max_epochs": 2, "batch_size": 16},
-            "quantize": {"calibration_size": 20},
-            "evaluate": {"latency_repeats": 2, "policy": {"accuracy_budget_pp": 50}},
+            "compress": {"plan": ["int8"], "int8": {"calibration_size": 20}},
+            "evaluate": {"latency": {"repeats": 3}, "policy": {"accuracy_budget_pp": 50}},
             "store": {"uri": f"file://{registry}"},
         }
     }

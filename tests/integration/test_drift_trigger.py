@@ -14,7 +14,7 @@ import pytest
 from flows.build import build
 from flows.config import BuildConfig, ScoreConfig
 from flows.score import score
-from tasks.compress.config import QuantizeConfig
+from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
 from tasks.data.shift import write_shifted
 from tasks.export.config import EvaluateConfig
@@ -39,8 +39,8 @@ def test_drift_event_creates_a_build_run_with_templated_parameters(
             work_dir=tmp_path / "work",
             data=DataConfig(source=str(images), image_size=8),
             train=TrainConfig(max_epochs=3, batch_size=16),
-            quantize=QuantizeConfig(calibration_size=40),
-            evaluate=EvaluateConfig(latency_repeats=2, policy={"accuracy_budget_pp": 5.0}),
+            compress=CompressConfig(plan=["int8"], int8={"calibration_size": 40}),
+            evaluate=EvaluateConfig(latency={"repeats": 3}, policy={"accuracy_budget_pp": 5.0}),
             monitor=ReferenceConfig(train_sample=60),
             store=store,
         )

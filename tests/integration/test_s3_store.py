@@ -15,7 +15,7 @@ from flows.build import build
 from flows.config import BuildConfig, MonitorConfig, ScoreConfig
 from flows.monitor import monitor
 from flows.score import score
-from tasks.compress.config import QuantizeConfig
+from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
 from tasks.export.config import EvaluateConfig
 from tasks.export.onnx import export_onnx
@@ -181,8 +181,8 @@ def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path
         work_dir=tmp_path / "work",
         data=DataConfig(source=str(root), image_size=8),
         train=TrainConfig(max_epochs=3, batch_size=16),
-        quantize=QuantizeConfig(calibration_size=40),
-        evaluate=EvaluateConfig(latency_repeats=2, policy={"accuracy_budget_pp": 5.0}),
+        compress=CompressConfig(plan=["int8"], int8={"calibration_size": 40}),
+        evaluate=EvaluateConfig(latency={"repeats": 3}, policy={"accuracy_budget_pp": 5.0}),
         store=s3_config,
     )
     release = build(config)

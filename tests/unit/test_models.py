@@ -21,7 +21,7 @@ def test_each_model_maps_images_to_class_logits(name: str, channels: int) -> Non
 
 
 def test_unknown_model_lists_the_allowed_names() -> None:
-    with pytest.raises(ValueError, match="small_cnn, resnet18, mobilenet_v3_small"):
+    with pytest.raises(ValueError, match="small_cnn, tiny_cnn, resnet18, mobilenet_v3_small"):
         build_model("vgg16", 10, 1)
 
 

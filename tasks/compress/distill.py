@@ -1,0 +1,109 @@
+"""Knowledge distillation: a smaller student learns the trained teacher's soft targets and the labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+
+from tasks.data.snapshot import DatasetSnapshot
+from tasks.train.config import ModelName, TrainConfig
+from tasks.train.fit import TrainedModel, fit_module, trained_model
+from tasks.train.models import build_model
+from tasks.train.module import ClassifierModule
+
+
+class DistillConfig(BaseModel):
+    """Which student to train and how strongly it follows the teacher."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    student: ModelName = Field("tiny_cnn", description="Architecture from the model zoo; smaller than the teacher")
+    temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens both logit sets before comparing them")
+    alpha: float = Field(
+        0.7, ge=0.0, le=1.0, description="Weight of the teacher's soft targets; 1 - alpha weighs the hard labels"
+    )
+    max_epochs: int = Field(40, ge=1, le=10_000)
+    learning_rate: float = Field(5e-3, gt=0.0, le=10.0)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """Hinton et al.'s loss: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)``.
+
+    The ``T^2`` keeps the soft-target gradients on the same scale as the hard-label
+    ones whatever the temperature, so ``alpha`` means the same at every ``T``.
+    """
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * temperature**2 * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+class DistillationModule(ClassifierModule):
+    """Trains ``model`` (the student) against a frozen teacher's soft targets plus the hard labels.
+
+    Validation and test report plain cross-entropy (see ``ClassifierModule``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        temperature: float,
+        alpha: float,
+        learning_rate: float,
+        weight_decay: float,
+        max_epochs: int,
+    ) -> None:
+        super().__init__(model, learning_rate, weight_decay, max_epochs)
+        self.temperature = temperature
+        self.alpha = alpha
+        self.teacher = teacher.eval()
+        for parameter in self.teacher.parameters():
+            parameter.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        # Lightning switches the whole module to train mode each epoch; the teacher's
+        # batch-norm statistics and dropout must stay as they were when it was tested.
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def training_loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        return distillation_loss(logits, teacher_logits, y, self.temperature, self.alpha)
+
+
+def distill(
+    teacher: TrainedModel, snapshot: DatasetSnapshot, config: DistillConfig, train: TrainConfig, out_dir: Path
+) -> TrainedModel:
+    """Train ``config.student`` from scratch against ``teacher`` on the snapshot's train split.
+
+    ``train`` supplies everything but the architecture, epochs and learning rate
+    (batch size, seed, weight decay, Lightning devices/strategy).
+
+    Returns:
+        The student as a ``TrainedModel``: rebuildable by its zoo name, tested on the test split.
+    """
+    settings = train.model_copy(
+        update={"model": config.student, "max_epochs": config.max_epochs, "learning_rate": config.learning_rate,
+                "resume_from": None, "weights_path": None}
+    )
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    student = build_model(config.student, len(snapshot.classes), snapshot.channels)
+    module = DistillationModule(
+        student, teacher.load(), config.temperature, config.alpha,
+        settings.learning_rate, settings.weight_decay, settings.max_epochs,
+    )
+    outcome = fit_module(module, snapshot, settings, out_dir)
+    return trained_model(module.model, config.student, snapshot, outcome, out_dir)
