@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.export.evaluate import format_table, latency_p50_ms, size_on_disk
+from tasks.export.evaluate import format_table, latency_ms, size_on_disk
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.production import open_variant
@@ -48,8 +48,8 @@ def main() -> None:
     for row in manifest["variants"]:
         folder = work / "release" / row["variant"]
         backend = open_variant(manifest, work / "release", row["variant"], threads=args.threads)
-        b1 = latency_p50_ms(backend, images, 1, args.repeats, warmup=20)
-        b64 = latency_p50_ms(backend, images, 64, max(args.repeats // 4, 10), warmup=5)
+        b1, _ = latency_ms(backend, images, 1, args.repeats, warmup=20)
+        b64, _ = latency_ms(backend, images, 64, max(args.repeats // 4, 10), warmup=5)
         rows.append({"variant": row["variant"], "size_kb": size_on_disk(sorted(p for p in folder.rglob("*") if p.is_file())) / 1024, "p50_ms_b1": b1, "p50_ms_b64": b64})
 
     base = next(r for r in rows if r["variant"] == "torch-fp32")

@@ -27,6 +27,8 @@ PURE_MODULES = [
     "tasks.explain.lime_images",
     "tasks.explain.report",
     "tasks.compress.prune",
+    "tasks.compress.distill",
+    "tasks.compress.config",
 ]
 
 

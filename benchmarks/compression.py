@@ -1,0 +1,140 @@
+"""Compression side by side: every variant of a distill -> prune -> int8 build vs PyTorch eager FP32.
+
+Usage:
+    .venv/bin/python benchmarks/compression.py [--models digits resnet18] [--repeats 200] [--threads 2]
+        [--budget-pp 0.5] [--work DIR]
+
+One table per model, each from a single run of the build flow (a temporary
+registry; nothing downloaded): accuracy on the held-out test split, its change
+vs the FP32 model in percentage points, size on disk (MB and times smaller than
+the PyTorch state dict), p50/p95 latency at batch 1 and 64 and the speedup of
+each over PyTorch eager FP32, all timed in the same process, on the same test
+images, with the same fixed thread count, after warm-up.
+
+Models:
+  digits    the default small CNN on the embedded 8x8 digits at 16x16; student tiny_cnn
+  resnet18  resnet18 on the same digits upscaled to 64x64 (a 64x64 task without downloads; latency
+            is what matters there); student small_cnn
+
+Goals (checked under each table for the best in-budget variant at batch 1):
+  >= 6x faster than PyTorch eager at batch 1, >= 4x at batch 64, <= 0.5 pp accuracy drop, >= 3.5x smaller.
+Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from flows.build import build  # noqa: E402 - Prefect reads the settings above at import
+from flows.config import BuildConfig  # noqa: E402
+from tasks.export.evaluate import format_table  # noqa: E402
+from tasks.registry.release import read_manifest  # noqa: E402
+from tasks.registry.store import open_store  # noqa: E402
+
+GOALS = {"speedup_b1": 6.0, "speedup_b64": 4.0, "drop_pp": 0.5, "smaller_x": 3.5}
+
+
+def model_config(name: str, work: Path, repeats: int, threads: int, budget_pp: float) -> BuildConfig:
+    """The build config of one benchmark model: the full plan, the benchmark's latency settings."""
+    common = {
+        "model_name": f"bench-{name}",
+        "work_dir": str(work / name / "work"),
+        "store": {"uri": f"file://{work / name / 'registry'}"},
+        "evaluate": {
+            "latency": {"repeats": repeats, "warmup": 20, "batch_n": 64, "threads": threads},
+            "policy": {"objective": "latency_b1", "accuracy_budget_pp": budget_pp},
+        },
+        "compress": {"plan": ["distill", "prune", "int8"]},
+    }
+    if name == "digits":
+        return BuildConfig.model_validate(common)
+    if name == "resnet18":
+        return BuildConfig.model_validate(
+            {
+                **common,
+                "data": {"image_size": 64},
+                "train": {"model": "resnet18", "max_epochs": 8, "learning_rate": 1e-3},
+                "compress": {
+                    "plan": ["distill", "prune", "int8"],
+                    "distill": {"student": "small_cnn", "max_epochs": 30},
+                    "prune": {"keep_macs": 0.5, "finetune_epochs": 10},
+                },
+            }
+        )
+    raise SystemExit(f"unknown model {name!r}; allowed: digits, resnet18")
+
+
+def report(name: str, manifest: dict, seconds: float) -> None:
+    """The side-by-side table and the goal check of one model."""
+    rows = manifest["variants"]
+    torch_kb = next(r["size_kb"] for r in rows if r["variant"] == "torch-fp32")
+    table = [
+        {
+            "variant": r["variant"],
+            "accuracy": f"{r['accuracy']:.4f}",
+            "delta_pp": f"{r['delta_pp']:+.2f}",
+            "in_budget": "yes" if r["in_budget"] else "NO",
+            "size_mb": f"{r['size_kb'] / 1024:.3f}",
+            "smaller_x": f"{torch_kb / r['size_kb']:.2f}",
+            "mmacs": r["mmacs"],
+            "kparams": r["kparams"],
+            "p50_b1_ms": f"{r['p50_ms_b1']:.3f}",
+            "p95_b1_ms": f"{r['p95_ms_b1']:.3f}",
+            "p50_b64_ms": f"{r['p50_ms_b64']:.2f}",
+            "p95_b64_ms": f"{r['p95_ms_b64']:.2f}",
+            "speedup_b1": f"{r['speedup_b1']:.2f}",
+            "speedup_b64": f"{r['speedup_b64']:.2f}",
+            "served": "<-" if r["served"] else "",
+        }
+        for r in rows
+    ]
+    latency = manifest["latency"]
+    print(
+        f"\n## {name}: {manifest['training']['model']} at {manifest['input']['image_size']}x{manifest['input']['image_size']}, "
+        f"{manifest['metrics']['test_images']} test images; {latency['threads']} threads, p50/p95 of "
+        f"{latency['repeats']} calls at batch 1 ({max(latency['repeats'] // 4, 3)} at 64) after warm-up; "
+        f"build {seconds:.0f} s"
+    )
+    print(format_table(table))
+    served = next(r for r in rows if r["served"])
+    print(f"served: {manifest['served']['reason']}")
+    drop = -served["delta_pp"]
+    checks = {
+        "speedup_b1": (served["speedup_b1"], served["speedup_b1"] >= GOALS["speedup_b1"]),
+        "speedup_b64": (served["speedup_b64"], served["speedup_b64"] >= GOALS["speedup_b64"]),
+        "drop_pp": (drop, drop <= GOALS["drop_pp"]),
+        "smaller_x": (round(torch_kb / served["size_kb"], 2), torch_kb / served["size_kb"] >= GOALS["smaller_x"]),
+    }
+    print("goals for the served variant: " + ", ".join(
+        f"{k} {v} ({'met' if ok else 'MISSED'}, goal {'<=' if k == 'drop_pp' else '>='} {GOALS[k]})" for k, (v, ok) in checks.items()
+    ))
+    best_b64 = max((r for r in rows if r["in_budget"] and r["runtime"] != "torch"), key=lambda r: r["speedup_b64"])
+    print(f"best in-budget at batch 64: {best_b64['variant']} {best_b64['speedup_b64']}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["digits", "resnet18"])
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls at batch 1 (a quarter at 64)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every runtime")
+    parser.add_argument("--budget-pp", type=float, default=0.5, help="accuracy budget of the policy")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="lepton-compression-"))
+    for name in args.models:
+        config = model_config(name, work, args.repeats, args.threads, args.budget_pp)
+        start = time.perf_counter()
+        release = build(config)
+        manifest = read_manifest(open_store(config.store), release.model, release.version)
+        report(name, manifest, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
