@@ -7,6 +7,7 @@ from pathlib import Path
 import nncf
 import numpy as np
 import openvino as ov
+from pydantic import BaseModel
 
 _PRESETS = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
 
@@ -87,3 +88,55 @@ def quantize_openvino_int8_with_accuracy_control(
     )
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)
     return out_path
+
+
+class OpenVinoInt8(BaseModel):
+    """An NNCF INT8 IR and how it did on the validation split."""
+
+    path: Path
+    fp32_val_accuracy: float
+    int8_val_accuracy: float
+    plain_val_accuracy: float | None
+    accuracy_control: bool
+
+    @property
+    def drop_pp(self) -> float:
+        return (self.fp32_val_accuracy - self.int8_val_accuracy) * 100
+
+
+def quantize_openvino_int8_within_budget(
+    ir_path: Path,
+    calibration_images: np.ndarray,
+    validation_images: np.ndarray,
+    validation_labels: np.ndarray,
+    budget_pp: float,
+    out_path: Path,
+    accuracy_control: str = "auto",
+    preset: str = "mixed",
+    fast_bias_correction: bool = True,
+) -> OpenVinoInt8:
+    """Plain NNCF INT8 first; NNCF's accuracy-aware mode when that drops more than ``budget_pp`` on validation.
+
+    Args:
+        accuracy_control: ``auto`` (as above), ``always`` (skip the plain attempt) or ``never``.
+    """
+    from tasks.export.backends import OpenVinoBackend
+    from tasks.export.evaluate import accuracy
+
+    settings = {"preset": preset, "fast_bias_correction": fast_bias_correction}
+    fp32 = accuracy(OpenVinoBackend(ir_path), validation_images, validation_labels)
+    plain = None
+    if accuracy_control != "always":
+        quantize_openvino_int8(ir_path, calibration_images, out_path, **settings)
+        plain = accuracy(OpenVinoBackend(out_path), validation_images, validation_labels)
+    control = accuracy_control == "always" or (
+        accuracy_control == "auto" and (fp32 - plain) * 100 > budget_pp + 1e-9
+    )
+    if control:
+        quantize_openvino_int8_with_accuracy_control(
+            ir_path, calibration_images, validation_images, validation_labels, budget_pp / 100.0, out_path, **settings
+        )
+    final = accuracy(OpenVinoBackend(out_path), validation_images, validation_labels) if control else plain
+    return OpenVinoInt8(
+        path=out_path, fp32_val_accuracy=fp32, int8_val_accuracy=final, plain_val_accuracy=plain, accuracy_control=control
+    )

@@ -8,12 +8,11 @@ from tasks.compress.calibration import calibration_sample
 from tasks.compress.config import QuantizeConfig
 from tasks.compress.distill import DistillConfig, distill
 from tasks.compress.onnx_int8 import quantize_onnx_int8
-from tasks.compress.openvino_int8 import quantize_openvino_int8, quantize_openvino_int8_with_accuracy_control
+from tasks.compress.openvino_int8 import quantize_openvino_int8_within_budget
 from tasks.compress.prune import PruneConfig, prune_and_finetune
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.backends import OpenVinoBackend
 from tasks.export.config import EvaluateConfig
-from tasks.export.evaluate import TRAINED_STAGE, Variant, accuracy
+from tasks.export.evaluate import TRAINED_STAGE, Variant
 from tasks.export.steps import Exported, export_model, variant_prefix
 from tasks.train.config import TrainConfig
 from tasks.train.datamodule import to_model_input
@@ -88,27 +87,29 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Quantiz
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
     )
-    ov_fp32_path = ov_fp32.directory / ov_fp32.entrypoint
-    ov_int8 = root / f"{prefix}openvino-int8" / "model.xml"
-    settings = {"preset": config.nncf_preset, "fast_bias_correction": config.fast_bias_correction}
     val_images, val_labels = snapshot.arrays("val")
-    val_inputs = to_model_input(val_images)
-    if config.accuracy_control == "always":
-        run_control = True
-    else:
-        quantize_openvino_int8(ov_fp32_path, calibration, ov_int8, **settings)
-        fp32_val = accuracy(OpenVinoBackend(ov_fp32_path), val_inputs, val_labels)
-        int8_val = accuracy(OpenVinoBackend(ov_int8), val_inputs, val_labels)
-        drop_pp = (fp32_val - int8_val) * 100
-        logger.info("NNCF INT8 on the validation split: %.4f vs FP32 %.4f (drop %.2f pp)", int8_val, fp32_val, drop_pp)
-        run_control = config.accuracy_control == "auto" and drop_pp > accuracy_budget_pp
-    if run_control:
-        logger.info("NNCF accuracy control: keeping sensitive layers in FP32 until the drop is within %.2f pp", accuracy_budget_pp)
-        quantize_openvino_int8_with_accuracy_control(
-            ov_fp32_path, calibration, val_inputs, val_labels, accuracy_budget_pp / 100.0, ov_int8, **settings
+    ov_int8 = quantize_openvino_int8_within_budget(
+        ov_fp32.directory / ov_fp32.entrypoint,
+        calibration,
+        to_model_input(val_images),
+        val_labels,
+        accuracy_budget_pp,
+        root / f"{prefix}openvino-int8" / "model.xml",
+        accuracy_control=config.accuracy_control,
+        preset=config.nncf_preset,
+        fast_bias_correction=config.fast_bias_correction,
+    )
+    if ov_int8.plain_val_accuracy is not None:
+        logger.info(
+            "NNCF INT8 of %s on the validation split: %.4f vs FP32 %.4f", exported.stage, ov_int8.plain_val_accuracy, ov_int8.fp32_val_accuracy
+        )
+    if ov_int8.accuracy_control:
+        logger.info(
+            "NNCF accuracy control kept the sensitive layers in FP32: validation %.4f (drop %.2f pp, budget %.2f pp)",
+            ov_int8.int8_val_accuracy, ov_int8.drop_pp, accuracy_budget_pp,
         )
     common = {"precision": "int8", "stage": exported.stage, "macs": onnx_fp32.macs, "params": onnx_fp32.params}
     return [
         Variant(name=f"{prefix}onnx-int8", runtime="onnxruntime", directory=onnx_int8.parent, entrypoint=onnx_int8.name, **common),
-        Variant(name=f"{prefix}openvino-int8", runtime="openvino", directory=ov_int8.parent, entrypoint=ov_int8.name, **common),
+        Variant(name=f"{prefix}openvino-int8", runtime="openvino", directory=ov_int8.path.parent, entrypoint=ov_int8.path.name, **common),
     ]

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from tasks.compress.config import CompressConfig
 from tasks.compress.distill import DistillConfig, distill, distillation_loss
 from tasks.compress.onnx_int8 import quantize_onnx_int8
-from tasks.compress.openvino_int8 import quantize_openvino_int8, quantize_openvino_int8_with_accuracy_control
+from tasks.compress.openvino_int8 import quantize_openvino_int8, quantize_openvino_int8_within_budget
 from tasks.compress.prune import PruneConfig, prune_and_finetune
 from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
 from tasks.export.evaluate import accuracy
@@ -98,19 +98,33 @@ def test_int8_variants_stay_within_the_budget_on_the_digits_test_split(teacher, 
         assert accuracy(backend, inputs, labels) >= fp32 - BUDGET_PP / 100, backend.name
 
 
-def test_accuracy_control_keeps_the_validation_drop_within_max_drop(teacher, digits_snapshot, tmp_path: Path) -> None:
+def test_accuracy_control_runs_when_plain_int8_misses_the_budget_and_brings_the_drop_within_it(
+    teacher, digits_snapshot, tmp_path: Path
+) -> None:
     images, _ = digits_snapshot.arrays("test")
     _, ir_path, _ = export_fp32_checked(teacher.load(), to_model_input(images), tmp_path, 1e-3)
     val_images, val_labels = digits_snapshot.arrays("val")
     val_inputs = to_model_input(val_images)
-    # A deliberately poor calibration set (8 images) so that plain INT8 has something to win back.
+    # A deliberately poor calibration set (8 images, all-symmetric preset) so plain INT8 has something to lose.
     calibration = to_model_input(digits_snapshot.arrays("train")[0][:8])
-    out = quantize_openvino_int8_with_accuracy_control(
-        ir_path, calibration, val_inputs, val_labels, 0.005, tmp_path / "qac" / "model.xml", preset="performance"
+    settings = {"preset": "performance"}
+    plain = quantize_openvino_int8_within_budget(
+        ir_path, calibration, val_inputs, val_labels, 0.0, tmp_path / "never" / "model.xml", "never", **settings
     )
-    fp32_val = accuracy(OpenVinoBackend(ir_path), val_inputs, val_labels)
-    assert accuracy(OpenVinoBackend(out), val_inputs, val_labels) >= fp32_val - 0.005 - 1e-9
-    assert "FakeQuantize" in out.read_text() or "FakeConvert" in out.read_text()  # still (partly) INT8
+    assert not plain.accuracy_control and plain.int8_val_accuracy == plain.plain_val_accuracy
+    # A budget just under plain INT8's drop: auto must switch to accuracy control and meet it.
+    budget = max(plain.drop_pp - 0.2, 0.0)
+    auto = quantize_openvino_int8_within_budget(
+        ir_path, calibration, val_inputs, val_labels, budget, tmp_path / "auto" / "model.xml", "auto", **settings
+    )
+    assert auto.accuracy_control is (plain.drop_pp > 0)
+    assert auto.drop_pp <= budget + 1e-6
+    assert "FakeQuantize" in auto.path.read_text() or "FakeConvert" in auto.path.read_text()  # still (partly) INT8
+    # Within budget already: auto keeps the plain result.
+    relaxed = quantize_openvino_int8_within_budget(
+        ir_path, calibration, val_inputs, val_labels, plain.drop_pp + 1.0, tmp_path / "relaxed" / "model.xml", "auto", **settings
+    )
+    assert not relaxed.accuracy_control and relaxed.int8_val_accuracy == plain.int8_val_accuracy
 
 
 @pytest.mark.parametrize(
