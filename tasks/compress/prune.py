@@ -28,6 +28,15 @@ class PruneConfig(BaseModel):
     keep_macs: float = Field(0.5, gt=0.05, lt=1.0, description="Fraction of the multiply-accumulates to keep")
     tolerance: float = Field(0.05, gt=0.0, le=0.2, description="Stop once MACs are within this of the target")
     steps: int = Field(20, ge=1, le=200, description="Pruning happens in this many small steps at most")
+    round_to: int | None = Field(
+        8,
+        ge=1,
+        le=128,
+        description=(
+            "Keep channel counts multiples of this: CPU kernels (ONNX Runtime, OpenVINO) vectorise over blocks of "
+            "channels, and odd counts can make a pruned model slower than the original. Empty: any count"
+        ),
+    )
     finetune_epochs: int = Field(15, ge=0, le=10_000, description="Fine-tune after pruning; 0 skips it")
     finetune_learning_rate: float = Field(2e-3, gt=0.0, le=10.0)
     teacher_alpha: float = Field(
@@ -77,6 +86,7 @@ def prune_channels(model: nn.Module, sample: torch.Tensor, config: PruneConfig) 
         pruning_ratio=0.9,  # the most any layer may lose by the last step; we usually stop long before
         iterative_steps=config.steps,
         ignored_layers=[last_linear],
+        round_to=config.round_to,
     )
     target = config.keep_macs * macs_before
     macs = macs_before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -67,8 +68,13 @@ def local_backend(variant: Variant, trained: TrainedModel, threads: int | None =
 
 
 def export_model(
-    model: nn.Module, stage: str, snapshot: DatasetSnapshot, root: Path, tolerance: float, logger
-) -> Exported:  # noqa: ANN001 - a Prefect run logger
+    model: nn.Module,
+    stage: str,
+    snapshot: DatasetSnapshot,
+    root: Path,
+    tolerance: float,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> Exported:
     """ONNX (dynamic batch) and OpenVINO IR of ``model`` under ``root``, both checked against PyTorch on the test images.
 
     Raises:

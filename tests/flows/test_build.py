@@ -16,14 +16,16 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from flows.build import build
 from flows.config import BuildConfig
 from flows.versions import main as versions_cli
+from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
 from tasks.data.snapshot import DataValidationError
 from tasks.export.backends import load_backend
+from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import accuracy
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.production import open_variant
-from tasks.registry.release import list_versions
+from tasks.registry.release import download_release, list_versions
 from tasks.registry.store import open_store
 from tasks.train.config import TrainConfig
 from tasks.train.models import build_model
@@ -165,6 +167,29 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     with get_client(sync_client=True) as client:
         verdicts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-gate"])))
     assert f"{config.model_name} {second.version}: keep production" in [a.description for a in verdicts]
+
+
+def test_a_prune_only_plan_quantizes_the_last_model_and_serves_the_smallest_in_budget(demo) -> None:
+    config, _, _, _ = demo
+    small = config.model_copy(
+        update={
+            "model_name": "digits-pruned",
+            "train": TrainConfig(max_epochs=4),
+            "compress": CompressConfig(plan=["prune", "int8"], prune={"finetune_epochs": 2}, int8={"models": "last"}),
+            "evaluate": EvaluateConfig(latency={"repeats": 3}, policy={"objective": "size", "accuracy_budget_pp": 2.0}),
+        }
+    )
+    release = build(small)
+    manifest = download_release(open_store(config.store), release.model, release.version, config.work_dir / "dl", config.work_dir / "cache")
+    rows = {r["variant"]: r for r in manifest["variants"]}
+    assert list(rows) == [
+        "torch-fp32", "onnx-fp32", "openvino-fp32", "pruned-onnx-fp32", "pruned-openvino-fp32",
+        "pruned-onnx-int8", "pruned-openvino-int8",
+    ]
+    assert rows["pruned-onnx-fp32"]["mmacs"] <= rows["onnx-fp32"]["mmacs"] * 0.5 * 1.05
+    in_budget = [r for r in rows.values() if r["in_budget"] and r["runtime"] != "torch"]
+    assert manifest["served"]["name"] == min(in_budget, key=lambda r: r["size_kb"])["variant"]
+    assert manifest["policy"]["objective"] == "size" and "best size" in manifest["served"]["reason"]
 
 
 def test_release_carries_a_model_card_and_lineage(demo, capsys) -> None:

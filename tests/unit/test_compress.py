@@ -73,7 +73,7 @@ def test_the_teacher_is_frozen_while_the_student_learns(teacher, student) -> Non
 
 
 def test_pruning_then_fine_tuning_keeps_accuracy_and_exports_with_parity(teacher, student, digits_snapshot, tmp_path: Path) -> None:
-    config = PruneConfig(keep_macs=0.5, finetune_epochs=6)
+    config = PruneConfig(keep_macs=0.5, finetune_epochs=6, round_to=None)  # tiny_cnn's 16 channels: 8 would be too coarse
     model, pruned = prune_and_finetune(student, teacher, digits_snapshot, config, TRAIN, tmp_path / "prune")
     # tiny_cnn has 16 and 32 channels: one pruning step moves MACs by several percent, so the last step may undershoot.
     assert 0.5 - 0.06 <= pruned.result.macs_ratio <= 0.5 * (1 + config.tolerance)
