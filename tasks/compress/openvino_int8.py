@@ -90,10 +90,17 @@ def quantize_openvino_int8_with_accuracy_control(
     return out_path
 
 
+def quantized_op_count(ir_path: Path) -> int:
+    """FakeQuantize/FakeConvert operations in an IR: 0 means nothing in it runs in INT8."""
+    model = ov.Core().read_model(str(ir_path))
+    return sum(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in model.get_ops())
+
+
 class OpenVinoInt8(BaseModel):
     """An NNCF INT8 IR and how it did on the validation split."""
 
     path: Path
+    quantized_ops: int
     fp32_val_accuracy: float
     int8_val_accuracy: float
     plain_val_accuracy: float | None
@@ -138,5 +145,7 @@ def quantize_openvino_int8_within_budget(
         )
     final = accuracy(OpenVinoBackend(out_path), validation_images, validation_labels) if control else plain
     return OpenVinoInt8(
-        path=out_path, fp32_val_accuracy=fp32, int8_val_accuracy=final, plain_val_accuracy=plain, accuracy_control=control
+        path=out_path,
+        quantized_ops=quantized_op_count(out_path),
+        fp32_val_accuracy=fp32, int8_val_accuracy=final, plain_val_accuracy=plain, accuracy_control=control
     )

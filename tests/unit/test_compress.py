@@ -112,6 +112,7 @@ def test_accuracy_control_runs_when_plain_int8_misses_the_budget_and_brings_the_
         ir_path, calibration, val_inputs, val_labels, 0.0, tmp_path / "never" / "model.xml", "never", **settings
     )
     assert not plain.accuracy_control and plain.int8_val_accuracy == plain.plain_val_accuracy
+    assert plain.quantized_ops > 0
     # A budget just under plain INT8's drop: auto must switch to accuracy control and meet it.
     budget = max(plain.drop_pp - 0.2, 0.0)
     auto = quantize_openvino_int8_within_budget(
