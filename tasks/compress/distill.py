@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import ModelName, TrainConfig
-from tasks.train.fit import TrainedModel, fit_module, trained_model
+from tasks.train.fit import FitOutcome, TrainedModel, fit_module, trained_model
 from tasks.train.models import build_model
 from tasks.train.module import ClassifierModule
 
@@ -84,26 +84,44 @@ class DistillationModule(ClassifierModule):
         return distillation_loss(logits, teacher_logits, y, self.temperature, self.alpha)
 
 
+def fit_against_teacher(
+    student: nn.Module,
+    teacher: TrainedModel,
+    snapshot: DatasetSnapshot,
+    train: TrainConfig,
+    temperature: float,
+    alpha: float,
+    max_epochs: int,
+    learning_rate: float,
+    out_dir: Path,
+) -> FitOutcome:
+    """Train ``student`` in place against ``teacher``'s soft targets and the labels; it ends with its best weights.
+
+    ``train`` supplies everything but epochs and learning rate (batch size, seed,
+    weight decay, Lightning devices/strategy); it never resumes or loads weights.
+    Distillation and the fine-tune after pruning both run through here.
+    """
+    settings = train.model_copy(
+        update={"max_epochs": max_epochs, "learning_rate": learning_rate, "resume_from": None, "weights_path": None}
+    )
+    module = DistillationModule(
+        student, teacher.load(), temperature, alpha, settings.learning_rate, settings.weight_decay, settings.max_epochs
+    )
+    return fit_module(module, snapshot, settings, out_dir)
+
+
 def distill(
     teacher: TrainedModel, snapshot: DatasetSnapshot, config: DistillConfig, train: TrainConfig, out_dir: Path
 ) -> TrainedModel:
     """Train ``config.student`` from scratch against ``teacher`` on the snapshot's train split.
 
-    ``train`` supplies everything but the architecture, epochs and learning rate
-    (batch size, seed, weight decay, Lightning devices/strategy).
-
     Returns:
         The student as a ``TrainedModel``: rebuildable by its zoo name, tested on the test split.
     """
-    settings = train.model_copy(
-        update={"model": config.student, "max_epochs": config.max_epochs, "learning_rate": config.learning_rate,
-                "resume_from": None, "weights_path": None}
-    )
-    L.seed_everything(settings.seed, workers=True, verbose=False)
+    # Seeded before the student is built, so its initial weights are the same run after run.
+    L.seed_everything(train.seed, workers=True, verbose=False)
     student = build_model(config.student, len(snapshot.classes), snapshot.channels)
-    module = DistillationModule(
-        student, teacher.load(), config.temperature, config.alpha,
-        settings.learning_rate, settings.weight_decay, settings.max_epochs,
+    outcome = fit_against_teacher(
+        student, teacher, snapshot, train, config.temperature, config.alpha, config.max_epochs, config.learning_rate, out_dir
     )
-    outcome = fit_module(module, snapshot, settings, out_dir)
-    return trained_model(module.model, config.student, snapshot, outcome, out_dir)
+    return trained_model(student, config.student, snapshot, outcome, out_dir)

@@ -89,21 +89,18 @@ def prune_channels(model: nn.Module, sample: torch.Tensor, config: PruneConfig) 
         round_to=config.round_to,
     )
     target = config.keep_macs * macs_before
-    macs = macs_before
+    macs, params = macs_before, params_before
     for _ in range(config.steps):
         if macs <= target * (1 + config.tolerance):
             break
         pruner.step()
-        macs, _ = count_macs_params(pruned, sample)
+        macs, params = count_macs_params(pruned, sample)
     if macs > target * (1 + config.tolerance):
         raise ValueError(
             f"pruning kept {macs / macs_before:.2f} of the MACs; the target {config.keep_macs:.2f} needs more steps "
             "or a network with more prunable channels"
         )
-    macs_after, params_after = count_macs_params(pruned, sample)
-    return pruned, PruneResult(
-        macs_before=macs_before, macs_after=macs_after, params_before=params_before, params_after=params_after
-    )
+    return pruned, PruneResult(macs_before=macs_before, macs_after=macs, params_before=params_before, params_after=params)
 
 
 class PrunedModel(BaseModel):
@@ -128,25 +125,19 @@ def prune_and_finetune(
     The pruned architecture has no name in the zoo, so the module itself is
     returned for export; nothing pickles it.
     """
-    from tasks.compress.distill import DistillationModule
+    from tasks.compress.distill import fit_against_teacher
     from tasks.train.datamodule import to_model_input
-    from tasks.train.fit import fit_module
 
     images, _ = snapshot.arrays("train")
     sample = torch.from_numpy(to_model_input(images[:2]))
     pruned, result = prune_channels(source.load(), sample, config)
     if config.finetune_epochs == 0:
         return pruned.eval(), PrunedModel(result=result, val_acc=float("nan"), test_acc=float("nan"), epochs_run=0)
-    settings = train.model_copy(
-        update={"max_epochs": config.finetune_epochs, "learning_rate": config.finetune_learning_rate,
-                "resume_from": None, "weights_path": None}
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    outcome = fit_against_teacher(
+        pruned, teacher, snapshot, train, config.temperature, config.teacher_alpha,
+        config.finetune_epochs, config.finetune_learning_rate, out_dir,
     )
-    L.seed_everything(settings.seed, workers=True, verbose=False)
-    module = DistillationModule(
-        pruned, teacher.load(), config.temperature, config.teacher_alpha,
-        settings.learning_rate, settings.weight_decay, settings.max_epochs,
-    )
-    outcome = fit_module(module, snapshot, settings, out_dir)
-    return module.model.eval(), PrunedModel(
+    return pruned.eval(), PrunedModel(
         result=result, val_acc=outcome.val_acc, test_acc=outcome.test_acc, epochs_run=len(outcome.history)
     )
