@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 
 ## Build the embedded digits classifier and release it to .lepton/registry.
 demo: install
-	$(BIN)/python -m flows.cli
+	$(BIN)/python -m flows.build
 
 ## The loop on this machine: Prefect server on 127.0.0.1, work pool, every deployment, a worker.
 serve: install

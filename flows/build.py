@@ -1,4 +1,7 @@
-"""The build flow: ingest -> train -> export -> compress (distill -> prune -> INT8) -> evaluate -> release -> gate."""
+"""The build flow: ingest -> train -> export -> compress (distill -> prune -> INT8) -> evaluate -> release -> gate.
+
+``python -m flows.build [--config FILE] [--set key.path=VALUE ...]`` builds and prints the variant table and the release.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from tasks.train.steps import train
 
 @flow(name="build", log_prints=True)
 def build(config: BuildConfig = BuildConfig()) -> Release:
-    """Build a classifier from raw images and release it; promote it if it passes the gate."""
+    """Build a classifier from raw data and release it; promote it if it passes the gate."""
     source = prepare_source(config.data, config.work_dir)
     snapshot = ingest(source, config.data, config.work_dir)
     trained = train(snapshot, config.train, config.work_dir)
@@ -34,7 +37,7 @@ def build(config: BuildConfig = BuildConfig()) -> Release:
         for variant in quantize_int8(stage, snapshot, plan.int8, config.evaluate.policy.accuracy_budget_pp)
     ]
     evaluation = evaluate_variants(trained, stages, quantized, snapshot, config.evaluate)
-    reference = monitoring_reference(snapshot, trained, evaluation, config.monitor)
+    reference = monitoring_reference(snapshot, trained, evaluation, config.reference)
     release = publish(
         config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"), reference
     )
@@ -45,7 +48,22 @@ def build(config: BuildConfig = BuildConfig()) -> Release:
     return release.model_copy(update={"gate_reason": decision.reason})
 
 
-if __name__ == "__main__":
-    from flows.cli import main
+def summarize(config: BuildConfig, release: Release) -> str:
+    """What the command line prints after a build: the variant table, the release, what it serves, the gate."""
+    from tasks.registry.lineage import release_summary
+    from tasks.registry.release import read_manifest
+    from tasks.registry.store import open_store
 
+    manifest = read_manifest(open_store(config.store), release.model, release.version)
+    return "\n" + release_summary(manifest, release.uri, release.promoted, release.gate_reason)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.build``: exit 0 done, 2 a bad config or a failure the user can act on."""
+    from flows.cli import run
+
+    return run(build, BuildConfig, argv, summarize=summarize)
+
+
+if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,82 +1,148 @@
-"""``python -m flows.build``: run the build flow locally and print the variant table and the release."""
+"""One command line for every flow: ``python -m flows.<name> [--config FILE] [--set key.path=VALUE ...] [--debug]``.
+
+``--config`` reads a JSON file of the flow's config fields (omitted fields keep their defaults);
+each ``--set`` overrides one field by its dotted path, the value read as JSON when it parses
+(numbers, true/false, lists) and as a plain string otherwise. A bad config, or a failure the
+user can act on (bad data, no production release, a refused rollback, a tampered file), prints
+one message and exits 2, without a traceback; ``--debug`` shows the traceback too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import re
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from tasks.errors import LeptonError
 
-def main(argv: list[str] | None = None) -> int:
-    """Run a build with the defaults, or with a JSON config file (any subset of BuildConfig's fields)."""
-    parser = argparse.ArgumentParser(prog="python -m flows.build", description=__doc__)
-    parser.add_argument("--config", type=Path, help="JSON file with BuildConfig fields; omitted fields keep defaults")
-    args = parser.parse_args(argv)
-
-    from flows.build import build
-    from flows.config import BuildConfig
-    from tasks.export.evaluate import format_table
-    from tasks.registry.release import read_manifest
-    from tasks.registry.store import open_store
-
-    try:
-        config = BuildConfig.model_validate(json.loads(args.config.read_text())) if args.config else BuildConfig()
-    except (OSError, json.JSONDecodeError, ValidationError) as exc:
-        print(f"invalid config {args.config}: {exc}", file=sys.stderr)
-        return 2
-    release = build(config)
-    manifest = read_manifest(open_store(config.store), release.model, release.version)
-    print()
-    print(format_table(manifest["variants"]))
-    print()
-    print(f"release:    {release.model} {release.version}")
-    print(f"location:   {release.uri}")
-    print(f"manifest:   {release.manifest_uri}")
-    print(f"serving:    {release.served_variant}: {manifest['served'].get('reason', '')}")
-    print(f"production: {'promoted' if release.promoted else 'not promoted'} ({release.gate_reason})")
-    return 0
+C = TypeVar("C", bound=BaseModel)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def load_config(config_type: type[C], path: Path | None, overrides: list[str]) -> C:
+    """The config from a JSON file (or the defaults) with ``key.path=VALUE`` overrides applied.
 
-
-def run_flow_cli(flow_fn, config_type, prog: str, argv: list[str] | None = None) -> int:  # noqa: ANN001
-    """Run ``flow_fn`` with a config from ``--config FILE`` and ``--set dotted.key=VALUE`` overrides; print the result.
-
-    Exit 2 on a bad config (naming the field), 1 when the flow fails with a message.
+    Raises:
+        ValueError: an unreadable file, bad JSON, an override without ``=``, or a field that fails
+            validation; the message names the file or the field and what is allowed.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=flow_fn.description)
-    parser.add_argument("--config", type=Path, help=f"JSON file with {config_type.__name__} fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one field, e.g. --set source=/data/new --set drift.drift_share=0.5")
+    try:
+        data = json.loads(path.read_text()) if path else {}
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of {config_type.__name__} fields")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: use KEY=VALUE, e.g. --set train.max_epochs=5")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a plain string
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"--set {item!r}: {parent} is not a group of fields")
+        target[leaf] = value
+    try:
+        return config_type.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+        raise ValueError(f"invalid {config_type.__name__}{where}: {problems}") from None
+
+
+class _ExpectedFailures(logging.Filter):
+    """Keeps the console to one message for a failure the user can act on (a ``LeptonError``).
+
+    Prefect reports such an error three times or more (the task's and the flow's failure and
+    final states), some with a traceback from inside its engine; the command line prints the
+    error's own message once instead.
+    """
+
+    # How Prefect names the exception in those records: "exception: Name(", "exception Name:", ...
+    _MENTION = re.compile(r"exception(?: during execution)?:? (\w+)[(:]")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], LeptonError):
+            return False
+        mention = self._MENTION.search(record.getMessage())
+        return not (mention and mention.group(1) in _subclass_names(LeptonError))
+
+
+def _subclass_names(cls: type) -> set[str]:
+    """Names of every subclass of ``cls``, at any depth."""
+    names = set()
+    for sub in cls.__subclasses__():
+        names |= {sub.__name__} | _subclass_names(sub)
+    return names
+
+
+def _console_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if type(h).__name__ == "PrefectConsoleHandler"]
+
+
+def run(
+    command: Callable[[C], Any],
+    config_type: type[C],
+    argv: list[str] | None = None,
+    summarize: Callable[[C, Any], str] | None = None,
+    prog: str | None = None,
+) -> int:
+    """Run ``command`` (a flow) with the config the arguments describe; print the summary or the result as JSON.
+
+    Returns the exit status: 0 done, 2 a bad config or a failure the user can act on.
+    """
+    name = getattr(command, "name", None) or command.__name__
+    parser = argparse.ArgumentParser(
+        prog=prog or f"python -m flows.{name}", description=(command.__doc__ or "").strip().splitlines()[0]
+    )
+    parser.add_argument("--config", type=Path, help=f"JSON file with {config_type.__name__} fields; omitted fields keep defaults")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override one field by its dotted path, e.g. --set train.max_epochs=5 --set store.uri=s3://bucket/ml",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
     args = parser.parse_args(argv)
     try:
-        data = json.loads(args.config.read_text()) if args.config else {}
-        for item in args.set:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: use KEY=VALUE")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw  # a plain string
-            target = data
-            *parents, leaf = key.split(".")
-            for parent in parents:
-                target = target.setdefault(parent, {})
-            target[leaf] = value
-        config = config_type.model_validate(data)
-    except (OSError, ValueError, ValidationError) as exc:
-        print(f"invalid config: {exc}", file=sys.stderr)
+        config = load_config(config_type, args.config, args.set)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 2
+    if not os.environ.get("PREFECT_API_URL"):
+        # A temporary local API is started for this run and thrown away after it. It keeps its runs in
+        # SQLite: under load a write waits for the lock (up to 60 s) instead of failing and logging a
+        # retry as an ERROR line; and it sends no telemetry (offline it would log one ERROR per run).
+        os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    quiet = _ExpectedFailures()
+    handlers = [] if args.debug else _console_handlers()
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
-        result = flow_fn(config)
-    except (RuntimeError, FileNotFoundError) as exc:
-        print(f"{flow_fn.name} failed: {exc}", file=sys.stderr)
-        return 1
-    print(result.model_dump_json(indent=2))
+        result = command(config)
+    except LeptonError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{name} failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+    print(summarize(config, result) if summarize else result.model_dump_json(indent=2))
     return 0

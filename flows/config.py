@@ -1,4 +1,8 @@
-"""The one validated parameter of each flow."""
+"""The one validated parameter of each flow; the Prefect UI renders each as a deployment's form.
+
+Light on purpose: importing this module imports pydantic and the stages' config modules only
+(no torch, Lightning, numpy or Prefect), so building a form or a deployment stays fast.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
-from tasks.explain.lime_images import LimeConfig
+from tasks.explain.config import LimeConfig
 from tasks.export.config import EvaluateConfig
-from tasks.monitor.drift import DriftConfig
-from tasks.monitor.reference import ReferenceConfig
+from tasks.monitor.config import DriftConfig, ReferenceConfig
 from tasks.registry.config import GateConfig, StoreConfig, validate_name
 from tasks.train.config import TrainConfig
 
@@ -31,7 +34,9 @@ class BuildConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     compress: CompressConfig = Field(default_factory=CompressConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    monitor: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    reference: ReferenceConfig = Field(
+        default_factory=ReferenceConfig, description="What the release keeps as its monitoring reference"
+    )
     store: StoreConfig = Field(default_factory=StoreConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
 

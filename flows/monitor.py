@@ -1,18 +1,15 @@
-"""The monitor flow: production logs of a window vs the release's reference; drift emits an event."""
+"""The monitor flow: production logs of a window vs the release's reference; drift emits an event.
+
+``python -m flows.monitor [--config FILE] [--set window_hours=6 --set drift.drift_share=0.5 ...]``
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.config import MonitorConfig
-from tasks.monitor.steps import (
-    DriftReport,
-    check_drift,
-    emit_drift_event,
-    fetch_production,
-    publish_drift_report,
-    read_production_window,
-)
+from tasks.monitor.steps import DriftReport, check_drift, emit_drift_event, publish_drift_report, read_production_window
+from tasks.registry.steps import fetch_production
 
 
 @flow(name="monitor", log_prints=True)
@@ -25,7 +22,12 @@ def monitor(config: MonitorConfig = MonitorConfig()) -> DriftReport:
     return emit_drift_event(report)
 
 
-if __name__ == "__main__":
-    from flows.cli import run_flow_cli
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.monitor``: exit 0 done, 2 a bad config or a failure the user can act on."""
+    from flows.cli import run
 
-    raise SystemExit(run_flow_cli(monitor, MonitorConfig, "python -m flows.monitor"))
+    return run(monitor, MonitorConfig, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,22 +1,32 @@
-"""The score flow: production's released artifact scores a batch of new images and logs them for monitoring."""
+"""The score flow: production's released artifact scores a batch of new inputs and logs them for monitoring.
+
+``python -m flows.score [--config FILE] [--set source=/data/new-images ...]``
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.config import ScoreConfig
-from tasks.monitor.steps import ScoreResult, collect_inputs, fetch_production, score_batch
+from tasks.registry.steps import fetch_production
+from tasks.score.scoring import ScoreResult
+from tasks.score.steps import collect_inputs, score_batch
 
 
 @flow(name="score", log_prints=True)
 def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult:
-    """Score every image in ``config.source``; write predictions and monitoring features to the store."""
+    """Score every file in ``config.source``; write predictions and monitoring rows to the store."""
     production = fetch_production(config.store, config.model_name, config.work_dir)
     batch = collect_inputs(config.source, config.store, config.work_dir)
     return score_batch(production, batch, config.store, config.batch_size)
 
 
-if __name__ == "__main__":
-    from flows.cli import run_flow_cli
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.score``: exit 0 done, 2 a bad config or a failure the user can act on."""
+    from flows.cli import run
 
-    raise SystemExit(run_flow_cli(score, ScoreConfig, "python -m flows.score"))
+    return run(score, ScoreConfig, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

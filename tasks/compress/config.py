@@ -6,14 +6,55 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.compress.distill import DistillConfig
-from tasks.compress.prune import PruneConfig
+from tasks.train.config import ModelName
 
 Step = Literal["distill", "prune", "int8"]
 STEP_ORDER: tuple[Step, ...] = ("distill", "prune", "int8")
 
 
-class QuantizeConfig(BaseModel):
+class DistillConfig(BaseModel):
+    """Which student to train and how strongly it follows the teacher."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    student: ModelName = Field("tiny_cnn", description="Architecture from the model zoo; smaller than the teacher")
+    temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens both logit sets before comparing them")
+    alpha: float = Field(
+        0.7, ge=0.0, le=1.0, description="Weight of the teacher's soft targets; 1 - alpha weighs the hard labels"
+    )
+    max_epochs: int = Field(40, ge=1, le=10_000)
+    learning_rate: float = Field(5e-3, gt=0.0, le=10.0)
+
+
+class PruneConfig(BaseModel):
+    """How much of the network's compute to remove."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep_macs: float = Field(0.5, gt=0.05, lt=1.0, description="Fraction of the multiply-accumulates to keep")
+    tolerance: float = Field(0.05, gt=0.0, le=0.2, description="Stop once MACs are within this of the target")
+    steps: int = Field(20, ge=1, le=200, description="Pruning happens in this many small steps at most")
+    round_to: int | None = Field(
+        8,
+        ge=1,
+        le=128,
+        description=(
+            "Keep channel counts multiples of this: CPU kernels (ONNX Runtime, OpenVINO) vectorise over blocks of "
+            "channels, and odd counts can make a pruned model slower than the original. Empty: any count"
+        ),
+    )
+    finetune_epochs: int = Field(15, ge=0, le=10_000, description="Fine-tune after pruning; 0 skips it")
+    finetune_learning_rate: float = Field(2e-3, gt=0.0, le=10.0)
+    teacher_alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Fine-tune against the unpruned trained model's soft targets with this weight (0: labels only)",
+    )
+    temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens logits for the teacher's targets")
+
+
+class Int8Config(BaseModel):
     """Static INT8 quantization of the ONNX (ONNX Runtime) and OpenVINO (NNCF) models."""
 
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +101,7 @@ class CompressConfig(BaseModel):
     plan: list[Step] = Field(["distill", "prune", "int8"], description="Any of distill, prune, int8, in that order")
     distill: DistillConfig = Field(default_factory=DistillConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
-    int8: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    int8: Int8Config = Field(default_factory=Int8Config)
 
     @field_validator("plan")
     @classmethod

@@ -6,29 +6,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
+from tasks.compress.config import DistillConfig
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.train.config import ModelName, TrainConfig
-from tasks.train.fit import FitOutcome, TrainedModel, fit_module, trained_model
+from tasks.train.config import TrainConfig
+from tasks.train.fit import FitOutcome, fit_module, trained_model
 from tasks.train.models import build_model
 from tasks.train.module import ClassifierModule
-
-
-class DistillConfig(BaseModel):
-    """Which student to train and how strongly it follows the teacher."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    student: ModelName = Field("tiny_cnn", description="Architecture from the model zoo; smaller than the teacher")
-    temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens both logit sets before comparing them")
-    alpha: float = Field(
-        0.7, ge=0.0, le=1.0, description="Weight of the teacher's soft targets; 1 - alpha weighs the hard labels"
-    )
-    max_epochs: int = Field(40, ge=1, le=10_000)
-    learning_rate: float = Field(5e-3, gt=0.0, le=10.0)
+from tasks.train.trained import TrainedModel
 
 
 def distillation_loss(
@@ -120,7 +107,7 @@ def distill(
     """
     # Seeded before the student is built, so its initial weights are the same run after run.
     L.seed_everything(train.seed, workers=True, verbose=False)
-    student = build_model(config.student, len(snapshot.classes), snapshot.channels)
+    student = build_model(config.student, len(snapshot.classes), snapshot.input)
     outcome = fit_against_teacher(
         student, teacher, snapshot, train, config.temperature, config.alpha, config.max_epochs, config.learning_rate, out_dir
     )

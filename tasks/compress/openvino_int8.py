@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import nncf
@@ -10,6 +11,11 @@ import openvino as ov
 from pydantic import BaseModel
 
 _PRESETS = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+
+
+def _quiet_nncf() -> None:
+    """NNCF logs every algorithm step at INFO on stdout; the step logs what matters, so keep warnings only."""
+    nncf.set_log_level(logging.WARNING)
 
 
 def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -36,6 +42,7 @@ def quantize_openvino_int8(
         batch_size: images per calibration step.
     """
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    _quiet_nncf()
     model = ov.Core().read_model(str(ir_path))
     quantized = nncf.quantize(
         model,
@@ -66,6 +73,7 @@ def quantize_openvino_int8_with_accuracy_control(
         validation_labels: their class indices.
     """
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    _quiet_nncf()
     model = ov.Core().read_model(str(ir_path))
     images = validation_images.astype(np.float32)
     labelled = [(images[i : i + 1], validation_labels[i : i + 1]) for i in range(len(images))]
@@ -128,7 +136,7 @@ def quantize_openvino_int8_within_budget(
         accuracy_control: ``auto`` (as above), ``always`` (skip the plain attempt) or ``never``.
     """
     from tasks.export.backends import OpenVinoBackend
-    from tasks.export.evaluate import accuracy
+    from tasks.export.measure import accuracy
 
     settings = {"preset": preset, "fast_bias_correction": fast_bias_correction}
     fp32 = accuracy(OpenVinoBackend(ir_path), validation_images, validation_labels)

@@ -11,41 +11,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import nn
 
+from tasks.compress.config import PruneConfig
+from tasks.compress.distill import fit_against_teacher
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
-from tasks.train.fit import TrainedModel
+from tasks.train.trained import TrainedModel
 from tasks.train.models import count_macs_params
-
-
-class PruneConfig(BaseModel):
-    """How much of the network's compute to remove."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    keep_macs: float = Field(0.5, gt=0.05, lt=1.0, description="Fraction of the multiply-accumulates to keep")
-    tolerance: float = Field(0.05, gt=0.0, le=0.2, description="Stop once MACs are within this of the target")
-    steps: int = Field(20, ge=1, le=200, description="Pruning happens in this many small steps at most")
-    round_to: int | None = Field(
-        8,
-        ge=1,
-        le=128,
-        description=(
-            "Keep channel counts multiples of this: CPU kernels (ONNX Runtime, OpenVINO) vectorise over blocks of "
-            "channels, and odd counts can make a pruned model slower than the original. Empty: any count"
-        ),
-    )
-    finetune_epochs: int = Field(15, ge=0, le=10_000, description="Fine-tune after pruning; 0 skips it")
-    finetune_learning_rate: float = Field(2e-3, gt=0.0, le=10.0)
-    teacher_alpha: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Fine-tune against the unpruned trained model's soft targets with this weight (0: labels only)",
-    )
-    temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens logits for the teacher's targets")
 
 
 class PruneResult(BaseModel):
@@ -125,11 +99,8 @@ def prune_and_finetune(
     The pruned architecture has no name in the zoo, so the module itself is
     returned for export; nothing pickles it.
     """
-    from tasks.compress.distill import fit_against_teacher
-    from tasks.train.datamodule import to_model_input
-
-    images, _ = snapshot.arrays("train")
-    sample = torch.from_numpy(to_model_input(images[:2]))
+    inputs, _ = snapshot.model_inputs("train")
+    sample = torch.from_numpy(inputs[:2])
     pruned, result = prune_channels(source.load(), sample, config)
     if config.finetune_epochs == 0:
         return pruned.eval(), PrunedModel(result=result, val_acc=float("nan"), test_acc=float("nan"), epochs_run=0)

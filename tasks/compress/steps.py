@@ -7,18 +7,17 @@ import shutil
 from prefect import get_run_logger, task
 
 from tasks.compress.calibration import calibration_sample
-from tasks.compress.config import QuantizeConfig
-from tasks.compress.distill import DistillConfig, distill
+from tasks.compress.config import DistillConfig, Int8Config, PruneConfig
+from tasks.compress.distill import distill
 from tasks.compress.onnx_int8 import quantize_onnx_int8
 from tasks.compress.openvino_int8 import quantize_openvino_int8_within_budget
-from tasks.compress.prune import PruneConfig, prune_and_finetune
+from tasks.compress.prune import prune_and_finetune
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.config import EvaluateConfig
-from tasks.export.evaluate import TRAINED_STAGE, Variant
-from tasks.export.steps import Exported, export_model, variant_prefix
+from tasks.export.fp32 import export_model
+from tasks.export.variants import TRAINED_STAGE, Exported, Variant, variant_prefix
 from tasks.train.config import TrainConfig
-from tasks.train.datamodule import to_model_input
-from tasks.train.fit import TrainedModel
+from tasks.train.trained import TrainedModel
 
 
 @task
@@ -62,11 +61,11 @@ def prune_model(
         pruned.result.params_before, pruned.result.params_after, pruned.result.params_ratio,
         pruned.epochs_run, pruned.test_acc,
     )
-    return export_model(model, stage, snapshot, out_dir / "variants", evaluate.parity_tolerance, logger)
+    return export_model(model, stage, snapshot, out_dir / "variants", evaluate.parity_tolerance, logger.info)
 
 
 @task
-def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: QuantizeConfig, accuracy_budget_pp: float) -> list[Variant]:
+def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Config, accuracy_budget_pp: float) -> list[Variant]:
     """INT8 variants of one model: ONNX Runtime static QDQ (per-channel) and NNCF, both calibrated on the train split.
 
     NNCF's accuracy-aware mode takes over when plain INT8 drops more than the
@@ -77,8 +76,8 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Quantiz
     by_runtime = {v.runtime: v for v in exported.variants}
     onnx_fp32, ov_fp32 = by_runtime["onnxruntime"], by_runtime["openvino"]
     prefix = variant_prefix(exported.stage)
-    train_images, _ = snapshot.arrays("train")
-    calibration = to_model_input(calibration_sample(train_images, config.calibration_size, config.seed))
+    train_inputs, _ = snapshot.model_inputs("train")
+    calibration = calibration_sample(train_inputs, config.calibration_size, config.seed)
     logger.info("calibrating INT8 of %s on %d train images", exported.stage, len(calibration))
     root = onnx_fp32.directory.parent
     onnx_int8 = quantize_onnx_int8(
@@ -89,11 +88,11 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Quantiz
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
     )
-    val_images, val_labels = snapshot.arrays("val")
+    val_inputs, val_labels = snapshot.model_inputs("val")
     ov_int8 = quantize_openvino_int8_within_budget(
         ov_fp32.directory / ov_fp32.entrypoint,
         calibration,
-        to_model_input(val_images),
+        val_inputs,
         val_labels,
         accuracy_budget_pp,
         root / f"{prefix}openvino-int8" / "model.xml",

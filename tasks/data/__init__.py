@@ -1,6 +1,4 @@
-"""Data stage: sources, validation, split and snapshot."""
+"""Data stage: sources, the input contract, validation with quarantine, split and the versioned snapshot.
 
-from tasks.data.config import EMBEDDED_DIGITS, DataConfig
-from tasks.data.snapshot import DatasetSnapshot, DataValidationError, QuarantineEntry
-
-__all__ = ["EMBEDDED_DIGITS", "DataConfig", "DataValidationError", "DatasetSnapshot", "QuarantineEntry"]
+Importing a stage package imports nothing else (configs stay light); import the module you need.
+"""

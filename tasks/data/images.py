@@ -1,16 +1,22 @@
-"""Decode one image file and normalise it to a fixed size and channel count.
+"""The image modality's pixels: decode a file as training saw it, and the statistics monitoring compares.
 
 Every file is fully decoded (not only its header) so that truncated and
-corrupt files are caught here, at ingestion, rather than mid-training.
+corrupt files are caught at ingestion, rather than mid-training; training,
+the release's monitoring reference, scoring and explanations all read images
+through ``decode_image``, so the same file gives the same pixels everywhere.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class BadImage(Exception):
@@ -40,20 +46,8 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
-def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
-    """Decode ``path`` fully and return a uint8 array of shape (channels, image_size, image_size).
-
-    Raises:
-        BadImage: as :func:`decode_image`.
-    """
-    return decode_image(path, image_size, channels)[0]
-
-
 def decode_image(path: Path, image_size: int, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode ``path`` fully: the uint8 (channels, image_size, image_size) array and the original (width, height).
-
-    Training, release-time monitoring reference and production scoring all read
-    images through this one function, so the same file gives the same pixels.
 
     Raises:
         BadImage: zero-byte, unreadable, not an image, truncated, corrupt or
@@ -95,3 +89,37 @@ def decode_image(path: Path, image_size: int, channels: int) -> tuple[np.ndarray
     if channels == 1:
         return arr[np.newaxis, :, :].copy(), original_size
     return np.ascontiguousarray(arr.transpose(2, 0, 1)), original_size
+
+
+# Per-image statistics monitoring compares between the release's reference and production.
+STATISTIC_COLUMNS = ("brightness", "contrast", "sharpness", "saturated_fraction", "original_width", "original_height", "aspect")
+
+
+def image_statistics(images: np.ndarray, original_sizes: np.ndarray) -> pd.DataFrame:
+    """Photometric statistics of uint8 N x C x H x W images, plus their (width, height) before resizing.
+
+    Sharpness is the variance of the 4-neighbour Laplacian of the grey image in [0, 1]: blur lowers it.
+    Saturated pixels are those within 2 levels of 0 or 255 (clipped shadows or highlights).
+    """
+    import pandas as pd
+
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 N x C x H x W; got {images.dtype} {images.shape}")
+    grey = images.astype(np.float64).mean(axis=1) / 255.0  # N x H x W
+    padded = np.pad(grey, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    laplacian = (
+        padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1] + padded[:, 1:-1, :-2] + padded[:, 1:-1, 2:] - 4.0 * grey
+    )
+    flat = images.reshape(images.shape[0], -1)
+    sizes = np.asarray(original_sizes, dtype=np.float64).reshape(-1, 2)
+    return pd.DataFrame(
+        {
+            "brightness": flat.mean(axis=1) / 255.0,
+            "contrast": flat.std(axis=1) / 255.0,
+            "sharpness": laplacian.reshape(grey.shape[0], -1).var(axis=1),
+            "saturated_fraction": ((flat <= 2) | (flat >= 253)).mean(axis=1),
+            "original_width": sizes[:, 0],
+            "original_height": sizes[:, 1],
+            "aspect": sizes[:, 0] / np.maximum(sizes[:, 1], 1.0),
+        }
+    )

@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.data.config import DataConfig
 from tasks.data.digits import write_digits_imagefolder
-from tasks.data.snapshot import DatasetSnapshot, ingest_imagefolder
+from tasks.data.imagefolder import ingest_imagefolder
+from tasks.data.snapshot import DatasetSnapshot
 
 
 @task(retries=2, retry_delay_seconds=[2, 8])
@@ -43,7 +44,7 @@ def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
         key="dataset-validation",
         description=f"Dataset {snapshot.version}",
         markdown=(
-            f"# Dataset {snapshot.version}\n\n{snapshot.num_images} images accepted from `{source}`, "
+            f"# Dataset {snapshot.version}\n\n{snapshot.num_examples} images accepted from `{source}`, "
             f"{len(snapshot.quarantined)} quarantined. Report: `{snapshot.report_path}`\n\n"
             f"| class | train | val | test |\n|---|---|---|---|\n{counts}\n\n"
             f"## Quarantined\n\n| file | reason |\n|---|---|\n{rows}\n"
@@ -52,7 +53,7 @@ def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
     logger.info(
         "dataset %s: %d images, %d classes, %d quarantined (report %s)",
         snapshot.version,
-        snapshot.num_images,
+        snapshot.num_examples,
         len(snapshot.classes),
         len(snapshot.quarantined),
         snapshot.report_path,

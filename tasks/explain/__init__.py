@@ -1,1 +1,1 @@
-"""Explanations of the released artifact: LIME (images now; the interface takes tabular explainers too)."""
+"""Explanations of the released artifact: LIME, behind an interface each modality implements, and the report."""

@@ -1,69 +1,15 @@
-"""LIME explanations of images, against whatever runtime serves the model.
-
-The unit of work is an :class:`Explainer`: something that turns one input into an
-:class:`Explanation` (per-label weights of interpretable features). ``ImageLimeExplainer``
-wraps ``lime.lime_image``; a tabular explainer (``lime.lime_tabular``) fits the same shape,
-with columns instead of superpixels.
-"""
+"""LIME explanations of images (the image modality's explainer), against whatever runtime serves the model."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from typing import Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.monitor.features import softmax
-
-# lime draws a tqdm bar per image; progress is logged per image instead. tqdm reads this when imported.
-os.environ.setdefault("TQDM_DISABLE", "1")
-
-Segmentation = Literal["auto", "grid", "slic", "quickshift"]
-
-
-class LimeConfig(BaseModel):
-    """How LIME perturbs and fits; defaults suit small images and run in seconds per image."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_samples: int = Field(1000, ge=50, le=50_000, description="Perturbed copies per image")
-    top_labels: int = Field(3, ge=1, le=20, description="Classes explained per image (highest probability first)")
-    segmentation: Segmentation = Field(
-        "auto", description="auto: a square grid up to 64 px, SLIC superpixels above; or force one"
-    )
-    grid_cells: int = Field(8, ge=2, le=64, description="Grid: cells per side")
-    slic_segments: int = Field(50, ge=4, le=1000, description="SLIC: about this many superpixels")
-    batch_size: int = Field(1000, ge=1, le=50_000, description="Perturbed images per model call")
-    hide: Literal["image-mean", "black", "segment-mean"] = Field(
-        "image-mean",
-        description="What a switched-off superpixel becomes. lime's default (segment-mean) leaves a uniform bright "
-        "region as bright as before, hiding nothing; the image's mean colour removes local evidence",
-    )
-    seed: int = 0
-
-
-class Explanation(BaseModel):
-    """One input explained: predicted probabilities, and per explained label the weight of each feature."""
-
-    probabilities: list[float]
-    labels: list[int]
-    weights: dict[int, dict[int, float]]  # label -> feature (superpixel) -> weight
-    intercepts: dict[int, float]
-    segments: list[list[int]] | None = None  # images: superpixel id of each pixel
-    model_calls: int = 0
-
-    def top_features(self, label: int, k: int = 3, positive: bool = True) -> list[int]:
-        """The ``k`` features pushing hardest towards (or away from) ``label``."""
-        ranked = sorted(self.weights[label].items(), key=lambda kv: kv[1], reverse=positive)
-        return [f for f, w in ranked[:k] if (w > 0 if positive else w < 0)]
-
-
-class Explainer(Protocol):
-    """Explains one input; images and (later) tabular rows implement it."""
-
-    def explain(self, item: np.ndarray) -> Explanation: ...
+from tasks.data.contract import ImageInput
+from tasks.explain.config import LimeConfig
+from tasks.explain.explanation import Explanation
+from tasks.score.inference import softmax
 
 
 def segment(image_hw3: np.ndarray, config: LimeConfig) -> np.ndarray:
@@ -88,13 +34,14 @@ def segment(image_hw3: np.ndarray, config: LimeConfig) -> np.ndarray:
     return found if len(np.unique(found)) >= 4 else grid
 
 
-def probabilities_fn(predict_logits: Callable[[np.ndarray], np.ndarray], channels: int) -> Callable[[np.ndarray], np.ndarray]:
-    """LIME hands N x H x W x 3 images in 0..255; the model wants N x C x H x W in [0, 1] and gives logits."""
+def probabilities_fn(
+    predict_logits: Callable[[np.ndarray], np.ndarray], contract: ImageInput
+) -> Callable[[np.ndarray], np.ndarray]:
+    """LIME hands N x H x W x 3 images in 0..255; the model takes them as the input contract prepares them."""
 
     def classifier_fn(images: np.ndarray) -> np.ndarray:
-        batch = images.astype(np.float32) / 255.0
-        batch = batch.mean(axis=3, keepdims=True) if channels == 1 else batch
-        return softmax(predict_logits(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).astype(np.float64))
+        pixels = images.mean(axis=3, keepdims=True) if contract.channels == 1 else images
+        return softmax(predict_logits(np.ascontiguousarray(contract.to_model_input(pixels.transpose(0, 3, 1, 2)))))
 
     return classifier_fn
 
@@ -127,14 +74,13 @@ class ImageLimeExplainer:
     def __init__(
         self,
         predict_logits: Callable[[np.ndarray], np.ndarray],
-        channels: int,
+        contract: ImageInput,
         config: LimeConfig,
         vectorised: bool = True,
     ) -> None:
         self.config = config
-        self.channels = channels
         self.vectorised = vectorised
-        self._classifier = probabilities_fn(predict_logits, channels)
+        self._classifier = probabilities_fn(predict_logits, contract)
 
     def explain(self, item: np.ndarray) -> Explanation:
         """Explain a uint8 C x H x W image (as the model sees it, before scaling)."""
@@ -174,25 +120,3 @@ class ImageLimeExplainer:
             segments=result.segments.astype(int).tolist(),
             model_calls=calls,
         )
-
-
-def least_confident_count(count: int) -> int:
-    """How many of ``count`` chosen images are the least confident ones: a quarter, at least one."""
-    return max(1, count // 4)
-
-
-def choose_samples(probabilities: np.ndarray, count: int, seed: int = 0) -> list[int]:
-    """Indices to explain: the least confident quarter, then round-robin over predicted classes (seeded)."""
-    if count < 1:
-        raise ValueError("count must be at least 1")
-    count = min(count, len(probabilities))
-    confidence = probabilities.max(axis=1)
-    chosen = list(np.argsort(confidence, kind="stable")[: least_confident_count(count)])
-    rng = np.random.default_rng(seed)
-    predicted = probabilities.argmax(axis=1)
-    pools = {c: [i for i in rng.permutation(np.flatnonzero(predicted == c)) if i not in chosen] for c in np.unique(predicted)}
-    while len(chosen) < count and any(pools.values()):
-        for c in sorted(pools):
-            if pools[c] and len(chosen) < count:
-                chosen.append(pools[c].pop(0))
-    return [int(i) for i in chosen]

@@ -1,4 +1,4 @@
-"""A self-contained HTML report of image explanations (images embedded), and the weights as JSON."""
+"""The image modality's explanation report: one self-contained HTML file (images embedded), and the weights as JSON."""
 
 from __future__ import annotations
 
@@ -10,20 +10,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel
 
-from tasks.explain.lime_images import Explanation
+from tasks.explain.explanation import ExplainedInput, Explanation
 
 DISPLAY_PX = 160
-
-
-class ExplainedImage(BaseModel):
-    """One explained input with where it came from."""
-
-    name: str
-    pixels: list  # uint8 C x H x W as nested lists (small images; kept so the report can be redrawn)
-    explanation: Explanation
-    why: str  # "least confident" or "predicted class k"
 
 
 def png_data_uri(rgb: np.ndarray) -> str:
@@ -73,7 +63,7 @@ def heat_rgb(values: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def class_summary(items: list[ExplainedImage], classes: list[str]) -> dict[str, np.ndarray]:
+def class_summary(items: list[ExplainedInput], classes: list[str]) -> dict[str, np.ndarray]:
     """For each predicted class, the mean weight map of its own label over the images predicted as it."""
     maps: dict[str, list[np.ndarray]] = {}
     for item in items:
@@ -82,7 +72,7 @@ def class_summary(items: list[ExplainedImage], classes: list[str]) -> dict[str, 
     return {name: np.mean(stack, axis=0) for name, stack in sorted(maps.items())}
 
 
-def render_html(title: str, subtitle: str, items: list[ExplainedImage], classes: list[str]) -> str:
+def render_html(title: str, subtitle: str, items: list[ExplainedInput], classes: list[str]) -> str:
     """The whole report: summary by class, then one section per explained image."""
     css = (
         "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}img{image-rendering:pixelated;border:1px solid #ccc}"
@@ -103,7 +93,7 @@ def render_html(title: str, subtitle: str, items: list[ExplainedImage], classes:
         )
     parts.append("</div><h2>Explained images</h2>")
     for index, item in enumerate(items):
-        pixels = np.asarray(item.pixels, dtype=np.uint8)
+        pixels = np.asarray(item.raw, dtype=np.uint8)
         exp = item.explanation
         rows = "".join(
             f"<tr><td>{html.escape(classes[label])}</td><td>{exp.probabilities[label]:.3f}</td></tr>"
@@ -124,7 +114,7 @@ def render_html(title: str, subtitle: str, items: list[ExplainedImage], classes:
     return "".join(parts)
 
 
-def write_report(out_dir: Path, title: str, subtitle: str, items: list[ExplainedImage], classes: list[str]) -> tuple[Path, Path]:
+def write_report(out_dir: Path, title: str, subtitle: str, items: list[ExplainedInput], classes: list[str]) -> tuple[Path, Path]:
     """``report.html`` and ``explanations.json`` (per image: probabilities, labels, weights, superpixels)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / "report.html"

@@ -1,24 +1,36 @@
 """Symmetric inference back ends: PyTorch, ONNX Runtime and OpenVINO behind one small interface.
 
-Each back end loads a variant from disk (or wraps a torch module) and maps a
-float32 N x C x H x W batch in [0, 1] to float32 logits.
+Each back end maps a float32 batch (as the input contract prepares it) to float32 logits, and
+to logits plus penultimate-layer embeddings in one pass. ``open_backend`` is the one way a
+variant's file becomes a back end: for the build's own variants and for released ones alike.
 """
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from tasks.errors import LeptonError
+
+# The tensor names of every exported graph: one input, logits first, the embedding second.
+INPUT_NAME = "images"
+LOGITS_NAME = "logits"
+EMBEDDING_NAME = "embedding"
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+
 
 class Backend(Protocol):
-    """What evaluation, parity checks and benchmarks need from a runtime."""
+    """What evaluation, parity checks, scoring and explanations need from a runtime."""
 
     name: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (N x classes) for a float32 batch (N x C x H x W)."""
+        """Logits (N x classes) for a float32 batch."""
         ...
 
     def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,8 +38,12 @@ class Backend(Protocol):
         ...
 
 
-class NoEmbeddingOutput(ValueError):
+class NoEmbeddingOutput(LeptonError, ValueError):
     """A variant exported before embeddings were an output: it can be served but not monitored."""
+
+
+class UnsafeArtifactError(LeptonError):
+    """A weights file would execute code when loaded; it is refused, never loaded."""
 
 
 class TorchBackend:
@@ -35,7 +51,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model) -> None:  # noqa: ANN001 - torch.nn.Module; torch imported lazily
+    def __init__(self, model: Any) -> None:  # a torch.nn.Module; torch is imported lazily
         self.model = model.eval()
         self._with_embedding = None
 
@@ -48,7 +64,7 @@ class TorchBackend:
     def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        from tasks.export.onnx import WithEmbedding
+        from tasks.export.embedding import WithEmbedding
 
         if self._with_embedding is None:
             self._with_embedding = WithEmbedding(self.model).eval()
@@ -77,8 +93,6 @@ class OnnxRuntimeBackend:
         return self.session.run(self.output_names[:1], {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from tasks.export.onnx import EMBEDDING_NAME
-
         if EMBEDDING_NAME not in self.output_names:
             raise NoEmbeddingOutput(f"{self.path} has outputs {self.output_names}, no {EMBEDDING_NAME!r}")
         logits, embedding = self.session.run(
@@ -111,8 +125,6 @@ class OpenVinoBackend:
         return np.asarray(result[self.output])
 
     def embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from tasks.export.onnx import EMBEDDING_NAME
-
         embedding = next((o for o in self.compiled.outputs if EMBEDDING_NAME in o.get_names()), None)
         if embedding is None:
             raise NoEmbeddingOutput(f"{self.path} has no {EMBEDDING_NAME!r} output")
@@ -120,14 +132,38 @@ class OpenVinoBackend:
         return np.asarray(result[self.output]), np.asarray(result[embedding])
 
 
-def load_backend(runtime: str, path: Path, threads: int | None = None) -> Backend:
-    """Open a variant file with the runtime that reads it (``onnxruntime`` or ``openvino``).
+def open_backend(
+    runtime: str, path: Path, threads: int | None = None, torch_model: Callable[[], Any] | None = None
+) -> Backend:
+    """Open a variant's file with the runtime that reads it.
+
+    Args:
+        runtime: ``onnxruntime``, ``openvino`` or ``torch``.
+        path: the file the runtime opens (``.onnx``, IR ``.xml``, or a PyTorch state dict).
+        threads: intra-op threads; None leaves the runtime's default.
+        torch_model: for ``torch``, builds the architecture the state dict is loaded into.
 
     Raises:
-        ValueError: an unknown runtime name.
+        ValueError: an unknown runtime, or ``torch`` without ``torch_model``.
+        UnsafeArtifactError: a state dict that would need arbitrary objects unpickled.
     """
     if runtime == "onnxruntime":
         return OnnxRuntimeBackend(path, threads=threads)
     if runtime == "openvino":
         return OpenVinoBackend(path, threads=threads)
-    raise ValueError(f"unknown runtime {runtime!r}; allowed: onnxruntime, openvino")
+    if runtime != "torch":
+        raise ValueError(f"unknown runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}")
+    if torch_model is None:
+        raise ValueError("a torch variant needs its architecture (torch_model) to load its state dict into")
+    import torch
+
+    try:
+        # weights_only: tensors and plain containers, never code to run.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeArtifactError(
+            f"{path} holds pickled objects other than tensors; refused without running them ({str(exc).splitlines()[0]})"
+        ) from None
+    model = torch_model()
+    model.load_state_dict(state)
+    return TorchBackend(model)

@@ -1,10 +1,43 @@
-"""Configuration of export checks and variant evaluation."""
+"""Configuration of export checks, variant measurement and the policy that picks the served variant."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.export.evaluate import Latency, VariantPolicy
+Objective = Literal["latency_b1", "latency_bn", "size"]
+Runtime = Literal["onnxruntime", "openvino"]
+
+
+class LatencyConfig(BaseModel):
+    """How latency is measured: the same for every variant of a run, and recorded with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repeats: int = Field(30, ge=3, le=100_000, description="Timed calls at batch 1 (a quarter of that, at least 3, at batch N)")
+    warmup: int = Field(5, ge=0, le=10_000, description="Untimed calls first: allocations, lazy kernel choice, caches")
+    batch_n: int = Field(64, ge=2, le=65_536, description="The larger batch timed beside batch 1")
+    threads: int = Field(
+        2, ge=1, le=256, description="Intra-op threads of every runtime (torch, ONNX Runtime, OpenVINO) while timing"
+    )
+
+
+class ServingPolicy(BaseModel):
+    """Serve the best variant by ``objective`` among those within the accuracy budget of the FP32 model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    objective: Objective = Field(
+        "latency_b1",
+        description="latency_b1: p50 at batch 1; latency_bn: p50 at the large batch; size: bytes on disk",
+    )
+    accuracy_budget_pp: float = Field(
+        1.0, ge=0.0, le=100.0, description="Allowed test-accuracy drop vs the uncompressed FP32 model, in pp"
+    )
+    servable_runtimes: list[Runtime] = Field(
+        ["onnxruntime", "openvino"], min_length=1, description="Runtimes a release may serve"
+    )
 
 
 class EvaluateConfig(BaseModel):
@@ -15,5 +48,5 @@ class EvaluateConfig(BaseModel):
     parity_tolerance: float = Field(
         1e-3, gt=0.0, le=1.0, description="Max abs logit difference allowed between PyTorch and an FP32 export"
     )
-    latency: Latency = Field(default_factory=Latency)
-    policy: VariantPolicy = Field(default_factory=VariantPolicy)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    policy: ServingPolicy = Field(default_factory=ServingPolicy)

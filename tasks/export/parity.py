@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
+from tasks.errors import LeptonError
 from tasks.export.backends import Backend
 
 
@@ -18,7 +19,7 @@ class ParityResult(BaseModel):
     passed: bool
 
 
-class ParityError(RuntimeError):
+class ParityError(LeptonError):
     """An exported variant disagrees with its source model beyond the tolerance."""
 
 

@@ -1,1 +1,1 @@
-"""Monitoring: per-image features, the release's reference, production logs, Evidently drift."""
+"""Monitoring stage: the release's reference, Evidently drift of production windows against it, and events."""

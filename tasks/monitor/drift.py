@@ -12,27 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-
-class DriftConfig(BaseModel):
-    """How drift is measured and when it counts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    drift_share: float = Field(0.3, gt=0.0, le=1.0, description="Share of drifted columns that means drift")
-    prediction_drift_counts: bool = Field(True, description="Drift of the predicted class alone also means drift")
-    num_method: str = Field("ks", description="Evidently stat test for numerical columns (ks, wasserstein, psi, ...)")
-    cat_method: str = Field("chisquare", description="Evidently stat test for the predicted class (chisquare, jensenshannon, ...)")
-    threshold: float | None = Field(
-        None, gt=0.0, description="Threshold of the numerical tests; None keeps Evidently's (0.05 p-value, 0.1 distance)"
-    )
-    # The predicted class alone can raise the event, so its test is stricter: at p < 0.05 one
-    # clean hourly window in twenty would start a retrain.
-    cat_threshold: float | None = Field(0.001, gt=0.0, description="Threshold of the predicted-class test")
-    sample_rows: int = Field(5000, ge=100, le=1_000_000, description="Current rows tested (seeded sample of the window)")
-    min_rows: int = Field(100, ge=10, description="Fewer rows than this in the window: 'not enough data', no verdict")
-    seed: int = 0
+from tasks.monitor.config import DriftConfig
 
 
 class DriftResult(BaseModel):

@@ -1,6 +1,2 @@
-"""Registry stage: artifact store, releases, aliases and the gate."""
-
-from tasks.registry.config import GateConfig, StoreConfig
-from tasks.registry.release import Release
-
-__all__ = ["GateConfig", "Release", "StoreConfig"]
+"""Registry stage: the artifact store, the typed release manifest, releases, aliases, the gate, and the one
+verified way to open a released variant."""

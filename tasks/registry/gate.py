@@ -1,11 +1,64 @@
-"""The release gate: may a candidate replace production?"""
+"""The release gate: may a candidate replace production? Production is scored on the candidate's test split."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 from pydantic import BaseModel
 
+from tasks.data.contract import InputContract
+from tasks.export.measure import accuracy
 from tasks.registry.config import GateConfig
-from tasks.registry.production import ProductionScore
+from tasks.registry.serving import NoProductionRelease, fetch_production
+from tasks.registry.store import ArtifactStore
+
+
+class ProductionScore(BaseModel):
+    """Production's accuracy on the candidate's test split, or why it could not be measured."""
+
+    version: str | None = None
+    accuracy: float | None = None
+    comparable: bool = True
+    note: str = ""
+
+
+def score_production(
+    store: ArtifactStore,
+    model: str,
+    contract: InputContract,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    work_dir: Path,
+) -> ProductionScore:
+    """Production's served variant (downloaded, sha256-verified) measured on the candidate's test split.
+
+    ``inputs`` are prepared by the candidate's input contract. Production is
+    incomparable when it was trained on other classes or takes other inputs;
+    the gate then decides by its own setting.
+    """
+    try:
+        production = fetch_production(store, model, work_dir)
+    except NoProductionRelease:
+        return ProductionScore(note="no production release yet")
+    manifest = production.manifest
+    if manifest.classes != classes:
+        return ProductionScore(
+            version=production.version,
+            comparable=False,
+            note=f"production classes {manifest.classes} differ from the candidate's {classes}",
+        )
+    if manifest.input != contract:
+        return ProductionScore(
+            version=production.version,
+            comparable=False,
+            note=(
+                f"production takes inputs {list(manifest.input.shape)} ({manifest.input.describe()}), the candidate's "
+                f"test split is {list(contract.shape)} ({contract.describe()})"
+            ),
+        )
+    return ProductionScore(version=production.version, accuracy=accuracy(production.open(), inputs, labels))
 
 
 class GateDecision(BaseModel):

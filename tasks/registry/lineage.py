@@ -1,10 +1,14 @@
-"""Where a release came from: code version."""
+"""Where a release came from, for people: the code version, the model card, the versions table, the build summary."""
 
 from __future__ import annotations
 
 import subprocess
 from importlib import metadata
 from pathlib import Path
+
+from tasks.export.evaluate import variant_table
+from tasks.registry.manifest import ReleaseDraft, ReleaseManifest
+from tasks.tables import markdown_table, text_table
 
 
 def code_version(repo: Path | None = None) -> str:
@@ -25,94 +29,107 @@ def code_version(repo: Path | None = None) -> str:
             return "unknown"
 
 
-def version_rows(manifests: list[dict], production: str | None) -> list[dict[str, object]]:
+def version_rows(manifests: list[ReleaseManifest], production: str | None) -> list[dict[str, object]]:
     """One row per complete version (oldest first): where its data came from, how good it is, what it serves."""
     return [
         {
-            "version": m["version"],
-            "created_at": m["created_at"][:19],
-            "dataset": m.get("dataset", {}).get("version", "-"),
-            "test_accuracy": m.get("metrics", {}).get("test_accuracy_served", "-"),
-            "served": m.get("served", {}).get("name", "-"),
-            "code": m.get("code_version", "-"),
-            "production": m["version"] == production,
+            "version": m.version,
+            "created_at": f"{m.created_at:%Y-%m-%dT%H:%M:%S}",
+            "dataset": m.dataset.version,
+            "test_accuracy": m.metrics.test_accuracy_served,
+            "served": m.served.name,
+            "code": m.code_version,
+            "production": m.version == production,
         }
         for m in manifests
     ]
 
 
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    """``rows`` as a GitHub-flavoured markdown table."""
-    if not rows:
-        return "_none_"
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+def release_table(manifest: ReleaseDraft) -> list[dict[str, object]]:
+    """The release's variant table as people read it (rounded, with ratios to PyTorch eager FP32)."""
+    return variant_table(
+        manifest.variants, manifest.served.name, manifest.policy.baseline_accuracy, manifest.latency.batch_n,
+        manifest.policy.floor,
+    )
 
 
-def model_card(model: str, manifest: dict) -> str:
+def model_card(manifest: ReleaseDraft) -> str:
     """The release's model card: what it is, what it takes, how good it is, where it came from, its limits.
 
     Written from the manifest's content before the version exists (the version
     is the hash of the files, this card included), so it names the dataset and
     code versions but not its own.
     """
-    data, train, metrics, contract = manifest["dataset"], manifest["training"], manifest["metrics"], manifest["input"]
-    counts = {split: sum(per_class.values()) for split, per_class in data["counts"].items()}
+    data, train, metrics, served = manifest.dataset, manifest.training, manifest.metrics, manifest.served
+    counts = {split: sum(per_class.values()) for split, per_class in data.counts.items()}
     parity = "\n".join(
-        f"- {p['variant']}: max |logit diff| {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:.0e}), "
-        f"top-1 agreement {p['top1_agreement']:.4f}"
-        for p in manifest.get("parity", [])
+        f"- {p.variant}: max |logit diff| {p.max_abs_diff:.2e} (tolerance {p.tolerance:.0e}), "
+        f"top-1 agreement {p.top1_agreement:.4f}"
+        for p in manifest.parity
     )
-    served = manifest["served"]
-    return f"""# Model card: {model}
+    host = manifest.latency.host
+    measured_on = f"{host.cpu}, {host.logical_cpus} logical CPUs ({', '.join(host.flags) or 'no AVX2'})" if host else "unknown"
+    val = f"{metrics.val_accuracy:.4f}" if metrics.val_accuracy is not None else "not measured"
+    return f"""# Model card: {manifest.model}
 
 ## What it is
-An image classifier over {len(data['classes'])} classes ({", ".join(data['classes'])}), architecture
-`{train['model']}`, trained {train['epochs_run']} epochs (best epoch {train['best_epoch']}).
-Served variant: `{served['name']}` ({served['runtime']}, {served['precision']}), entrypoint `{served['entrypoint']}`.
-Why: {served.get('reason', 'fastest variant within the accuracy budget')}.
+An {manifest.input.kind} classifier over {len(manifest.classes)} classes ({", ".join(manifest.classes)}), architecture
+`{train.model}`, trained {train.epochs_run} epochs (best epoch {train.best_epoch}).
+Served variant: `{served.name}` ({served.runtime}, {served.precision}), entrypoint `{served.entrypoint}`.
+Why: {served.reason}.
 
 ## Input contract
-{contract['channels']} channel(s), {contract['image_size']}x{contract['image_size']} pixels, {contract['layout']}
-{contract['dtype']}, scaled as {contract['scale']}; input `{contract['input_name']}`, output `{contract['output_name']}`
-(logits, one per class in the order above).
+{manifest.input.describe()}; input `{manifest.tensors.input}`, output `{manifest.tensors.logits}`
+(logits, one per class in the order above). Every field is in `input` of `manifest.json`.
 
-## Evaluation (held-out test split, {metrics['test_images']} images)
-- test accuracy, FP32 reference: {metrics['test_accuracy_fp32']:.4f}
-- test accuracy, served variant: {metrics['test_accuracy_served']:.4f}
-- validation accuracy: {metrics['val_accuracy']:.4f}
+## Evaluation (held-out test split, {metrics.test_images} images)
+- test accuracy, FP32 reference: {metrics.test_accuracy_fp32:.4f}
+- test accuracy, served variant: {metrics.test_accuracy_served:.4f}
+- validation accuracy: {val}
+- timed on: {measured_on}, {manifest.latency.threads} threads
 
-{markdown_table(manifest['variants'])}
+{markdown_table(release_table(manifest))}
 
 Export parity against PyTorch on the test split:
 {parity or "- not measured"}
 
 ## Training data
-- dataset version `{data['version']}` from `{data['source']}`
-- images per split: {", ".join(f"{k} {v}" for k, v in counts.items())}; quarantined at ingestion: {data['quarantined']}
+- dataset version `{data.version}` from `{data.source}`
+- images per split: {", ".join(f"{k} {v}" for k, v in counts.items())}; quarantined at ingestion: {data.quarantined}
   (listed with reasons in `dataset/validation_report.json`)
 
 {_monitoring_section(manifest)}## Lineage
-- code: `{manifest['code_version']}`
+- code: `{manifest.code_version}`
 - full build configuration: `config` in `manifest.json`; per-epoch history: `training/history.json`
 
 ## Limitations
 - Evaluated only on a held-out split of the same source; accuracy on other cameras, scanners or
   preprocessing is unknown until monitored.
-- Every input is resized to {contract['image_size']}x{contract['image_size']}: detail finer than that is not seen.
+- Inputs are reduced as the input contract says ({manifest.input.describe()}): what that removes, the model never sees.
 - Quantized variants trade a bounded accuracy loss (see the table) for size and speed.
 """
 
 
-def _monitoring_section(manifest: dict) -> str:
-    monitoring = manifest.get("monitoring")
+def _monitoring_section(manifest: ReleaseDraft) -> str:
+    monitoring = manifest.monitoring
     if not monitoring:
         return ""
     return (
         "## Monitoring\n"
-        f"- reference: `{monitoring['reference']}`, {monitoring['rows']} rows (test split and a train sample) "
-        f"computed by `{monitoring['variant']}`\n"
-        f"- drift is tested on: {', '.join(monitoring['numerical_columns'] + monitoring['categorical_columns'])}\n\n"
+        f"- reference: `{monitoring.reference}`, {monitoring.rows} rows (test split and a train sample) "
+        f"computed by `{monitoring.variant}`\n"
+        f"- drift is tested on: {', '.join(monitoring.numerical_columns + monitoring.categorical_columns)}\n\n"
     )
+
+
+def release_summary(manifest: ReleaseManifest, location: str, promoted: bool, gate_reason: str) -> str:
+    """What a build prints when it is done: the variant table, where the release is, what it serves, the gate."""
+    return "\n".join([
+        text_table(release_table(manifest)),
+        "",
+        f"release:    {manifest.model} {manifest.version}",
+        f"location:   {location}",
+        f"manifest:   {location}/manifest.json",
+        f"serving:    {manifest.served.reason}",
+        f"production: {'promoted' if promoted else 'not promoted'} ({gate_reason})",
+    ])

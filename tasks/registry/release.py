@@ -8,33 +8,24 @@ ignores it, and publishing the same content again completes it.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from tasks.errors import LeptonError
 from tasks.hashing import sha256_bytes, sha256_file
 from tasks.registry.config import validate_name
+from tasks.registry.manifest import ManifestError, ReleaseDraft, ReleaseFile, ReleaseManifest
 from tasks.registry.store import ArtifactStore, ConditionalWriteFailed, ObjectNotFound
 
 MANIFEST = "manifest.json"
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(LeptonError):
     """A downloaded file does not match the sha256 in its release manifest."""
-
-    permanent = True  # no retry fixes it
-
-
-class ReleaseFile(BaseModel):
-    """One file of a release."""
-
-    path: str
-    sha256: str
-    size: int
 
 
 class Release(BaseModel):
@@ -67,27 +58,25 @@ def content_version(files: dict[str, Path]) -> tuple[str, list[ReleaseFile]]:
 
 def publish_release(
     store: ArtifactStore,
-    model: str,
     files: dict[str, Path],
-    manifest: dict,
-    served_variant: str,
+    draft: ReleaseDraft,
     progress: Callable[[str], None] | None = None,
 ) -> Release:
     """Upload ``files`` (release-relative path -> local file), then the manifest.
 
-    ``manifest`` is completed with the model, version, creation time and the
+    The manifest is ``draft`` completed with the version, creation time and the
     file list with hashes. A version whose manifest already exists is left as
     it is (releases are immutable) and returned. Calling this again after a
     failure resumes it: files already stored with their sha256 are not sent again.
     """
     version, entries = content_version(files)
-    prefix = version_prefix(model, version)
+    prefix = version_prefix(draft.model, version)
     release = Release(
-        model=model,
+        model=draft.model,
         version=version,
         uri=store.location(prefix),
         manifest_uri=store.location(f"{prefix}/{MANIFEST}"),
-        served_variant=served_variant,
+        served_variant=draft.served.name,
     )
     if store.exists(f"{prefix}/{MANIFEST}"):
         return release.model_copy(update={"files_reused": len(entries)})
@@ -105,16 +94,12 @@ def publish_release(
         uploaded += 1
     if progress and reused:
         progress(f"{reused} of {len(entries)} files were already in the store with the right sha256; not sent again")
-    document = {
-        **manifest,
-        "model": model,
-        "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "files": [e.model_dump() for e in entries],
-    }
+    manifest = ReleaseManifest.model_validate(
+        {**draft.model_dump(), "version": version, "created_at": datetime.now(timezone.utc), "files": entries}
+    )
     try:
         # Written last, and only if absent: its presence is what makes the version visible.
-        store.put_bytes(f"{prefix}/{MANIFEST}", json.dumps(document, indent=2).encode(), if_absent=True)
+        store.put_bytes(f"{prefix}/{MANIFEST}", manifest.model_dump_json(indent=2).encode(), if_absent=True)
     except ConditionalWriteFailed:
         pass  # a concurrent publish of the same content finished first; the version is complete either way
     return release.model_copy(update={"files_uploaded": uploaded, "files_reused": reused})
@@ -145,17 +130,23 @@ def _byte_progress(entry: ReleaseFile, progress: Callable[[str], None] | None) -
     return on_bytes
 
 
-def read_manifest(store: ArtifactStore, model: str, version: str) -> dict:
-    """The manifest of a complete version.
+def read_manifest(store: ArtifactStore, model: str, version: str) -> ReleaseManifest:
+    """The manifest of a complete version (schema 1 is upgraded as it is read).
 
     Raises:
         ObjectNotFound: no such version, or an incomplete one (no manifest).
+        ManifestError: not a manifest this code reads (the message says why and where).
     """
-    data, _ = store.get_bytes(f"{version_prefix(model, version)}/{MANIFEST}")
-    return json.loads(data)
+    key = f"{version_prefix(model, version)}/{MANIFEST}"
+    data, _ = store.get_bytes(key)
+    try:
+        return ReleaseManifest.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors()[:5])
+        raise ManifestError(f"{store.location(key)} is not a release manifest this code reads: {problems}") from None
 
 
-def list_versions(store: ArtifactStore, model: str) -> list[dict]:
+def list_versions(store: ArtifactStore, model: str) -> list[ReleaseManifest]:
     """Complete versions of ``model`` (those with a manifest), oldest first."""
     validate_name("model name", model)
     manifests = [
@@ -163,7 +154,7 @@ def list_versions(store: ArtifactStore, model: str) -> list[dict]:
         for key in store.list_keys(f"models/{model}/")
         if key.count("/") == 3 and key.endswith(f"/{MANIFEST}")
     ]
-    return sorted(manifests, key=lambda m: m["created_at"])
+    return sorted(manifests, key=lambda m: m.created_at)
 
 
 def download_release(
@@ -173,8 +164,8 @@ def download_release(
     dest: Path,
     cache_dir: Path,
     only: str | None = None,
-    manifest: dict | None = None,
-) -> dict:
+    manifest: ReleaseManifest | None = None,
+) -> ReleaseManifest:
     """Download a version's files into ``dest``, each verified against the manifest; return the manifest.
 
     Files are cached under ``cache_dir`` by sha256, so a second download of the
@@ -188,10 +179,8 @@ def download_release(
     """
     manifest = manifest or read_manifest(store, model, version)
     prefix = version_prefix(model, version)
-    for entry in manifest["files"]:
-        rel, expected = entry["path"], entry["sha256"]
-        if only and not rel.startswith(only.rstrip("/") + "/"):
-            continue
+    for entry in manifest.files_under(only) if only else manifest.files:
+        rel, expected = entry.path, entry.sha256
         cached = cache_dir / expected[:2] / expected
         if not cached.exists():
             partial = cached.with_name(cached.name + ".partial")
@@ -208,17 +197,3 @@ def download_release(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached, target)
     return manifest
-
-
-__all__ = [
-    "IntegrityError",
-    "ObjectNotFound",
-    "Release",
-    "ReleaseFile",
-    "content_version",
-    "download_release",
-    "list_versions",
-    "publish_release",
-    "read_manifest",
-    "version_prefix",
-]

@@ -6,16 +6,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from tasks.errors import LeptonError
 from tasks.registry.aliases import Alias, move_alias, read_alias
 from tasks.registry.config import validate_name
 from tasks.registry.release import download_release, list_versions, read_manifest
 from tasks.registry.store import ArtifactStore, ConditionalWriteFailed, ObjectNotFound
 
 
-class RollbackError(RuntimeError):
+class RollbackError(LeptonError):
     """A rollback that cannot be done as asked; the alias was not moved."""
-
-    permanent = True  # no retry fixes it
 
 
 class RollbackResult(BaseModel):
@@ -75,7 +74,7 @@ def roll_back(
     try:
         manifest = read_manifest(store, model, target)
     except ObjectNotFound:
-        known = ", ".join(m["version"] for m in list_versions(store, model)) or "none"
+        known = ", ".join(m.version for m in list_versions(store, model)) or "none"
         raise RollbackError(
             f"{model} has no complete version {target} (missing, or its upload never finished); "
             f"complete versions: {known}"
@@ -92,6 +91,6 @@ def roll_back(
         model=model,
         from_version=current.version,
         to_version=target,
-        verified_files=len(manifest["files"]),
+        verified_files=len(manifest.files),
         reason=reason,
     )

@@ -1,43 +1,28 @@
-"""Prefect tasks of the registry stage: publish, gate, promote."""
+"""Prefect tasks of the registry stage: publish, gate, promote, roll back, and fetch production for later stages."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.onnx import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
-from tasks.export.steps import Evaluation
-from tasks.monitor.reference import MonitoringReference
+from tasks.errors import STORE_RETRIES
+from tasks.export.evaluate import Evaluation
 from tasks.registry.aliases import default_actor, promote_if_unchanged
+from tasks.registry.assemble import draft_manifest, release_files
 from tasks.registry.config import GateConfig, StoreConfig
-from tasks.registry.gate import GateDecision, gate_candidate
-from tasks.registry.lineage import code_version, model_card
-from tasks.registry.production import ProductionScore, score_production
+from tasks.registry.gate import GateDecision, ProductionScore, gate_candidate, score_production
+from tasks.registry.lineage import model_card
+from tasks.registry.manifest import MonitoringReference
 from tasks.registry.release import Release, publish_release
 from tasks.registry.rollback import RollbackResult, roll_back
+from tasks.registry.serving import FetchedRelease
+from tasks.registry.serving import fetch_production as fetch_production_release
 from tasks.registry.store import open_store
-from tasks.train.datamodule import to_model_input
-from tasks.train.fit import TrainedModel
-
-
-MODEL_CARD = "MODEL_CARD.md"
-
-
-# Errors no retry can fix: bad requests, missing things, refused files. Error classes of this
-# project mark themselves with ``permanent = True``.
-PERMANENT_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError, PermissionError)
-
-
-def retry_if_transient(task, task_run, state) -> bool:
-    """Retry what a flaky network or endpoint may fix; never a refused file or an impossible request."""
-    error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
-    return not (isinstance(error, PERMANENT_ERRORS) or getattr(error, "permanent", False))
-
-
-STORE_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 8, 30], "retry_condition_fn": retry_if_transient}
+from tasks.train.trained import TrainedModel
 
 
 def run_actor() -> str:
@@ -48,78 +33,6 @@ def run_actor() -> str:
     return f"{default_actor()}, {run}"
 
 
-def release_files(
-    snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation, reference: MonitoringReference | None = None
-) -> dict[str, Path]:
-    """Release-relative path -> local file: every variant, the dataset lineage, the training history, the monitoring reference."""
-    files: dict[str, Path] = dict(reference.release_files()) if reference else {}
-    for variant in evaluation.variants:
-        for path in variant.files():
-            files[f"{variant.name}/{path.relative_to(variant.directory).as_posix()}"] = path
-    files["dataset/validation_report.json"] = snapshot.report_path
-    files["dataset/manifest.json"] = snapshot.directory / "manifest.json"
-    files["training/history.json"] = trained.state_dict_path.parent / "history.json"
-    return files
-
-
-def release_manifest(
-    snapshot: DatasetSnapshot,
-    trained: TrainedModel,
-    evaluation: Evaluation,
-    config: dict,
-    reference: MonitoringReference | None = None,
-) -> dict:
-    """Everything a reader needs besides the files: input contract, metrics, variants, lineage, monitoring."""
-    served = evaluation.served_variant()
-    return {
-        **({"monitoring": reference.manifest_entry()} if reference else {}),
-        "schema_version": 1,
-        "input": {
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channels": snapshot.channels,
-            "image_size": snapshot.image_size,
-            "scale": "pixel / 255",
-            "input_name": INPUT_NAME,
-            "output_name": OUTPUT_NAME,
-            "embedding_output": EMBEDDING_NAME,
-        },
-        "served": {
-            "name": served.name,
-            "runtime": served.runtime,
-            "precision": served.precision,
-            "stage": served.stage,
-            "entrypoint": served.entrypoint,
-            "reason": evaluation.choice.reason,
-        },
-        "policy": evaluation.choice.model_dump(exclude={"reason", "served"}),
-        "latency": evaluation.latency.model_dump(),
-        "metrics": {
-            "test_accuracy_fp32": evaluation.baseline_accuracy,
-            "test_accuracy_served": served.accuracy,
-            "val_accuracy": trained.val_acc,
-            "test_images": sum(snapshot.counts["test"].values()),
-        },
-        "variants": evaluation.table(),
-        "entrypoints": {v.name: v.entrypoint for v in evaluation.variants},
-        "parity": [p.model_dump() for p in evaluation.parity],
-        "dataset": {
-            "version": snapshot.version,
-            "source": snapshot.source,
-            "classes": snapshot.classes,
-            "counts": snapshot.counts,
-            "quarantined": len(snapshot.quarantined),
-        },
-        "training": {
-            "model": trained.model_name,
-            "best_epoch": trained.best_epoch,
-            "epochs_run": len(trained.history),
-        },
-        "config": config,
-        "code_version": code_version(),
-    }
-
-
 @task(**STORE_RETRIES)
 def publish(
     store_config: StoreConfig,
@@ -127,22 +40,27 @@ def publish(
     snapshot: DatasetSnapshot,
     trained: TrainedModel,
     evaluation: Evaluation,
-    config: dict,
-    reference: MonitoringReference | None = None,
+    config: dict[str, Any],
+    monitoring: MonitoringReference | None = None,
 ) -> Release:
     """Upload the release files, then its manifest; a retry resumes where it stopped."""
     logger = get_run_logger()
-    store = open_store(store_config)
-    manifest = release_manifest(snapshot, trained, evaluation, config, reference)
-    files = release_files(snapshot, trained, evaluation, reference)
-    card = trained.state_dict_path.parent / MODEL_CARD
-    card.write_text(model_card(model, manifest))
-    files[MODEL_CARD] = card
-    release = publish_release(
-        store, model, files, {**manifest, "model_card": MODEL_CARD}, served_variant=evaluation.served, progress=logger.info
-    )
+    draft = draft_manifest(model, snapshot, trained, evaluation, config, monitoring)
+    files = release_files(snapshot, trained, evaluation, monitoring)
+    card = trained.state_dict_path.parent / draft.model_card
+    card.write_text(model_card(draft))
+    files[draft.model_card] = card
+    release = publish_release(open_store(store_config), files, draft, progress=logger.info)
     logger.info("release %s %s at %s", model, release.version, release.uri)
     return release
+
+
+@task(**STORE_RETRIES)
+def fetch_production(store_config: StoreConfig, model: str, work_dir: Path) -> FetchedRelease:
+    """Production's served variant and monitoring files, downloaded and verified by sha256 (cached by hash)."""
+    production = fetch_production_release(open_store(store_config), model, work_dir)
+    get_run_logger().info("production %s %s (%s), files verified", model, production.version, production.manifest.served.name)
+    return production
 
 
 @task(**STORE_RETRIES)
@@ -150,8 +68,8 @@ def score_current_production(
     store_config: StoreConfig, model: str, snapshot: DatasetSnapshot, work_dir: Path
 ) -> ProductionScore:
     """Production's accuracy on this build's test split (its served artifact, sha256-verified)."""
-    images, labels = snapshot.arrays("test")
-    score = score_production(open_store(store_config), model, to_model_input(images), labels, snapshot.classes, work_dir)
+    inputs, labels = snapshot.model_inputs("test")
+    score = score_production(open_store(store_config), model, snapshot.input, inputs, labels, snapshot.classes, work_dir)
     get_run_logger().info(
         "production %s: %s",
         score.version or "-",

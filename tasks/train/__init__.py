@@ -1,6 +1,1 @@
-"""Training stage: model zoo, data module, Lightning module and fit."""
-
-from tasks.train.config import TrainConfig
-from tasks.train.fit import EpochRecord, TrainedModel
-
-__all__ = ["EpochRecord", "TrainConfig", "TrainedModel"]
+"""Training stage: the model zoo, the data module over a snapshot, the Lightning module and fit."""

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks.data.snapshot import DatasetSnapshot
 
 
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 N x C x H x W pixels -> float32 in [0, 1]: the input contract of every exported variant."""
-    return images.astype(np.float32) / 255.0
-
-
 class SnapshotDataModule(L.LightningDataModule):
-    """Serves a snapshot's train/val/test splits as float tensors in [0, 1]."""
+    """Serves a snapshot's train/val/test splits as the model takes them (the input contract's scaling)."""
 
     def __init__(self, snapshot: DatasetSnapshot, batch_size: int, seed: int = 0) -> None:
         super().__init__()
@@ -28,10 +22,8 @@ class SnapshotDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
             if split not in self._sets:
-                images, labels = self.snapshot.arrays(split)
-                self._sets[split] = TensorDataset(
-                    torch.from_numpy(to_model_input(images)), torch.from_numpy(labels)
-                )
+                inputs, labels = self.snapshot.model_inputs(split)
+                self._sets[split] = TensorDataset(torch.from_numpy(inputs), torch.from_numpy(labels))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

@@ -20,39 +20,7 @@ from tasks.train.config import TrainConfig
 from tasks.train.datamodule import SnapshotDataModule
 from tasks.train.models import build_model
 from tasks.train.module import ClassifierModule
-
-
-class EpochRecord(BaseModel):
-    """Loss and accuracy of one epoch."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-
-
-class TrainedModel(BaseModel):
-    """A trained model on disk: how to rebuild it and where its weights are."""
-
-    model_name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    classes: list[str]
-    checkpoint_path: Path
-    state_dict_path: Path
-    history: list[EpochRecord]
-    best_epoch: int
-    val_acc: float
-    test_acc: float
-    dataset_version: str
-
-    def load(self) -> nn.Module:
-        """Rebuild the architecture and load the best weights (weights_only, nothing unpickled)."""
-        model = build_model(self.model_name, self.num_classes, self.in_channels)
-        model.load_state_dict(torch.load(self.state_dict_path, map_location="cpu", weights_only=True))
-        return model.eval()
+from tasks.train.trained import EpochRecord, TrainedModel
 
 
 class _History(Callback):
@@ -175,10 +143,8 @@ def trained_model(
     torch.save(model.state_dict(), state_dict_path)
     return TrainedModel(
         model_name=model_name,
-        num_classes=len(snapshot.classes),
-        in_channels=snapshot.channels,
-        image_size=snapshot.image_size,
         classes=snapshot.classes,
+        input=snapshot.input,
         checkpoint_path=outcome.checkpoint_path,
         state_dict_path=state_dict_path,
         history=outcome.history,
@@ -205,7 +171,7 @@ def fit_classifier(
         loads), the per-epoch history and validation/test accuracy.
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_model(config.model, len(snapshot.classes), snapshot.channels, config.weights_path)
+    model = build_model(config.model, len(snapshot.classes), snapshot.input, config.weights_path)
     module = ClassifierModule(model, config.learning_rate, config.weight_decay, config.max_epochs)
     outcome = fit_module(module, snapshot, config, out_dir, on_epoch)
     return trained_model(module.model, config.model, snapshot, outcome, out_dir)

@@ -1,14 +1,19 @@
-"""The model zoo: a small CNN default, a tiny one (a distillation student), two torchvision architectures; all random-initialised."""
+"""The model zoo: a small CNN default, a tiny one (a distillation student), two torchvision architectures; all random-initialised.
+
+Every entry takes one modality's inputs: these take images, sized by the input contract's
+channels. A second modality adds its own entries (in a module of its own) to ``ZOO``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
-MODEL_NAMES = ("small_cnn", "tiny_cnn", "resnet18", "mobilenet_v3_small")
+from tasks.data.contract import InputContract
 
 
 class SmallCNN(nn.Module):
@@ -44,38 +49,61 @@ def _first_conv_for(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     )
 
 
-def build_model(name: str, num_classes: int, in_channels: int, weights_path: Path | None = None) -> nn.Module:
-    """Build a classifier by name with ``num_classes`` outputs and ``in_channels`` inputs.
+def _small_cnn(num_classes: int, contract: InputContract) -> nn.Module:
+    return SmallCNN(num_classes, contract.channels)
+
+
+def _tiny_cnn(num_classes: int, contract: InputContract) -> nn.Module:
+    # A quarter of small_cnn's parameters: a student to distil small_cnn (or bigger) into.
+    return SmallCNN(num_classes, contract.channels, width=16)
+
+
+def _resnet18(num_classes: int, contract: InputContract) -> nn.Module:
+    model = tv_models.resnet18(weights=None, num_classes=num_classes)
+    if contract.channels != 3:
+        model.conv1 = _first_conv_for(model.conv1, contract.channels)
+    return model
+
+
+def _mobilenet_v3_small(num_classes: int, contract: InputContract) -> nn.Module:
+    model = tv_models.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    if contract.channels != 3:
+        model.features[0][0] = _first_conv_for(model.features[0][0], contract.channels)
+    # torchvision's BN momentum of 0.01 suits long ImageNet schedules; from scratch on a
+    # small dataset the running statistics lag the weights and eval accuracy sits at chance.
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.1
+    return model
+
+
+# name -> (the input kind it takes, builder)
+ZOO: dict[str, tuple[str, Callable[[int, InputContract], nn.Module]]] = {
+    "small_cnn": ("image", _small_cnn),
+    "tiny_cnn": ("image", _tiny_cnn),
+    "resnet18": ("image", _resnet18),
+    "mobilenet_v3_small": ("image", _mobilenet_v3_small),
+}
+
+
+def build_model(name: str, num_classes: int, contract: InputContract, weights_path: Path | None = None) -> nn.Module:
+    """Build a classifier by name with ``num_classes`` outputs for inputs of ``contract``.
 
     Args:
-        name: one of ``MODEL_NAMES``.
+        name: a key of ``ZOO``.
         num_classes: size of the output layer.
-        in_channels: 1 for grayscale, 3 for RGB.
+        contract: the inputs it takes (images: their channel count).
         weights_path: optional local state_dict, loaded with ``weights_only=True``.
 
     Raises:
-        ValueError: an unknown name, or weights that do not fit the architecture.
+        ValueError: an unknown name, a model of another modality, or weights that do not fit.
     """
-    if name == "small_cnn":
-        model: nn.Module = SmallCNN(num_classes, in_channels)
-    elif name == "tiny_cnn":
-        # A quarter of small_cnn's parameters: a student to distil small_cnn (or bigger) into.
-        model = SmallCNN(num_classes, in_channels, width=16)
-    elif name == "resnet18":
-        model = tv_models.resnet18(weights=None, num_classes=num_classes)
-        if in_channels != 3:
-            model.conv1 = _first_conv_for(model.conv1, in_channels)
-    elif name == "mobilenet_v3_small":
-        model = tv_models.mobilenet_v3_small(weights=None, num_classes=num_classes)
-        if in_channels != 3:
-            model.features[0][0] = _first_conv_for(model.features[0][0], in_channels)
-        # torchvision's BN momentum of 0.01 suits long ImageNet schedules; from scratch on a
-        # small dataset the running statistics lag the weights and eval accuracy sits at chance.
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.momentum = 0.1
-    else:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+    if name not in ZOO:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(ZOO)}")
+    kind, build = ZOO[name]
+    if kind != contract.kind:
+        raise ValueError(f"model {name!r} takes {kind} inputs; this data is {contract.kind}")
+    model = build(num_classes, contract)
     if weights_path is not None:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         try:

@@ -11,7 +11,8 @@ from prefect.runtime import flow_run
 
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
-from tasks.train.fit import EpochRecord, TrainedModel, fit_classifier
+from tasks.train.fit import fit_classifier
+from tasks.train.trained import EpochRecord, TrainedModel
 
 
 @task

@@ -1,27 +1,32 @@
-"""Shared fixtures of the flow tests: one default build of the embedded digits for every module."""
+"""Shared fixtures of the flow tests: one shrunken build of the embedded digits (default plan) for every module."""
 
 from __future__ import annotations
 
 import pytest
 
 from flows.build import build
-from flows.config import BuildConfig
-from tasks.export.config import EvaluateConfig
-from tasks.registry.config import StoreConfig
 from tasks.registry.release import download_release
 from tasks.registry.store import open_store
 
 
 @pytest.fixture(scope="session")
-def demo(prefect_api, tmp_path_factory: pytest.TempPathFactory):
-    """The default build (embedded digits) with a temporary work dir and registry."""
+def demo(prefect_api, quick_build, tmp_path_factory: pytest.TempPathFactory):
+    """The embedded digits built with the default plan (distill -> prune -> int8), trained briefly.
+
+    Returns the config, the release, its manifest and the folder it was downloaded to (verified).
+    """
     root = tmp_path_factory.mktemp("demo")
-    config = BuildConfig(
-        work_dir=root / "work",
-        store=StoreConfig(uri=f"file://{root / 'registry'}"),
-        evaluate=EvaluateConfig(latency={"repeats": 5}),
-    )
+    config = quick_build(root)
     release = build(config)
-    store = open_store(config.store)
-    manifest = download_release(store, release.model, release.version, root / "download", root / "cache")
+    manifest = download_release(open_store(config.store), release.model, release.version, root / "download", root / "cache")
     return config, release, manifest, root / "download"
+
+
+def release_files_of(demo, split: str = "test"):  # noqa: ANN201 - list[LabelledFile]
+    """The files of one split of the demo release, as this machine has them (through the registry's one helper)."""
+    from tasks.registry.serving import fetch_release, release_split
+
+    config, release, _, _ = demo
+    store = open_store(config.store)
+    fetched = fetch_release(store, release.model, release.version, config.work_dir)
+    return release_split(store, fetched, config.work_dir / "cache", split)

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from flows.config import ExplainConfig, ScoreConfig
 from flows.explain import explain
 from flows.score import score
-from tasks.explain.lime_images import LimeConfig
+from tasks.explain.config import LimeConfig
+from tests.flows.conftest import release_files_of
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -27,22 +28,21 @@ def test_explains_the_test_split_with_the_served_artifact(demo) -> None:
     assert result.version == release.version and len(result.explained) == 4
     assert result.explained[0]["why"] == "least confident"
     report = Path(result.report_uri.removeprefix("file://")).read_text()
-    assert report.count("<section class='explanation'") == 4 and manifest["served"]["name"] in report
+    assert report.count("<section class='explanation'") == 4 and manifest.served.name in report
     weights = json.loads(Path(result.weights_uri.removeprefix("file://")).read_text())
     assert [i["name"] for i in weights["images"]] == [e["image"] for e in result.explained]
-    assert weights["classes"] == manifest["dataset"]["classes"]
+    assert weights["classes"] == manifest.classes
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["explain-report"])))
     assert any(result.report_uri in str(a.data) for a in artifacts)
 
 
 def test_explains_the_latest_scored_batch_and_reports_bad_files(demo, tmp_path: Path) -> None:
-    config, _, _, downloaded = demo
-    dataset = json.loads((downloaded / "dataset" / "manifest.json").read_text())
+    config = demo[0]
     folder = tmp_path / "batch"
     folder.mkdir()
-    for f in [f for f in dataset["files"] if f["split"] == "val"][:5]:
-        shutil.copy(config.work_dir / "datasets" / "digits" / f["path"], folder / Path(f["path"]).name)
+    for f in release_files_of(demo, "val")[:5]:
+        shutil.copy(f.path, folder / f.path.name)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk")
     score(ScoreConfig(source=str(folder), work_dir=config.work_dir, store=config.store))
     result = explain(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -15,19 +14,21 @@ from flows.config import MonitorConfig, ScoreConfig
 from flows.monitor import monitor
 from flows.score import score
 from tasks.data.shift import write_shifted
-from tasks.monitor.logs import read_window
-from tasks.monitor.steps import NoProductionRelease, NoReferenceData
+from tasks.monitor.steps import NoReferenceData
 from tasks.registry.aliases import move_alias, read_alias
+from tasks.registry.manifest import ReleaseDraft
 from tasks.registry.release import publish_release
+from tasks.registry.serving import NoProductionRelease
 from tasks.registry.store import open_store
+from tasks.score.inputs import InputNotFound
+from tasks.score.logs import read_window
+from tests.flows.conftest import release_files_of
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def held_out_files(demo) -> list[Path]:
-    config, _, _, downloaded = demo
-    dataset = json.loads((downloaded / "dataset" / "manifest.json").read_text())
-    return [config.work_dir / "datasets" / "digits" / f["path"] for f in dataset["files"] if f["split"] == "test"]
+    return [f.path for f in release_files_of(demo, "test")]
 
 
 def run_batch(demo, folder: Path) -> tuple:
@@ -47,14 +48,14 @@ def test_features_are_identical_at_build_and_at_scoring(demo, tmp_path: Path) ->
     for path in held_out_files(demo):
         shutil.copy(path, originals / f"{path.parent.name}-{path.name}")
     scored = score(ScoreConfig(source=str(originals), work_dir=config.work_dir, store=config.store))
-    assert scored.scored == manifest["metrics"]["test_images"] and not scored.failed
+    assert scored.scored == manifest.metrics.test_images and not scored.failed
     logged = read_window(open_store(config.store), "monitoring", release.model)
     logged = logged[logged["scored_at"] == logged["scored_at"].max()]
-    reference = pd.read_parquet(downloaded / manifest["monitoring"]["reference"])
+    reference = pd.read_parquet(downloaded / manifest.monitoring.reference)
     reference = reference[reference["split"] == "test"]
     merged = reference.merge(logged, on="image_sha256", suffixes=("_build", "_score"))
     assert len(merged) == len(reference)
-    for column in manifest["monitoring"]["numerical_columns"]:
+    for column in manifest.monitoring.numerical_columns:
         np.testing.assert_array_equal(merged[f"{column}_build"], merged[f"{column}_score"], err_msg=column)
     assert (merged["predicted_class_build"] == merged["predicted_class_score"]).all()
 
@@ -108,7 +109,7 @@ def test_empty_or_missing_sources_and_small_windows(demo, tmp_path: Path) -> Non
     (tmp_path / "empty").mkdir()
     result = score(ScoreConfig(source=str(tmp_path / "empty"), work_dir=config.work_dir, store=config.store))
     assert result.scored == 0 and "no files" in result.note
-    with pytest.raises(FileNotFoundError, match="not an existing folder"):
+    with pytest.raises(InputNotFound, match="not an existing folder"):
         score(ScoreConfig(source=str(tmp_path / "missing"), work_dir=config.work_dir, store=config.store))
     report = monitor(MonitorConfig(window_hours=None, window_rows=20, work_dir=config.work_dir, store=config.store))
     assert report.result.status == "not enough data" and report.event_id is None
@@ -121,9 +122,9 @@ def test_models_without_production_or_reference_are_refused(demo, tmp_path: Path
         monitor(MonitorConfig(model_name="never-built", work_dir=config.work_dir, store=config.store))
     # A release as built before monitoring existed: same files and manifest, no monitoring reference.
     store = open_store(config.store)
-    files = {f["path"]: downloaded / f["path"] for f in manifest["files"] if not f["path"].startswith("monitoring/")}
-    old = {k: v for k, v in manifest.items() if k not in ("monitoring", "files", "version", "created_at", "model")}
-    version = publish_release(store, "older", files, old, manifest["served"]["name"]).version
+    files = {f.path: downloaded / f.path for f in manifest.files if not f.path.startswith("monitoring/")}
+    older = manifest.model_dump(exclude={"version", "created_at", "files"}) | {"model": "older", "monitoring": None}
+    version = publish_release(store, files, ReleaseDraft.model_validate(older)).version
     move_alias(store, "older", version, "before monitoring", read_alias(store, "older"))
     with pytest.raises(NoReferenceData, match="no monitoring reference"):
         monitor(MonitorConfig(model_name="older", work_dir=config.work_dir, store=config.store))

@@ -82,3 +82,15 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def deployed(prefect_server: PrefectServer) -> dict[str, dict]:
+    """Every deployment of prefect.yaml on the session's server, on the process pool, schedules paused.
+
+    Returns the deployments by name, as the API lists them.
+    """
+    prefect_server.cli("work-pool", "create", "lepton-process", "--type", "process", "--overwrite")
+    prefect_server.cli("deploy", "--all")
+    prefect_server.cli("deployment", "schedule", "pause", "--all")  # tests start the runs they look at
+    return {d["name"]: d for d in httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()}

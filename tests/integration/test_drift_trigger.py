@@ -14,46 +14,26 @@ import pytest
 from flows.build import build
 from flows.config import BuildConfig, ScoreConfig
 from flows.score import score
-from tasks.compress.config import CompressConfig
-from tasks.data.config import DataConfig
 from tasks.data.shift import write_shifted
-from tasks.export.config import EvaluateConfig
-from tasks.monitor.reference import ReferenceConfig
-from tasks.registry.config import StoreConfig
-from tasks.train.config import TrainConfig
-from tests.conftest import write_class_images
+from tests.conftest import folder_build, write_class_images
 from tests.integration.conftest import PROJECT, PrefectServer
 
 pytestmark = pytest.mark.integration
 
 
 def test_drift_event_creates_a_build_run_with_templated_parameters(
-    prefect_api, prefect_server: PrefectServer, tmp_path: Path
+    prefect_api, prefect_server: PrefectServer, deployed, tmp_path: Path
 ) -> None:
     # A production release with its monitoring reference, and a batch of inverted images scored by it.
     images = write_class_images(tmp_path / "imgs", {"dark": 40, "mid": 40, "light": 40}, seed=5)
-    store = StoreConfig(uri=f"file://{tmp_path / 'registry'}")
-    release = build(
-        BuildConfig(
-            model_name="watched",
-            work_dir=tmp_path / "work",
-            data=DataConfig(source=str(images), image_size=8),
-            train=TrainConfig(max_epochs=3, batch_size=16),
-            compress=CompressConfig(plan=["int8"], int8={"calibration_size": 40}),
-            evaluate=EvaluateConfig(latency={"repeats": 3}, policy={"accuracy_budget_pp": 5.0}),
-            monitor=ReferenceConfig(train_sample=60),
-            store=store,
-        )
-    )
+    config = folder_build(tmp_path, images, "watched", reference={"train_sample": 60})
+    store = config.store
+    release = build(config)
     assert release.promoted
     write_shifted(sorted(images.rglob("*.png")), tmp_path / "shifted", "invert")
     assert score(ScoreConfig(model_name="watched", source=str(tmp_path / "shifted"), work_dir=tmp_path / "work", store=store)).scored == 120
 
-    prefect_server.cli("work-pool", "create", "lepton-process", "--type", "process", "--overwrite")
-    prefect_server.cli("deploy", "--all")
-    prefect_server.cli("deployment", "schedule", "pause", "--all")
-    deployments = {d["name"]: d for d in httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()}
-    assert {"build", "score", "monitor", "rollback"} <= set(deployments)
+    assert {"build", "score", "monitor", "rollback"} <= set(deployed)
 
     # The monitor runs as its own process against the server, as a scheduled run would.
     monitor_run = subprocess.run(
@@ -62,10 +42,12 @@ def test_drift_event_creates_a_build_run_with_templated_parameters(
         cwd=PROJECT, env=prefect_server.env, capture_output=True, text=True, timeout=300,
     )
     assert monitor_run.returncode == 0, monitor_run.stderr[-3000:]
+    # A healthy run's console has no ERROR line, even with a drift verdict (that is a WARNING).
+    assert "| ERROR" not in monitor_run.stderr + monitor_run.stdout, monitor_run.stderr[-3000:]
     report = json.loads(monitor_run.stdout[monitor_run.stdout.index("{"):])
     assert report["result"]["status"] == "drift" and report["event_id"]
 
-    build_id = deployments["build"]["id"]
+    build_id = deployed["build"]["id"]
     deadline = time.monotonic() + 90
     runs: list[dict] = []
     while time.monotonic() < deadline and not runs:

@@ -22,6 +22,7 @@ from tasks.registry.config import StoreConfig
 from tasks.registry.release import download_release, list_versions, publish_release
 from tasks.registry.rollback import roll_back
 from tasks.registry.store import S3Store
+from tests.conftest import release_draft
 from tests.integration.conftest import PROJECT
 from tests.s3_endpoint import Request, S3Endpoint
 
@@ -116,7 +117,7 @@ def pipeline_requests(s3_server: S3Endpoint, tmp_path: Path) -> tuple[str, list[
         big.write_bytes(bytes([n]) * (9 * 2**20))
         small = tmp_path / f"small{n}.json"
         small.write_text(json.dumps({"n": n}))
-        version = publish_release(store, "digits", {"onnx-fp32/model.bin": big, "labels.json": small}, {}, "onnx-fp32").version
+        version = publish_release(store, {"onnx-fp32/model.bin": big, "labels.json": small}, release_draft("digits")).version
         assert promote_if_unchanged(store, "digits", version, "test", versions[-1] if versions else None)[0]
         versions.append(version)
     list_versions(store, "digits")

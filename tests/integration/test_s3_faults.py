@@ -31,6 +31,7 @@ from tasks.registry.release import (
     read_manifest,
 )
 from tasks.registry.store import ObjectNotFound, S3Store
+from tests.conftest import release_draft
 from tests.s3_endpoint import S3Endpoint
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def release_files(root: Path, seed: int) -> dict[str, Path]:
 def release_and_promote(config: StoreConfig, files: dict[str, Path], gated_against: str | None) -> Release:
     """What the build flow's publish and promote tasks do, without the model training around them."""
     store = S3Store(config)
-    release = publish_release(store, "digits", files, {"served": {"name": "onnx-fp32"}}, "onnx-fp32")
+    release = publish_release(store, files, release_draft("digits"))
     promoted, why = promote_if_unchanged(store, "digits", release.version, "trial", gated_against)
     assert promoted, why
     return release
@@ -105,7 +106,7 @@ def verify_readers(config: StoreConfig, work: Path) -> tuple[int, int]:
     torn = 0
     for manifest in list_versions(store, "digits"):
         try:
-            download_release(store, "digits", manifest["version"], work / "dl" / manifest["version"], work / "cache")
+            download_release(store, "digits", manifest.version, work / "dl" / manifest.version, work / "cache")
         except Exception:  # noqa: BLE001 - any failure to read a listed version makes it torn
             torn += 1
     alias, _ = read_alias(store, "digits")
@@ -162,7 +163,7 @@ def test_seeded_faults_never_tear_a_release(endpoint: S3Endpoint, tmp_path: Path
         tally["torn releases"] += torn
         tally["alias on incomplete"] += alias_bad
         store = S3Store(config)
-        listed = [m["version"] for m in list_versions(store, "digits")]
+        listed = [m.version for m in list_versions(store, "digits")]
         assert (version in listed) == (MANIFEST in landed), (trial, phase, mode, landed)
         if MANIFEST not in landed:
             with pytest.raises(ObjectNotFound):
@@ -197,7 +198,7 @@ def test_racing_releases_have_exactly_one_winner(endpoint: S3Endpoint, tmp_path:
         if round_ % 2:  # race from an existing production (If-Match) and from none (If-None-Match)
             production = release_and_promote(config, release_files(tmp_path / "base", round_), None).version
         candidates = [
-            publish_release(store, "digits", release_files(tmp_path / f"r{round_}", 10 * round_ + i), {}, "onnx-fp32").version
+            publish_release(store, release_files(tmp_path / f"r{round_}", 10 * round_ + i), release_draft("digits")).version
             for i in range(4)
         ]
         barrier = threading.Barrier(len(candidates))
@@ -220,4 +221,4 @@ def test_racing_releases_have_exactly_one_winner(endpoint: S3Endpoint, tmp_path:
         for version, (won, why) in outcomes.items():
             if not won:
                 assert "moved" in why
-                assert version in [m["version"] for m in list_versions(store, "digits")]  # the loser stays intact
+                assert version in [m.version for m in list_versions(store, "digits")]  # the loser stays intact

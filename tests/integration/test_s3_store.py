@@ -12,23 +12,22 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from flows.build import build
-from flows.config import BuildConfig, MonitorConfig, ScoreConfig
+from flows.config import MonitorConfig, ScoreConfig
 from flows.monitor import monitor
 from flows.score import score
-from tasks.compress.config import CompressConfig
-from tasks.data.config import DataConfig
-from tasks.export.config import EvaluateConfig
+from tasks.data.contract import ImageInput
 from tasks.export.onnx import export_onnx
 from tasks.hashing import sha256_file
-from tasks.monitor.logs import read_window
 from tasks.registry.aliases import move_alias, promote_if_unchanged, read_alias
 from tasks.registry.config import StoreConfig
 from tasks.registry.release import IntegrityError, download_release, list_versions, publish_release, read_manifest
 from tasks.registry.rollback import roll_back
 from tasks.registry.store import ConditionalWriteFailed, S3Store, StoreUnavailable
-from tasks.train.config import TrainConfig
+from tasks.score.logs import read_window
 from tasks.train.models import build_model
-from tests.conftest import TEST_ACCESS_KEY, TEST_SECRET, write_class_images
+from tests.conftest import TEST_ACCESS_KEY, TEST_SECRET, folder_build, release_draft, write_class_images
+
+GREY = ImageInput(channels=1, image_size=16)
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +46,7 @@ def release_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("release")
     torch.manual_seed(0)
-    onnx_path = export_onnx(build_model("small_cnn", 4, 1), torch.rand(2, 1, 16, 16), root / "onnx-fp32" / "model.onnx")
+    onnx_path = export_onnx(build_model("small_cnn", 4, GREY), torch.rand(2, 1, 16, 16), root / "onnx-fp32" / "model.onnx")
     big = root / "blob" / "weights.bin"
     big.parent.mkdir()
     big.write_bytes(np.random.default_rng(0).bytes(9 * 1024 * 1024))
@@ -73,19 +72,19 @@ class FlakyS3Store(S3Store):
 
 def test_whole_release_round_trips_with_sha256_and_sse(s3_config: StoreConfig, release_files, tmp_path: Path) -> None:
     store = S3Store(s3_config)
-    release = publish_release(store, "digits", release_files, {"metrics": {"acc": 0.99}}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("digits", config={"acc": 0.99}))
     assert release.uri == f"{store.uri}/models/digits/{release.version}"
     manifest = download_release(store, "digits", release.version, tmp_path / "dl", tmp_path / "cache")
     for rel, local in release_files.items():
         assert sha256_file(tmp_path / "dl" / rel) == sha256_file(local)
     client = boto3.client("s3", endpoint_url=s3_config.endpoint_url)
     keys = store.list_keys(f"models/digits/{release.version}/")
-    assert len(keys) == len(release_files) + 1 == len(manifest["files"]) + 1
+    assert len(keys) == len(release_files) + 1 == len(manifest.files) + 1 and manifest.config == {"acc": 0.99}
     for key in keys:
         head = client.head_object(Bucket=store.bucket, Key=f"team/registry/{key}")
         assert head["ServerSideEncryption"] == "AES256", key
         if not key.endswith("manifest.json"):
-            expected = next(f["sha256"] for f in manifest["files"] if key.endswith(f["path"]))
+            expected = next(f.sha256 for f in manifest.files if key.endswith(f.path))
             assert head["Metadata"]["sha256"] == expected
 
 
@@ -95,7 +94,7 @@ def test_whole_release_round_trips_with_sha256_and_sse(s3_config: StoreConfig, r
 def test_every_object_carries_the_configured_encryption(s3_config: StoreConfig, release_files, sse: dict) -> None:
     config = s3_config.model_copy(update=sse)
     store = S3Store(config)
-    release = publish_release(store, "digits", release_files, {}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("digits"))
     move_alias(store, "digits", release.version, "first", read_alias(store, "digits"))
     client = boto3.client("s3", endpoint_url=config.endpoint_url)
     keys = store.list_keys("")
@@ -110,7 +109,7 @@ def test_every_object_carries_the_configured_encryption(s3_config: StoreConfig, 
 def test_unsafe_names_never_reach_the_bucket(s3_config: StoreConfig, release_files, name: str) -> None:
     store = S3Store(s3_config)
     with pytest.raises(ValueError, match="not allowed"):
-        publish_release(store, name, release_files, {}, "onnx-fp32")
+        publish_release(store, release_files, release_draft(name))
     with pytest.raises(ValueError, match="not allowed"):
         read_alias(store, name)
     with pytest.raises(ValueError, match="not a relative path"):
@@ -124,7 +123,7 @@ def test_rollback_round_trip(s3_config: StoreConfig, release_files, tmp_path: Pa
     for n in range(3):
         release_files["blob/weights.bin"] = tmp_path / f"w{n}.bin"
         release_files["blob/weights.bin"].write_bytes(bytes([n]) * 1024)
-        version = publish_release(store, "digits", release_files, {}, "onnx-fp32").version
+        version = publish_release(store, release_files, release_draft("digits")).version
         assert promote_if_unchanged(store, "digits", version, f"build {n}", versions[-1] if versions else None)[0]
         versions.append(version)
     back = roll_back(store, "digits", tmp_path / "work", reason="regression in build 2")
@@ -143,16 +142,16 @@ def test_rollback_round_trip(s3_config: StoreConfig, release_files, tmp_path: Pa
 
 def test_interrupted_upload_is_invisible_and_retry_completes(s3_config: StoreConfig, release_files) -> None:
     with pytest.raises(ConnectionError):
-        publish_release(FlakyS3Store(s3_config, fail_at=2), "digits", release_files, {}, "onnx-fp32")
+        publish_release(FlakyS3Store(s3_config, fail_at=2), release_files, release_draft("digits"))
     store = S3Store(s3_config)
     assert list_versions(store, "digits") == []
-    release = publish_release(store, "digits", release_files, {}, "onnx-fp32")
-    assert [m["version"] for m in list_versions(store, "digits")] == [release.version]
+    release = publish_release(store, release_files, release_draft("digits"))
+    assert [m.version for m in list_versions(store, "digits")] == [release.version]
 
 
 def test_tampered_object_is_refused(s3_config: StoreConfig, release_files, tmp_path: Path) -> None:
     store = S3Store(s3_config)
-    release = publish_release(store, "digits", release_files, {}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("digits"))
     client = boto3.client("s3", endpoint_url=s3_config.endpoint_url)
     client.put_object(Bucket=store.bucket, Key=f"team/registry/models/digits/{release.version}/onnx-fp32/model.onnx", Body=b"x")
     with pytest.raises(IntegrityError, match="onnx-fp32/model.onnx"):
@@ -161,7 +160,7 @@ def test_tampered_object_is_refused(s3_config: StoreConfig, release_files, tmp_p
 
 def test_alias_uses_conditional_writes(s3_config: StoreConfig, release_files) -> None:
     store = S3Store(s3_config)
-    version = publish_release(store, "digits", release_files, {}, "onnx-fp32").version
+    version = publish_release(store, release_files, release_draft("digits")).version
     never_set = read_alias(store, "digits")
     move_alias(store, "digits", version, "first", never_set)
     with pytest.raises(ConditionalWriteFailed):
@@ -176,31 +175,23 @@ def test_alias_uses_conditional_writes(s3_config: StoreConfig, release_files) ->
 def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path: Path) -> None:
     root = write_class_images(tmp_path / "imgs", {"dark": 30, "mid": 30, "light": 30}, seed=5)
     (root / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    config = BuildConfig(
-        model_name="brightness",
-        work_dir=tmp_path / "work",
-        data=DataConfig(source=str(root), image_size=8),
-        train=TrainConfig(max_epochs=3, batch_size=16),
-        compress=CompressConfig(plan=["int8"], int8={"calibration_size": 40}),
-        evaluate=EvaluateConfig(latency={"repeats": 3}, policy={"accuracy_budget_pp": 5.0}),
-        store=s3_config,
-    )
+    config = folder_build(tmp_path, root, "brightness", store=s3_config.model_dump())
     release = build(config)
     store = S3Store(s3_config)
     assert release.promoted
     assert release.uri.startswith(f"s3://{store.bucket}/team/registry/models/brightness/")
     assert read_alias(store, "brightness")[0].version == release.version
     manifest = read_manifest(store, "brightness", release.version)
-    assert manifest["dataset"]["classes"] == ["dark", "light", "mid"]
-    assert manifest["config"]["store"]["uri"] == s3_config.uri
+    assert manifest.classes == ["dark", "light", "mid"]
+    assert manifest.config["store"]["uri"] == s3_config.uri
     # Credentials come from the AWS chain and appear in no manifest, artifact or log line.
     with get_client(sync_client=True) as client:
         logs = " ".join(log.message for log in client.read_logs())
         artifacts = " ".join(str(a.data) + str(a.description) for a in client.read_artifacts())
     for secret in (TEST_ACCESS_KEY, TEST_SECRET):
-        assert secret not in json.dumps(manifest) and secret not in logs and secret not in artifacts
+        assert secret not in manifest.model_dump_json() and secret not in logs and secret not in artifacts
     assert "uploading" in logs  # the logs were read: progress lines are there
-    assert manifest["dataset"]["quarantined"] == 1
+    assert manifest.dataset.quarantined == 1
     download_release(store, "brightness", release.version, tmp_path / "dl", tmp_path / "cache", only="dataset")
     report = json.loads((tmp_path / "dl" / "dataset" / "validation_report.json").read_text())
     assert [q["path"] for q in report["quarantined"]] == ["dark/broken.png"]

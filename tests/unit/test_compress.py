@@ -9,16 +9,15 @@ import torch
 from pydantic import ValidationError
 from torch.nn import functional as F
 
-from tasks.compress.config import CompressConfig
-from tasks.compress.distill import DistillConfig, distill, distillation_loss
+from tasks.compress.config import CompressConfig, DistillConfig, PruneConfig
+from tasks.compress.distill import distill, distillation_loss
 from tasks.compress.onnx_int8 import quantize_onnx_int8
 from tasks.compress.openvino_int8 import quantize_openvino_int8, quantize_openvino_int8_within_budget
-from tasks.compress.prune import PruneConfig, prune_and_finetune
+from tasks.compress.prune import prune_and_finetune
 from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
-from tasks.export.evaluate import accuracy
 from tasks.export.fp32 import export_fp32_checked
+from tasks.export.measure import accuracy
 from tasks.train.config import TrainConfig
-from tasks.train.datamodule import to_model_input
 from tasks.train.fit import fit_classifier
 
 TRAIN = TrainConfig(max_epochs=12, seed=0)
@@ -78,8 +77,7 @@ def test_pruning_then_fine_tuning_keeps_accuracy_and_exports_with_parity(teacher
     # tiny_cnn has 16 and 32 channels: one pruning step moves MACs by several percent, so the last step may undershoot.
     assert 0.5 - 0.06 <= pruned.result.macs_ratio <= 0.5 * (1 + config.tolerance)
     assert pruned.result.params_after == _params(model) < _params(student.load())
-    images, labels = digits_snapshot.arrays("test")
-    inputs = to_model_input(images)
+    inputs, labels = digits_snapshot.model_inputs("test")
     assert accuracy(TorchBackend(model), inputs, labels) == pytest.approx(pruned.test_acc)
     assert pruned.test_acc >= student.test_acc - 0.05
     _, _, parity = export_fp32_checked(model, inputs, tmp_path / "variants", 1e-3, prefix="pruned-")
@@ -87,11 +85,10 @@ def test_pruning_then_fine_tuning_keeps_accuracy_and_exports_with_parity(teacher
 
 
 def test_int8_variants_stay_within_the_budget_on_the_digits_test_split(teacher, digits_snapshot, tmp_path: Path) -> None:
-    images, labels = digits_snapshot.arrays("test")
-    inputs = to_model_input(images)
+    inputs, labels = digits_snapshot.model_inputs("test")
     onnx_path, ir_path, _ = export_fp32_checked(teacher.load(), inputs, tmp_path, 1e-3)
     fp32 = accuracy(TorchBackend(teacher.load()), inputs, labels)
-    calibration = to_model_input(digits_snapshot.arrays("train")[0][:300])
+    calibration = digits_snapshot.model_inputs("train")[0][:300]
     onnx_int8 = quantize_onnx_int8(onnx_path, calibration, tmp_path / "q" / "model.onnx")
     ov_int8 = quantize_openvino_int8(ir_path, calibration, tmp_path / "qov" / "model.xml", fast_bias_correction=False)
     for backend in (OnnxRuntimeBackend(onnx_int8), OpenVinoBackend(ov_int8)):
@@ -101,12 +98,10 @@ def test_int8_variants_stay_within_the_budget_on_the_digits_test_split(teacher, 
 def test_accuracy_control_runs_when_plain_int8_misses_the_budget_and_brings_the_drop_within_it(
     teacher, digits_snapshot, tmp_path: Path
 ) -> None:
-    images, _ = digits_snapshot.arrays("test")
-    _, ir_path, _ = export_fp32_checked(teacher.load(), to_model_input(images), tmp_path, 1e-3)
-    val_images, val_labels = digits_snapshot.arrays("val")
-    val_inputs = to_model_input(val_images)
+    _, ir_path, _ = export_fp32_checked(teacher.load(), digits_snapshot.model_inputs("test")[0], tmp_path, 1e-3)
+    val_inputs, val_labels = digits_snapshot.model_inputs("val")
     # A deliberately poor calibration set (8 images, all-symmetric preset) so plain INT8 has something to lose.
-    calibration = to_model_input(digits_snapshot.arrays("train")[0][:8])
+    calibration = digits_snapshot.model_inputs("train")[0][:8]
     settings = {"preset": "performance"}
     plain = quantize_openvino_int8_within_budget(
         ir_path, calibration, val_inputs, val_labels, 0.0, tmp_path / "never" / "model.xml", "never", **settings

@@ -68,10 +68,32 @@ def test_config_round_trips_through_json() -> None:
 
 
 def test_cli_rejects_a_bad_config_file_before_running(tmp_path, capsys) -> None:
-    from flows.cli import main
+    from flows.build import main
 
     path = tmp_path / "bad.json"
     path.write_text('{"data": {"channels": 4}}')
     assert main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "bad.json" in err and "data.channels" in err and "1 (grayscale) or 3 (RGB)" in err
+    assert main(["--config", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_overrides_are_dotted_paths_with_json_values(tmp_path) -> None:
+    from flows.cli import load_config
+
+    path = tmp_path / "build.json"
+    path.write_text('{"model_name": "flowers", "train": {"max_epochs": 3, "batch_size": 8}}')
+    config = load_config(
+        BuildConfig, path, ["train.max_epochs=5", "compress.plan=[]", "store.uri=s3://bucket/ml", "reason=why not"]
+    )
+    assert (config.model_name, config.train.max_epochs, config.train.batch_size) == ("flowers", 5, 8)
+    assert config.compress.plan == [] and config.store.uri == "s3://bucket/ml" and config.reason == "why not"
+    for bad, message in [
+        ("train.max_epochs", "use KEY=VALUE"),
+        ("model_name.first=x", "model_name is not a group of fields"),
+        ("train.max_epochs=0", "train.max_epochs: Input should be greater than or equal to 1"),
+        ("traim.max_epochs=3", "traim: Extra inputs are not permitted"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_config(BuildConfig, path, [bad])

@@ -11,13 +11,18 @@ import torch
 from PIL import Image
 
 from tasks.data.config import DataConfig
-from tasks.data.snapshot import ingest_imagefolder
-from tasks.explain.lime_images import ImageLimeExplainer, LimeConfig, choose_samples, segment
-from tasks.explain.report import ExplainedImage, write_report
+from tasks.data.contract import ImageInput
+from tasks.data.imagefolder import ingest_imagefolder
+from tasks.explain.config import LimeConfig
+from tasks.explain.explanation import ExplainedInput, choose_samples
+from tasks.explain.lime_images import ImageLimeExplainer, segment
+from tasks.explain.report import write_report
 from tasks.export.backends import TorchBackend
 from tasks.train.config import TrainConfig
 from tasks.train.fit import fit_classifier
 from tasks.train.models import build_model
+
+GREY = ImageInput(channels=1, image_size=16)
 
 PATCH = 4  # the evidence: a bright 4x4 patch, top-left for class "left", bottom-right for "right"
 
@@ -44,17 +49,17 @@ def patch_model(tmp_path_factory: pytest.TempPathFactory):
 
 def test_explanations_are_deterministic_for_a_seed() -> None:
     torch.manual_seed(0)
-    backend = TorchBackend(build_model("small_cnn", 4, 1))
+    backend = TorchBackend(build_model("small_cnn", 4, GREY))
     image = np.random.default_rng(0).integers(0, 256, size=(1, 16, 16)).astype(np.uint8)
     config = LimeConfig(num_samples=300)
-    first = ImageLimeExplainer(backend.predict, 1, config).explain(image)
-    again = ImageLimeExplainer(backend.predict, 1, config).explain(image)
-    other = ImageLimeExplainer(backend.predict, 1, config.model_copy(update={"seed": 1})).explain(image)
+    first = ImageLimeExplainer(backend.predict, GREY, config).explain(image)
+    again = ImageLimeExplainer(backend.predict, GREY, config).explain(image)
+    other = ImageLimeExplainer(backend.predict, GREY, config.model_copy(update={"seed": 1})).explain(image)
     assert first == again
     assert first.weights != other.weights
     assert first.model_calls == 1  # 300 perturbations in one batched call (lime's default would make 30)
     # Building the perturbed images with array operations changes nothing but the speed.
-    plain = ImageLimeExplainer(backend.predict, 1, config.model_copy(update={"batch_size": 10}), vectorised=False)
+    plain = ImageLimeExplainer(backend.predict, GREY, config.model_copy(update={"batch_size": 10}), vectorised=False)
     slow = plain.explain(image)
     assert slow.labels == first.labels and slow.model_calls == 30
     for label in first.labels:
@@ -90,7 +95,7 @@ def test_samples_are_least_confident_then_stratified() -> None:
 def test_the_top_region_is_the_evidence(patch_model) -> None:
     snapshot, backend = patch_model
     images, labels = snapshot.arrays("test")
-    explainer = ImageLimeExplainer(backend.predict, 1, LimeConfig(num_samples=400, grid_cells=4, top_labels=1))
+    explainer = ImageLimeExplainer(backend.predict, GREY, LimeConfig(num_samples=400, grid_cells=4, top_labels=1))
     hits = 0
     for image, label in zip(images, labels):
         explanation = explainer.explain(image)
@@ -104,11 +109,11 @@ def test_the_top_region_is_the_evidence(patch_model) -> None:
 
 def test_report_is_self_contained_html(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    backend = TorchBackend(build_model("small_cnn", 3, 1))
+    backend = TorchBackend(build_model("small_cnn", 3, GREY))
     images = np.random.default_rng(1).integers(0, 256, size=(3, 1, 16, 16)).astype(np.uint8)
-    explainer = ImageLimeExplainer(backend.predict, 1, LimeConfig(num_samples=100, top_labels=2))
+    explainer = ImageLimeExplainer(backend.predict, GREY, LimeConfig(num_samples=100, top_labels=2))
     items = [
-        ExplainedImage(name=f"img{i}.png", pixels=image.tolist(), explanation=explainer.explain(image), why="test")
+        ExplainedInput(name=f"img{i}.png", raw=image.tolist(), explanation=explainer.explain(image), why="test")
         for i, image in enumerate(images)
     ]
     report, weights = write_report(tmp_path, "title", "subtitle", items, ["a", "b", "c"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.data.images import BadImage, load_image
+from tasks.data.images import BadImage, decode_image
 
 
 def _png(path: Path, img: Image.Image) -> Path:
@@ -19,7 +19,7 @@ def _png(path: Path, img: Image.Image) -> Path:
 
 def test_grayscale_is_resized_to_one_channel(tmp_path: Path) -> None:
     path = _png(tmp_path / "g.png", Image.fromarray(np.full((20, 30), 200, np.uint8), mode="L"))
-    out = load_image(path, 8, 1)
+    out = decode_image(path, 8, 1)[0]
     assert out.shape == (1, 8, 8) and out.dtype == np.uint8
     assert np.all(out == 200)
 
@@ -27,7 +27,7 @@ def test_grayscale_is_resized_to_one_channel(tmp_path: Path) -> None:
 def test_rgb_to_three_channels_keeps_colour_order(tmp_path: Path) -> None:
     pixels = np.zeros((10, 10, 3), np.uint8)
     pixels[..., 0] = 255  # pure red
-    out = load_image(_png(tmp_path / "c.png", Image.fromarray(pixels, mode="RGB")), 4, 3)
+    out = decode_image(_png(tmp_path / "c.png", Image.fromarray(pixels, mode="RGB")), 4, 3)[0]
     assert out.shape == (3, 4, 4)
     assert np.all(out[0] == 255) and np.all(out[1:] == 0)
 
@@ -36,7 +36,7 @@ def test_rgba_transparency_becomes_black(tmp_path: Path) -> None:
     pixels = np.zeros((6, 6, 4), np.uint8)
     pixels[..., :3] = 255
     pixels[:3, :, 3] = 255  # top half opaque white, bottom half transparent white
-    out = load_image(_png(tmp_path / "t.png", Image.fromarray(pixels, mode="RGBA")), 6, 1)
+    out = decode_image(_png(tmp_path / "t.png", Image.fromarray(pixels, mode="RGBA")), 6, 1)[0]
     assert np.all(out[0, :2] == 255)
     assert np.all(out[0, 4:] == 0)
 
@@ -44,20 +44,20 @@ def test_rgba_transparency_becomes_black(tmp_path: Path) -> None:
 def test_palette_image_is_decoded_through_its_palette(tmp_path: Path) -> None:
     img = Image.new("P", (5, 5), 1)
     img.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)  # index 1 = green
-    out = load_image(_png(tmp_path / "p.png", img), 5, 3)
+    out = decode_image(_png(tmp_path / "p.png", img), 5, 3)[0]
     assert np.all(out[1] == 255) and np.all(out[0] == 0) and np.all(out[2] == 0)
 
 
 def test_sixteen_bit_grayscale_is_scaled_to_eight_bits(tmp_path: Path) -> None:
     img = Image.fromarray(np.full((4, 4), 65535, np.uint16))
-    out = load_image(_png(tmp_path / "w.png", img), 4, 1)
+    out = decode_image(_png(tmp_path / "w.png", img), 4, 1)[0]
     assert np.all(out == 255)
 
 
 def test_jpeg_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "j.jpg"
     Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(path, quality=95)
-    assert load_image(path, 8, 3).shape == (3, 8, 8)
+    assert decode_image(path, 8, 3)[0].shape == (3, 8, 8)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_bad_files_raise_with_their_reason(tmp_path: Path, make, reason: str) ->
     path = tmp_path / "bad.png"
     make(path)
     with pytest.raises(BadImage) as info:
-        load_image(path, 8, 1)
+        decode_image(path, 8, 1)
     assert reason in info.value.reason
 
 
@@ -95,3 +95,37 @@ def _corrupt_png_bytes() -> bytes:
     for i in range(100, len(data) - 30):
         data[i] ^= 0x5A
     return bytes(data)
+
+
+def test_the_image_contract_reads_files_as_training_did_and_names_each_unusable_one(tmp_path: Path) -> None:
+    from tasks.data.contract import ImageInput
+
+    contract = ImageInput(channels=1, image_size=8)
+    good = _png(tmp_path / "g.png", Image.fromarray(np.full((20, 30), 200, np.uint8), mode="L"))
+    (tmp_path / "empty.png").write_bytes(b"")
+    decoded = contract.read([tmp_path / "empty.png", good, tmp_path / "missing.png"])
+    assert decoded.source == [1] and [i for i, _ in decoded.failures] == [0, 2]
+    assert "zero-byte" in decoded.failures[0][1] and "unreadable" in decoded.failures[1][1]
+    np.testing.assert_array_equal(decoded.raw[0], decode_image(good, 8, 1)[0])
+    assert decoded.meta.to_dict("records") == [{"original_width": 30, "original_height": 20}]
+    inputs = contract.to_model_input(decoded.raw)
+    assert inputs.dtype == np.float32 and inputs.shape == (1, 1, 8, 8) and np.allclose(inputs, 200 / 255)
+    stats = contract.statistics(decoded.raw, decoded.meta)
+    assert list(stats.columns) == contract.statistic_columns and stats["aspect"].iloc[0] == 1.5
+    assert contract.describe().startswith("1 channel(s) (L), 8x8 pixels (bilinear resize)")
+    unseen, note = contract.unfamiliar(stats, stats.assign(original_width=8.0))
+    assert unseen == 1 and "never seen in training data" in note
+    nothing = contract.read([])
+    assert nothing.raw.shape == (0, 1, 8, 8) and nothing.meta.empty
+
+
+def test_the_image_contract_refuses_what_it_cannot_honour() -> None:
+    from pydantic import ValidationError
+
+    from tasks.data.contract import ImageInput
+
+    assert ImageInput(channels=3, image_size=32).colour == "RGB"
+    with pytest.raises(ValidationError, match="does not fit channels=1"):
+        ImageInput(channels=1, image_size=8, colour="RGB")
+    with pytest.raises(ValidationError, match="resize"):
+        ImageInput(channels=1, image_size=8, resize="bicubic")

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from tasks.data.config import DataConfig
-from tasks.data.snapshot import DataValidationError, ingest_imagefolder
+from tasks.data.imagefolder import ingest_imagefolder
+from tasks.data.snapshot import DataValidationError
 from tests.conftest import write_class_images
 
 CONFIG = DataConfig(image_size=8, min_images_per_class=5)
@@ -37,7 +38,7 @@ def test_bad_files_are_quarantined_and_listed_not_dropped(image_folder: Path, tm
     assert "class folder" in reasons["stray.png"]
     report = json.loads(snapshot.report_path.read_text())
     assert {q["path"] for q in report["quarantined"]} == set(reasons)
-    assert snapshot.num_images == 36
+    assert snapshot.num_examples == 36
     assert sum(sum(c.values()) for c in snapshot.counts.values()) == 36
 
 
@@ -51,8 +52,10 @@ def test_snapshot_arrays_match_counts_and_config(image_folder: Path, tmp_path: P
         assert len(images) == len(labels) == sum(snapshot.counts[split].values())
         total += len(images)
     assert total == 36
-    manifest = json.loads((snapshot.directory / "manifest.json").read_text())
-    assert len(manifest["files"]) == 36
+    manifest = snapshot.manifest()
+    assert len(manifest.files) == 36 and manifest.dataset_version == snapshot.version
+    assert [f.sha256 for f in manifest.split_files("test")] == snapshot.file_hashes("test")
+    assert snapshot.metadata("test").shape == (sum(snapshot.counts["test"].values()), 2)
 
 
 def test_version_depends_on_content_and_labels_only(image_folder: Path, tmp_path: Path) -> None:
@@ -73,7 +76,7 @@ def test_conflicting_duplicates_are_quarantined(image_folder: Path, tmp_path: Pa
     assert "labelled 'a'" in reasons["b/copy_of_a.png"]
     assert "another class" in reasons["a/a_000.png"]
     assert "duplicate of" in reasons["c/zz_again.png"]
-    assert snapshot.num_images == 36 - 1  # a_000 is out, the same-class copy counted once
+    assert snapshot.num_examples == 36 - 1  # a_000 is out, the same-class copy counted once
 
 
 def test_missing_folder_is_named(tmp_path: Path) -> None:
@@ -113,4 +116,4 @@ def test_rgb_images_are_ingested_as_grayscale_when_configured(tmp_path: Path) ->
     root = write_class_images(tmp_path / "imgs", {"a": 6, "b": 6})
     Image.fromarray(np.full((12, 12, 3), 90, np.uint8), mode="RGB").save(root / "a" / "rgb.png")
     snapshot = ingest_imagefolder(root, CONFIG, tmp_path / "snaps")
-    assert snapshot.num_images == 13 and not snapshot.quarantined
+    assert snapshot.num_examples == 13 and not snapshot.quarantined

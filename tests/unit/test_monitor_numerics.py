@@ -11,12 +11,14 @@ import pytest
 import torch
 from torch import nn
 
+from tasks.data.images import image_statistics
 from tasks.export.backends import NoEmbeddingOutput, OnnxRuntimeBackend
-from tasks.export.onnx import WithEmbedding
-from tasks.monitor.drift import DriftConfig, detect_drift
-from tasks.monitor.features import fit_projection, image_statistics, monitoring_features, non_finite_rows
-from tasks.monitor.logs import batch_logged, read_window, write_log
+from tasks.export.embedding import WithEmbedding
+from tasks.monitor.config import DriftConfig
+from tasks.monitor.drift import detect_drift
 from tasks.registry.store import FileStore
+from tasks.score.features import fit_projection, monitoring_features, non_finite_rows
+from tasks.score.logs import batch_logged, read_window, write_log
 
 
 def test_image_statistics_measure_what_they_say() -> None:
@@ -44,11 +46,11 @@ def test_projection_is_deterministic_and_checks_its_input() -> None:
 
 
 def test_features_flag_non_finite_rows() -> None:
-    images = np.zeros((3, 1, 8, 8), np.uint8)
+    statistics = image_statistics(np.zeros((3, 1, 8, 8), np.uint8), np.full((3, 2), 8))
     embeddings = np.random.default_rng(1).normal(size=(3, 6))
     projection = fit_projection(np.random.default_rng(2).normal(size=(50, 6)), 3)
     logits = np.array([[2.0, 0.0], [0.0, 2.0], [np.nan, 1.0]])
-    frame = monitoring_features(images, np.full((3, 2), 8), logits, embeddings, projection, ["a", "b"])
+    frame = monitoring_features(statistics, logits, embeddings, projection, ["a", "b"])
     assert frame["predicted_class"].tolist()[:2] == ["a", "b"]
     assert frame.loc[0, "confidence"] == pytest.approx(np.exp(2) / (np.exp(2) + 1))
     assert non_finite_rows(frame, ["confidence", "embedding_0"]).tolist() == [False, False, True]

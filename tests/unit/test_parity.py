@@ -8,17 +8,20 @@ import onnx
 import pytest
 import torch
 
+from tasks.data.contract import ImageInput
 from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
 from tasks.export.onnx import export_onnx
 from tasks.export.openvino import export_openvino
 from tasks.export.parity import ParityError, check_parity, compare_logits
 from tasks.train.models import build_model
 
+GREY = ImageInput(channels=1, image_size=16)
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
-    model = build_model("small_cnn", 5, 1).eval()
+    model = build_model("small_cnn", 5, GREY).eval()
     out = tmp_path_factory.mktemp("export")
     onnx_path = export_onnx(model, torch.rand(2, 1, 16, 16), out / "onnx" / "model.onnx")
     ir_path = export_openvino(onnx_path, out / "ov" / "model.xml")
@@ -47,7 +50,7 @@ def test_fp32_exports_match_pytorch(exported, runtime: str) -> None:
 
 def test_a_diverging_variant_is_refused(exported) -> None:
     model, onnx_path, _, images = exported
-    other = build_model("small_cnn", 5, 1).eval()  # different random weights: a wrong export
+    other = build_model("small_cnn", 5, GREY).eval()  # different random weights: a wrong export
     with pytest.raises(ParityError, match="differs from the PyTorch model"):
         check_parity("onnx-fp32", TorchBackend(other), OnnxRuntimeBackend(onnx_path), images, tolerance=1e-4)
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.export.evaluate import (
-    NoServableVariant,
-    Variant,
-    VariantPolicy,
-    choose_variant,
-    format_table,
-    variant_table,
-)
+from tasks.export.config import ServingPolicy
+from tasks.export.evaluate import variant_table
+from tasks.export.policy import NoServableVariant, choose_variant
+from tasks.export.variants import Variant
 from tasks.registry.gate import decide
+from tasks.tables import text_table
 
 
 def _v(name: str, runtime: str, acc: float, b1: float, bn: float, size: int, stage: str = "trained", precision: str = "int8") -> Variant:
@@ -36,7 +33,7 @@ VARIANTS = [
     ("objective", "served"), [("latency_b1", "onnx-int8"), ("latency_bn", "openvino-int8"), ("size", "onnx-int8")]
 )
 def test_each_objective_picks_its_best_within_budget(objective: str, served: str) -> None:
-    choice = choose_variant(VARIANTS, 0.98, VariantPolicy(objective=objective, accuracy_budget_pp=1.0))
+    choice = choose_variant(VARIANTS, 0.98, ServingPolicy(objective=objective, accuracy_budget_pp=1.0))
     assert choice.served == served and choice.objective == objective
     assert served in choice.reason and objective in choice.reason
     assert [m.variant for m in choice.out_of_budget] == ["pruned-onnx-int8"]
@@ -47,7 +44,7 @@ def test_each_objective_picks_its_best_within_budget(objective: str, served: str
 @pytest.mark.parametrize("budget", [0.0, 0.4, 0.5, 1.0, 2.9, 3.0, 5.0])
 @pytest.mark.parametrize("objective", ["latency_b1", "latency_bn", "size"])
 def test_the_served_variant_is_never_out_of_budget(objective: str, budget: float) -> None:
-    choice = choose_variant(VARIANTS, 0.98, VariantPolicy(objective=objective, accuracy_budget_pp=budget))
+    choice = choose_variant(VARIANTS, 0.98, ServingPolicy(objective=objective, accuracy_budget_pp=budget))
     served = next(v for v in VARIANTS if v.name == choice.served)
     assert served.accuracy >= 0.98 - budget / 100 - 1e-9
     assert served.runtime != "torch"
@@ -56,34 +53,34 @@ def test_the_served_variant_is_never_out_of_budget(objective: str, budget: float
 
 
 def test_a_wider_budget_admits_the_faster_variant() -> None:
-    assert choose_variant(VARIANTS, 0.98, VariantPolicy(accuracy_budget_pp=5.0)).served == "pruned-onnx-int8"
+    assert choose_variant(VARIANTS, 0.98, ServingPolicy(accuracy_budget_pp=5.0)).served == "pruned-onnx-int8"
 
 
 def test_servable_runtimes_restrict_the_choice() -> None:
-    policy = VariantPolicy(accuracy_budget_pp=1.0, objective="latency_bn", servable_runtimes=["onnxruntime"])
+    policy = ServingPolicy(accuracy_budget_pp=1.0, objective="latency_bn", servable_runtimes=["onnxruntime"])
     assert choose_variant(VARIANTS, 0.98, policy).served == "onnx-fp32"  # openvino-int8 would be faster
 
 
 def test_with_nothing_in_budget_the_fp32_model_is_served_and_the_reason_says_why() -> None:
     # The FP32 exports themselves sit 0.4 pp under this baseline (e.g. float noise on one image).
-    choice = choose_variant(VARIANTS, 0.984, VariantPolicy(accuracy_budget_pp=0.1))
+    choice = choose_variant(VARIANTS, 0.984, ServingPolicy(accuracy_budget_pp=0.1))
     assert choice.served == "onnx-fp32"  # the faster of the two servable FP32 exports at batch 1
     assert "no variant within 0.1 pp" in choice.reason and "uncompressed FP32 model is served as onnx-fp32" in choice.reason
     assert {m.variant for m in choice.out_of_budget} == {v.name for v in VARIANTS if v.runtime != "torch"}
-    by_size = choose_variant(VARIANTS, 0.984, VariantPolicy(accuracy_budget_pp=0.1, objective="size"))
+    by_size = choose_variant(VARIANTS, 0.984, ServingPolicy(accuracy_budget_pp=0.1, objective="size"))
     assert by_size.served == "onnx-fp32"
-    by_bn = choose_variant(VARIANTS, 0.984, VariantPolicy(accuracy_budget_pp=0.1, objective="latency_bn"))
+    by_bn = choose_variant(VARIANTS, 0.984, ServingPolicy(accuracy_budget_pp=0.1, objective="latency_bn"))
     assert by_bn.served == "openvino-fp32"
 
 
 def test_no_servable_fp32_to_fall_back_on_is_an_error() -> None:
     compressed_only = [v for v in VARIANTS if v.precision == "int8"]
     with pytest.raises(NoServableVariant, match="no FP32 export to fall back on"):
-        choose_variant(compressed_only, 0.999, VariantPolicy(accuracy_budget_pp=0.1))
+        choose_variant(compressed_only, 0.999, ServingPolicy(accuracy_budget_pp=0.1))
 
 
 def test_table_compares_with_torch_eager_and_marks_budget_and_served() -> None:
-    choice = choose_variant(VARIANTS, 0.98, VariantPolicy(accuracy_budget_pp=1.0))
+    choice = choose_variant(VARIANTS, 0.98, ServingPolicy(accuracy_budget_pp=1.0))
     rows = variant_table(VARIANTS, choice.served, 0.98, 64, choice.floor)
     by_name = {r["variant"]: r for r in rows}
     assert [r["served"] for r in rows].count(True) == 1 and by_name["onnx-int8"]["served"]
@@ -91,7 +88,7 @@ def test_table_compares_with_torch_eager_and_marks_budget_and_served() -> None:
     assert by_name["pruned-onnx-int8"]["smaller_x"] == 10.0 and by_name["pruned-onnx-int8"]["delta_pp"] == -3.0
     assert by_name["pruned-onnx-int8"]["in_budget"] is False and by_name["onnx-int8"]["in_budget"] is True
     assert {"p50_ms_b1", "p95_ms_b1", "p50_ms_b64", "p95_ms_b64"} <= set(rows[0])
-    assert "pruned-onnx-int8" in format_table(rows)
+    assert "pruned-onnx-int8" in text_table(rows)
 
 
 def test_gate_promotes_first_release() -> None:

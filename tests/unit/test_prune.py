@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.compress.prune import PruneConfig, count_macs_params, prune_channels
+from tasks.compress.config import PruneConfig
+from tasks.compress.prune import prune_channels
+from tasks.data.contract import ImageInput
 from tasks.export.backends import OnnxRuntimeBackend, TorchBackend
 from tasks.export.onnx import export_onnx
 from tasks.export.parity import check_parity
-from tasks.train.models import build_model
+from tasks.train.models import build_model, count_macs_params
 
 
 @pytest.mark.parametrize(("name", "size", "channels", "keep"), [("small_cnn", 16, 1, 0.5), ("resnet18", 32, 3, 0.4)])
 def test_macs_drop_to_the_target_and_the_pruned_model_exports(tmp_path: Path, name, size, channels, keep) -> None:
     torch.manual_seed(0)
-    model = build_model(name, 10, channels).eval()
+    model = build_model(name, 10, ImageInput(channels=channels, image_size=size)).eval()
     sample = torch.rand(2, channels, size, size)
     before = count_macs_params(model, sample)
     # Any channel count (round_to=None): the test is about hitting the requested ratio, which
@@ -42,7 +44,7 @@ def test_an_unreachable_target_is_a_clear_error() -> None:
 
 def test_round_to_keeps_channel_counts_in_multiples_of_eight() -> None:
     torch.manual_seed(0)
-    model = build_model("resnet18", 10, 3).eval()
+    model = build_model("resnet18", 10, ImageInput(channels=3, image_size=32)).eval()
     sample = torch.rand(2, 3, 32, 32)
     pruned, result = prune_channels(model, sample, PruneConfig(keep_macs=0.5))
     convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]

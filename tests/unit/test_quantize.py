@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from tasks.data.contract import ImageInput
 from tasks.compress.calibration import calibration_sample
 from tasks.compress.onnx_int8 import quantize_onnx_int8
 from tasks.compress.openvino_int8 import quantize_openvino_int8
@@ -18,12 +19,14 @@ from tasks.export.openvino import export_openvino
 from tasks.export.parity import compare_logits
 from tasks.train.models import build_model
 
+GREY = ImageInput(channels=1, image_size=16)
+
 
 @pytest.fixture(scope="module")
 def fp32(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("fp32")
-    onnx_path = export_onnx(build_model("small_cnn", 4, 1).eval(), torch.rand(2, 1, 16, 16), out / "onnx" / "model.onnx")
+    onnx_path = export_onnx(build_model("small_cnn", 4, GREY).eval(), torch.rand(2, 1, 16, 16), out / "onnx" / "model.onnx")
     ir_path = export_openvino(onnx_path, out / "ov" / "model.xml")
     # 37 images: calibration batches must cope with any count, not only multiples of a batch size.
     images = np.random.default_rng(0).random((37, 1, 16, 16), dtype=np.float32)

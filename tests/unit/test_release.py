@@ -17,6 +17,7 @@ from tasks.registry.release import (
     read_manifest,
 )
 from tasks.registry.store import ConditionalWriteFailed, FileStore, ObjectNotFound
+from tests.conftest import release_draft
 
 
 class RecordingStore(FileStore):
@@ -57,19 +58,19 @@ def release_files(tmp_path: Path) -> dict[str, Path]:
 
 def test_manifest_is_written_last(tmp_path: Path, release_files) -> None:
     store = RecordingStore(tmp_path / "reg")
-    release = publish_release(store, "m", release_files, {"metrics": {"acc": 1.0}}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("m", config={"acc": 1.0}))
     assert store.writes[-1].endswith(f"{release.version}/manifest.json")
     assert len(store.writes) == len(release_files) + 1
     manifest = read_manifest(store, "m", release.version)
-    assert {f["path"] for f in manifest["files"]} == set(release_files)
-    assert manifest["metrics"] == {"acc": 1.0}
+    assert {f.path for f in manifest.files} == set(release_files)
+    assert manifest.config == {"acc": 1.0} and manifest.version == release.version
 
 
 @pytest.mark.parametrize("fail_at", [0, 1, 2, 3])
 def test_interrupted_release_is_invisible_and_a_retry_completes_it(tmp_path: Path, release_files, fail_at) -> None:
     broken = RecordingStore(tmp_path / "reg", fail_at=fail_at)
     with pytest.raises(ConnectionError):
-        publish_release(broken, "m", release_files, {}, "onnx-fp32")
+        publish_release(broken, release_files, release_draft("m"))
     store = FileStore(tmp_path / "reg")
     assert list_versions(store, "m") == []
     version, _ = content_version(release_files)
@@ -77,18 +78,18 @@ def test_interrupted_release_is_invisible_and_a_retry_completes_it(tmp_path: Pat
         read_manifest(store, "m", version)
     with pytest.raises(ObjectNotFound, match="no manifest"):
         move_alias(store, "m", version, "test", read_alias(store, "m"))
-    release = publish_release(store, "m", release_files, {}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("m"))
     assert release.version == version
-    assert [m["version"] for m in list_versions(store, "m")] == [version]
+    assert [m.version for m in list_versions(store, "m")] == [version]
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])
 def test_a_retry_resumes_without_sending_stored_files_again(tmp_path: Path, release_files, fail_at) -> None:
     with pytest.raises(ConnectionError):
-        publish_release(RecordingStore(tmp_path / "reg", fail_at=fail_at), "m", release_files, {}, "onnx-fp32")
+        publish_release(RecordingStore(tmp_path / "reg", fail_at=fail_at), release_files, release_draft("m"))
     retry = RecordingStore(tmp_path / "reg")
     messages: list[str] = []
-    release = publish_release(retry, "m", release_files, {}, "onnx-fp32", progress=messages.append)
+    release = publish_release(retry, release_files, release_draft("m"), progress=messages.append)
     sent_before = sorted(release_files)[:fail_at]
     assert [w.split(f"{release.version}/", 1)[1] for w in retry.writes] == [
         *sorted(set(release_files) - set(sent_before)),
@@ -101,10 +102,10 @@ def test_a_retry_resumes_without_sending_stored_files_again(tmp_path: Path, rele
 
 def test_a_stored_file_with_other_content_is_sent_again(tmp_path: Path, release_files) -> None:
     with pytest.raises(ConnectionError):
-        publish_release(RecordingStore(tmp_path / "reg", fail_at=2), "m", release_files, {}, "onnx-fp32")
+        publish_release(RecordingStore(tmp_path / "reg", fail_at=2), release_files, release_draft("m"))
     version, _ = content_version(release_files)
     (tmp_path / "reg" / "models" / "m" / version / "onnx-fp32" / "model.onnx").write_bytes(b"half a file")
-    release = publish_release(FileStore(tmp_path / "reg"), "m", release_files, {}, "onnx-fp32")
+    release = publish_release(FileStore(tmp_path / "reg"), release_files, release_draft("m"))
     # model.onnx (damaged) goes again, model.onnx.data (intact) stays, history.json was never sent.
     assert (release.files_reused, release.files_uploaded) == (1, 2)
     download_release(FileStore(tmp_path / "reg"), "m", release.version, tmp_path / "dl", tmp_path / "cache")
@@ -114,7 +115,7 @@ def test_large_files_report_upload_progress(tmp_path: Path, release_files) -> No
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * (9 * 2**20))
     messages: list[str] = []
-    publish_release(FileStore(tmp_path / "reg"), "m", {**release_files, "blob/big.bin": big}, {}, "x", messages.append)
+    publish_release(FileStore(tmp_path / "reg"), {**release_files, "blob/big.bin": big}, release_draft("m"), messages.append)
     assert "[1/4] uploading blob/big.bin (9.0 MiB)" in messages
     assert "  blob/big.bin: 100% of 9.0 MiB" in messages
     assert sum("uploading" in m for m in messages) == 4
@@ -122,17 +123,17 @@ def test_large_files_report_upload_progress(tmp_path: Path, release_files) -> No
 
 def test_same_content_is_the_same_immutable_version(tmp_path: Path, release_files) -> None:
     store = RecordingStore(tmp_path / "reg")
-    first = publish_release(store, "m", release_files, {"n": 1}, "onnx-fp32")
+    first = publish_release(store, release_files, release_draft("m", config={"n": 1}))
     writes = len(store.writes)
-    second = publish_release(store, "m", release_files, {"n": 2}, "onnx-fp32")
+    second = publish_release(store, release_files, release_draft("m", config={"n": 2}))
     assert second.version == first.version
     assert len(store.writes) == writes  # nothing rewritten
-    assert read_manifest(store, "m", first.version)["n"] == 1
+    assert read_manifest(store, "m", first.version).config == {"n": 1}
 
 
 def test_download_verifies_and_caches(tmp_path: Path, release_files) -> None:
     store = FileStore(tmp_path / "reg")
-    release = publish_release(store, "m", release_files, {}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("m"))
     dest = tmp_path / "dl"
     download_release(store, "m", release.version, dest, tmp_path / "cache")
     for rel, path in release_files.items():
@@ -144,7 +145,7 @@ def test_download_verifies_and_caches(tmp_path: Path, release_files) -> None:
 
 def test_tampered_file_is_refused_by_name(tmp_path: Path, release_files) -> None:
     store = FileStore(tmp_path / "reg")
-    release = publish_release(store, "m", release_files, {}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("m"))
     target = tmp_path / "reg" / "models" / "m" / release.version / "onnx-fp32" / "model.onnx.data"
     target.write_bytes(b"evil" + target.read_bytes()[4:])
     with pytest.raises(IntegrityError, match="onnx-fp32/model.onnx.data"):
@@ -154,9 +155,9 @@ def test_tampered_file_is_refused_by_name(tmp_path: Path, release_files) -> None
 
 def test_alias_moves_are_conditional_and_keep_history(tmp_path: Path, release_files) -> None:
     store = FileStore(tmp_path / "reg")
-    v1 = publish_release(store, "m", release_files, {}, "onnx-fp32").version
+    v1 = publish_release(store, release_files, release_draft("m")).version
     release_files["training/history.json"].write_text("[1]")
-    v2 = publish_release(store, "m", release_files, {}, "onnx-fp32").version
+    v2 = publish_release(store, release_files, release_draft("m")).version
     stale = read_alias(store, "m")
     move_alias(store, "m", v1, "first", stale)
     with pytest.raises(ConditionalWriteFailed):
@@ -171,7 +172,7 @@ def test_alias_moves_are_conditional_and_keep_history(tmp_path: Path, release_fi
 def test_unsafe_names_are_rejected(tmp_path: Path, release_files, name: str) -> None:
     store = FileStore(tmp_path / "reg")
     with pytest.raises(ValueError, match="not allowed"):
-        publish_release(store, name, release_files, {}, "onnx-fp32")
+        publish_release(store, release_files, release_draft(name))
     assert not any((tmp_path / "reg").rglob("*.json"))
 
 
@@ -184,7 +185,7 @@ def test_file_store_refuses_keys_outside_its_root(tmp_path: Path, key: str) -> N
 
 def test_release_folder_holds_only_released_files(tmp_path: Path, release_files) -> None:
     store = FileStore(tmp_path / "reg")
-    release = publish_release(store, "m", release_files, {}, "onnx-fp32")
+    release = publish_release(store, release_files, release_draft("m"))
     move_alias(store, "m", release.version, "first", read_alias(store, "m"))
     on_disk = sorted(
         p.relative_to(tmp_path / "reg" / "models" / "m" / release.version).as_posix()

@@ -7,15 +7,14 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.data.config import DataConfig
-from tasks.data.snapshot import ingest_imagefolder
+from tasks.data.imagefolder import ingest_imagefolder
 from tasks.data.split import assign_split
 from tasks.hashing import sha256_bytes
 from tests.conftest import write_class_images
 
 
 def _splits(snapshot) -> dict[str, str]:
-    manifest = json.loads((snapshot.directory / "manifest.json").read_text())
-    return {f["sha256"]: f["split"] for f in manifest["files"]}
+    return {f.sha256: f.split for f in snapshot.manifest().files}
 
 
 def test_adding_files_never_moves_existing_files(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks.data.config import DataConfig
-from tasks.data.snapshot import ingest_imagefolder
+from tasks.data.imagefolder import ingest_imagefolder
 from tasks.train.config import TrainConfig
 from tasks.train.fit import fit_classifier
 from tests.conftest import write_class_images

@@ -1,4 +1,4 @@
-"""Scoring production on a candidate's test split, and the gate built on it."""
+"""Scoring production on a candidate's test split (through the one way to open a released variant), and the gate."""
 
 from __future__ import annotations
 
@@ -8,35 +8,31 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.export.backends import OnnxRuntimeBackend
-from tasks.export.evaluate import accuracy
+from tasks.data.contract import ImageInput
+from tasks.export.backends import OnnxRuntimeBackend, UnsafeArtifactError
+from tasks.export.measure import accuracy
 from tasks.export.onnx import export_onnx
 from tasks.registry.aliases import move_alias, read_alias
 from tasks.registry.config import GateConfig
-from tasks.registry.gate import gate_candidate
-from tasks.registry.production import ProductionScore, UnsafeArtifactError, open_variant, score_production
-from tasks.registry.release import publish_release
+from tasks.registry.gate import ProductionScore, gate_candidate, score_production
+from tasks.registry.release import download_release, publish_release
+from tasks.registry.serving import open_variant
 from tasks.registry.store import FileStore
 from tasks.train.models import build_model
+from tests.conftest import release_draft
 
 CLASSES = ["a", "b", "c"]
+CONTRACT = ImageInput(channels=1, image_size=16)
 
 
 @pytest.fixture
 def production(tmp_path: Path):
     """A registry whose production release serves a real ONNX model over 1x16x16 inputs."""
     torch.manual_seed(0)
-    onnx_path = export_onnx(build_model("small_cnn", 3, 1).eval(), torch.rand(2, 1, 16, 16), tmp_path / "v" / "model.onnx")
+    onnx_path = export_onnx(build_model("small_cnn", 3, CONTRACT).eval(), torch.rand(2, 1, 16, 16), tmp_path / "v" / "model.onnx")
     store = FileStore(tmp_path / "registry")
-    manifest = {
-        "input": {"channels": 1, "image_size": 16},
-        "dataset": {"classes": CLASSES},
-        "served": {"name": "onnx-fp32", "runtime": "onnxruntime", "entrypoint": "model.onnx"},
-        "variants": [{"variant": "onnx-fp32", "runtime": "onnxruntime"}],
-        "entrypoints": {"onnx-fp32": "model.onnx"},
-    }
     files = {f"onnx-fp32/{p.name}": p for p in onnx_path.parent.iterdir()}
-    release = publish_release(store, "m", files, manifest, "onnx-fp32")
+    release = publish_release(store, files, release_draft("m", input=CONTRACT, classes=CLASSES))
     move_alias(store, "m", release.version, "first", read_alias(store, "m"))
     return store, release.version, onnx_path
 
@@ -46,7 +42,7 @@ def test_production_is_scored_with_its_served_artifact(production, tmp_path: Pat
     rng = np.random.default_rng(0)
     inputs = rng.random((30, 1, 16, 16), dtype=np.float32)
     labels = rng.integers(0, 3, 30)
-    score = score_production(store, "m", inputs, labels, CLASSES, tmp_path / "work")
+    score = score_production(store, "m", CONTRACT, inputs, labels, CLASSES, tmp_path / "work")
     assert score.version == version and score.comparable
     assert score.accuracy == accuracy(OnnxRuntimeBackend(onnx_path), inputs, labels)
 
@@ -54,14 +50,17 @@ def test_production_is_scored_with_its_served_artifact(production, tmp_path: Pat
 def test_other_classes_or_shapes_are_incomparable(production, tmp_path: Path) -> None:
     store, _, _ = production
     inputs = np.zeros((4, 1, 16, 16), np.float32)
-    other_classes = score_production(store, "m", inputs, np.zeros(4, int), ["a", "b", "d"], tmp_path / "w1")
+    other_classes = score_production(store, "m", CONTRACT, inputs, np.zeros(4, int), ["a", "b", "d"], tmp_path / "w1")
     assert not other_classes.comparable and "classes" in other_classes.note
-    other_shape = score_production(store, "m", np.zeros((4, 3, 32, 32), np.float32), np.zeros(4, int), CLASSES, tmp_path / "w2")
-    assert not other_shape.comparable and "[1, 16, 16]" in other_shape.note
+    rgb = ImageInput(channels=3, image_size=32)
+    other_shape = score_production(store, "m", rgb, np.zeros((4, 3, 32, 32), np.float32), np.zeros(4, int), CLASSES, tmp_path / "w2")
+    assert not other_shape.comparable and "[1, 16, 16]" in other_shape.note and "[3, 32, 32]" in other_shape.note
 
 
 def test_no_production_yet(tmp_path: Path) -> None:
-    score = score_production(FileStore(tmp_path / "empty"), "m", np.zeros((1, 1, 4, 4), np.float32), np.zeros(1, int), CLASSES, tmp_path)
+    score = score_production(
+        FileStore(tmp_path / "empty"), "m", CONTRACT, np.zeros((1, 1, 16, 16), np.float32), np.zeros(1, int), CLASSES, tmp_path
+    )
     assert score.version is None and score.accuracy is None
 
 
@@ -87,20 +86,24 @@ class Payload:
 
 def test_a_pickled_payload_in_a_release_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    state = build_model("small_cnn", 3, 1).state_dict()
+    state = build_model("small_cnn", 3, CONTRACT).state_dict()
     state["extra"] = Payload(marker)
-    weights = tmp_path / "model_state.pt"
-    torch.save(state, weights)
-    manifest = {
-        "version": "x",
-        "input": {"channels": 1},
-        "dataset": {"classes": CLASSES},
-        "training": {"model": "small_cnn"},
-        "variants": [{"variant": "torch-fp32", "runtime": "torch"}],
-        "entrypoints": {"torch-fp32": "model_state.pt"},
-    }
-    (tmp_path / "release" / "torch-fp32").mkdir(parents=True)
-    weights.rename(tmp_path / "release" / "torch-fp32" / "model_state.pt")
+    (tmp_path / "src").mkdir()
+    torch.save(state, tmp_path / "src" / "model_state.pt")
+    store = FileStore(tmp_path / "registry")
+    draft = release_draft("m", input=CONTRACT, classes=CLASSES)
+    torch_row = draft.variants[0].model_copy(update={"name": "torch-fp32", "runtime": "torch", "entrypoint": "model_state.pt"})
+    release = publish_release(
+        store, {"torch-fp32/model_state.pt": tmp_path / "src" / "model_state.pt"}, draft.model_copy(update={"variants": [torch_row]})
+    )
+    manifest = download_release(store, "m", release.version, tmp_path / "release", tmp_path / "cache")
     with pytest.raises(UnsafeArtifactError, match="model_state.pt holds pickled objects"):
         open_variant(manifest, tmp_path / "release", "torch-fp32")
     assert not marker.exists()
+
+
+def test_a_variant_that_was_not_downloaded_is_named(production, tmp_path: Path) -> None:
+    store, version, _ = production
+    manifest = download_release(store, "m", version, tmp_path / "release", tmp_path / "cache", only="dataset")
+    with pytest.raises(FileNotFoundError, match=f"onnx-fp32 of m {version} is not downloaded"):
+        open_variant(manifest, tmp_path / "release")

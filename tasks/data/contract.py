@@ -1,0 +1,140 @@
+"""The input contract: how a raw input becomes the model's input, stored in every release.
+
+A modality (images today) is its contract class: it decodes raw inputs exactly as training
+did, scales them for the model, and summarises them for monitoring. Training, the release's
+monitoring reference, scoring, serving and explanations all go through it, and the release
+manifest carries it, so an independent client can prepare inputs from the manifest alone.
+
+A second modality adds its contract class here (``kind`` tells them apart: ``InputContract``
+becomes their union, discriminated by ``kind``) and one module per stage where it differs:
+its source reader in ``tasks/data/``, its models in the zoo, its explainer in ``tasks/explain/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.data.images import STATISTIC_COLUMNS, BadImage, decode_image, image_statistics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class DecodedInputs:
+    """Raw inputs decoded from files: one row per item, and why each unusable file was left out."""
+
+    raw: np.ndarray  # one row per item (images: uint8 C x H x W)
+    meta: pd.DataFrame  # one row per item: what the statistics need besides ``raw`` (images: size on disk)
+    source: list[int]  # for each item, the index of the file it came from
+    failures: list[tuple[int, str]]  # (file index, reason) of each file that gave no item
+
+
+class ImageInput(BaseModel):
+    """How an image file becomes the model's input tensor.
+
+    Decode fully; convert to L (``channels`` 1, ITU-R 601-2 luma) or RGB, with a palette
+    expanded, transparency composited onto black and 16-bit images scaled to 8 bits; resize to
+    ``image_size`` x ``image_size`` with bilinear resampling (the aspect ratio is not kept);
+    lay out as N x C x H x W float32 and divide by 255.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["image"] = "image"
+    channels: Literal[1, 3] = Field(description="1 (grayscale, L) or 3 (RGB)")
+    image_size: int = Field(ge=1, le=65_536, description="Inputs are image_size x image_size pixels")
+    colour: Literal["L", "RGB"] = Field(description="PIL mode every image is converted to: L for 1 channel, RGB for 3")
+    transparency: Literal["composite-on-black"] = "composite-on-black"
+    resize: Literal["bilinear"] = "bilinear"
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+    scale: Literal["pixel / 255"] = "pixel / 255"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _colour(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "colour" not in data and data.get("channels") in (1, 3):
+            data = {**data, "colour": "L" if data["channels"] == 1 else "RGB"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImageInput:
+        if self.colour != ("L" if self.channels == 1 else "RGB"):
+            raise ValueError(f"colour {self.colour} does not fit channels={self.channels} (1: L, 3: RGB)")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One input's shape: channels x height x width."""
+        return (self.channels, self.image_size, self.image_size)
+
+    @property
+    def statistic_columns(self) -> list[str]:
+        """The per-input statistics monitoring compares (from :meth:`statistics`)."""
+        return list(STATISTIC_COLUMNS)
+
+    def describe(self) -> str:
+        """One line for people: the model card and logs."""
+        return (
+            f"{self.channels} channel(s) ({self.colour}), {self.image_size}x{self.image_size} pixels "
+            f"({self.resize} resize), {self.layout} {self.dtype}, scaled as {self.scale}"
+        )
+
+    def decode(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """One file's uint8 C x H x W pixels and its (width, height) before resizing.
+
+        Raises:
+            BadImage: the file is not a usable image; ``reason`` says why.
+        """
+        return decode_image(path, self.image_size, self.channels)
+
+    def read(self, paths: Sequence[Path]) -> DecodedInputs:
+        """Decode every file; an unusable one is a failure with its reason, never an exception."""
+        import pandas as pd
+
+        pixels, sizes, source, failures = [], [], [], []
+        for index, path in enumerate(paths):
+            try:
+                image, size = self.decode(path)
+            except BadImage as bad:
+                failures.append((index, bad.reason))
+                continue
+            pixels.append(image)
+            sizes.append(size)
+            source.append(index)
+        raw = np.stack(pixels) if pixels else np.zeros((0, *self.shape), np.uint8)
+        meta = pd.DataFrame(np.asarray(sizes, dtype=np.int64).reshape(-1, 2), columns=["original_width", "original_height"])
+        return DecodedInputs(raw=raw, meta=meta, source=source, failures=failures)
+
+    def to_model_input(self, raw: np.ndarray) -> np.ndarray:
+        """uint8 pixels -> the float32 tensor every exported variant takes."""
+        return raw.astype(np.float32) / 255.0
+
+    def statistics(self, raw: np.ndarray, meta: pd.DataFrame) -> pd.DataFrame:
+        """Per-input statistics for monitoring (columns :attr:`statistic_columns`)."""
+        return image_statistics(raw, meta[["original_width", "original_height"]].to_numpy())
+
+    def unfamiliar(self, rows: pd.DataFrame, reference: pd.DataFrame) -> tuple[int, str]:
+        """How many monitoring ``rows`` look like no reference row, and what people should know about them.
+
+        For images: sizes on disk never seen in the training data (they are resized as in training).
+        """
+        sizes = ["original_width", "original_height"]
+        known = set(reference[sizes].itertuples(index=False, name=None))
+        unseen = sum(size not in known for size in rows[sizes].itertuples(index=False, name=None))
+        note = (
+            f"{unseen} images have a size never seen in training data (sizes there: {sorted(known)[:5]}); "
+            "they were resized as in training"
+        )
+        return unseen, note
+
+
+# Every modality's contract; with a second one, their union discriminated by ``kind``.
+InputContract = ImageInput

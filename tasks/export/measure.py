@@ -1,0 +1,106 @@
+"""Measure a variant honestly: accuracy on the test split, size on disk, p50/p95 latency at fixed threads."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from tasks.export.backends import Backend
+from tasks.export.config import LatencyConfig
+from tasks.export.variants import Variant
+
+# CPU features that decide which variant is fastest: VNNI speeds INT8, BF16/AMX speed bf16.
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+class Host(BaseModel):
+    """The machine variants were measured on: timings only compare within one host."""
+
+    cpu: str
+    logical_cpus: int
+    flags: list[str]
+
+
+def measuring_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> Host:
+    """This machine's CPU model, logical CPU count and the instruction-set flags that matter for inference."""
+    model, flags = platform.processor() or platform.machine(), set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return Host(cpu=model, logical_cpus=os.cpu_count() or 1, flags=[f for f in _FLAGS if f in flags])
+
+
+def size_on_disk(files: list[Path]) -> int:
+    """Bytes of all the files of a variant."""
+    return sum(p.stat().st_size for p in files)
+
+
+def accuracy(backend: Backend, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``backend`` on a labelled set."""
+    correct = 0
+    for start in range(0, len(inputs), batch_size):
+        logits = backend.predict(inputs[start : start + batch_size])
+        correct += int(np.sum(logits.argmax(axis=1) == labels[start : start + batch_size]))
+    return correct / max(len(inputs), 1)
+
+
+def latency_ms(backend: Backend, inputs: np.ndarray, batch_size: int, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    """p50 and p95 wall time (ms) of one ``predict`` call on the first ``batch_size`` inputs.
+
+    Inputs are tiled when the set is smaller than the batch, so every variant
+    is timed on the same inputs; ``warmup`` untimed calls come first.
+    """
+    reps = -(-batch_size // len(inputs))
+    batch = np.ascontiguousarray(np.concatenate([inputs] * reps)[:batch_size], dtype=np.float32)
+    for _ in range(warmup):
+        backend.predict(batch)
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        backend.predict(batch)
+        times[i] = (time.perf_counter() - start) * 1000.0
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count fixed to ``threads`` for the block (it is process-wide), then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_variant(variant: Variant, backend: Backend, inputs: np.ndarray, labels: np.ndarray, latency: LatencyConfig) -> Variant:
+    """The variant with test accuracy, size on disk and p50/p95 latency at batch 1 and ``latency.batch_n``.
+
+    ``backend`` must have been opened with ``latency.threads`` threads (torch's are set here).
+    """
+    with torch_threads(latency.threads):
+        b1 = latency_ms(backend, inputs, 1, latency.repeats, latency.warmup)
+        bn = latency_ms(backend, inputs, latency.batch_n, max(latency.repeats // 4, 3), max(latency.warmup // 2, 1))
+    return variant.model_copy(
+        update={
+            "accuracy": accuracy(backend, inputs, labels),
+            "size_bytes": size_on_disk(variant.files()),
+            "p50_ms_b1": b1[0],
+            "p95_ms_b1": b1[1],
+            "p50_ms_bn": bn[0],
+            "p95_ms_bn": bn[1],
+        }
+    )

@@ -1,0 +1,135 @@
+"""The one way to use a released version: fetch its files (each sha256-verified), open a variant, list a split.
+
+The gate, scoring, monitoring, explanations, benchmarks and the online server all reach a
+release through here, so what they run is what production serves, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tasks.data.snapshot import DatasetManifest
+from tasks.errors import LeptonError
+from tasks.export.backends import Backend, open_backend
+from tasks.registry.aliases import read_alias
+from tasks.registry.manifest import ReleaseManifest
+from tasks.registry.release import download_release, read_manifest
+from tasks.registry.store import ArtifactStore
+
+
+class NoProductionRelease(LeptonError):
+    """There is nothing in production to score with, monitor or explain."""
+
+
+class SplitNotAvailable(LeptonError):
+    """The files of a release's split are not on this machine (they are named, not copied, by the release)."""
+
+
+class FetchedRelease(BaseModel):
+    """A released version whose needed files are downloaded into ``release_dir`` and verified."""
+
+    model: str
+    version: str
+    release_dir: Path
+    manifest: ReleaseManifest
+
+    @property
+    def monitored(self) -> bool:
+        """Whether the release carries a monitoring reference (releases built before monitoring do not)."""
+        return self.manifest.monitoring is not None
+
+    def open(self, variant: str | None = None, threads: int | None = None) -> Backend:
+        """A back end for one of its variants (default: the served one); see :func:`open_variant`."""
+        return open_variant(self.manifest, self.release_dir, variant, threads)
+
+
+class LabelledFile(BaseModel):
+    """A file of a release's dataset split: its path in the dataset, where it is on this machine, and its label."""
+
+    name: str
+    path: Path
+    sha256: str
+    label: str
+
+
+def open_variant(manifest: ReleaseManifest, release_dir: Path, name: str | None = None, threads: int | None = None) -> Backend:
+    """A back end for variant ``name`` (default: the served one) of a release downloaded into ``release_dir``.
+
+    Raises:
+        ManifestError: the release has no variant of that name.
+        FileNotFoundError: its files were not downloaded into ``release_dir``.
+        UnsafeArtifactError: a PyTorch state dict that would need arbitrary objects unpickled.
+    """
+    variant = manifest.variant(name or manifest.served.name)
+    path = release_dir / variant.name / variant.entrypoint
+    if not path.is_file():
+        raise FileNotFoundError(f"{variant.name} of {manifest.model} {manifest.version} is not downloaded: no {path}")
+
+    def architecture():  # noqa: ANN202 - a torch module; torch is imported only for a torch variant
+        from tasks.train.models import build_model
+
+        return build_model(manifest.training.model, len(manifest.classes), manifest.input)
+
+    return open_backend(variant.runtime, path, threads, torch_model=architecture)
+
+
+def fetch_release(
+    store: ArtifactStore, model: str, version: str, work_dir: Path, extra: Sequence[str] = ()
+) -> FetchedRelease:
+    """Download (verified, cached by hash) a version's served variant, its monitoring files and ``extra`` folders.
+
+    Raises:
+        ObjectNotFound: no such complete version.
+        IntegrityError: a file differs from its manifest's sha256.
+    """
+    manifest = read_manifest(store, model, version)
+    parts = [manifest.served.name, *(["monitoring"] if manifest.monitoring else []), *extra]
+    release_dir = work_dir / "production" / model / version
+    for folder in dict.fromkeys(parts):
+        download_release(store, model, version, release_dir, work_dir / "cache", only=folder, manifest=manifest)
+    return FetchedRelease(model=model, version=version, release_dir=release_dir, manifest=manifest)
+
+
+def production_version(store: ArtifactStore, model: str) -> str | None:
+    """The version the ``production`` alias points at; None when nothing was promoted yet."""
+    alias, _ = read_alias(store, model)
+    return alias.version if alias else None
+
+
+def fetch_production(store: ArtifactStore, model: str, work_dir: Path, extra: Sequence[str] = ()) -> FetchedRelease:
+    """Production's release, its files downloaded and verified (see :func:`fetch_release`).
+
+    Raises:
+        NoProductionRelease: the model has no production alias in this store.
+    """
+    version = production_version(store, model)
+    if version is None:
+        raise NoProductionRelease(f"{model} has no production release in {store.uri}; run the build flow first")
+    return fetch_release(store, model, version, work_dir, extra)
+
+
+def release_split(store: ArtifactStore, release: FetchedRelease, cache_dir: Path, split: str = "test") -> list[LabelledFile]:
+    """The files of one split of the release's dataset, as this machine has them.
+
+    The release holds the dataset's manifest (paths, sha256, labels), not the images: they are
+    read from the source the build read them from.
+
+    Raises:
+        SplitNotAvailable: some of the split's files are not at their source on this machine.
+    """
+    download_release(
+        store, release.model, release.version, release.release_dir, cache_dir, only="dataset", manifest=release.manifest
+    )
+    dataset = DatasetManifest.model_validate_json((release.release_dir / "dataset" / "manifest.json").read_text())
+    root = Path(release.manifest.dataset.source)
+    files = [LabelledFile(name=f.path, path=root / f.path, sha256=f.sha256, label=f.label) for f in dataset.split_files(split)]
+    missing = [f.path for f in files if not f.path.is_file()]
+    if missing:
+        raise SplitNotAvailable(
+            f"{len(missing)} of the {len(files)} {split} files of {release.model} {release.version} are not on this "
+            f"machine (the build read them from {root}; first missing: {missing[0]}); use a folder or an s3:// prefix"
+        )
+    return files

@@ -1,0 +1,76 @@
+"""Inputs to score: the files of a local folder or an ``s3://`` prefix, and the batch's identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tasks.errors import LeptonError
+from tasks.hashing import sha256_bytes, sha256_file
+from tasks.registry.config import StoreConfig
+from tasks.registry.store import open_store
+
+
+class InputNotFound(LeptonError, FileNotFoundError):
+    """The source to score or explain does not exist."""
+
+
+class InputFile(BaseModel):
+    """One file of a batch: its name in the source and where it is on local disk."""
+
+    name: str
+    path: Path
+    sha256: str
+
+
+class FailedInput(BaseModel):
+    """A file of the batch that could not be used, and why."""
+
+    name: str
+    reason: str
+
+
+class InputBatch(BaseModel):
+    """The files of one batch, on local disk, and the batch's identity (a hash of their contents)."""
+
+    source: str
+    batch_id: str
+    files: list[InputFile]
+
+
+def local_inputs(folder: Path) -> list[InputFile]:
+    """Every non-hidden file under ``folder`` (recursively), sorted by name.
+
+    Raises:
+        InputNotFound: the folder does not exist or is not a folder.
+    """
+    if not folder.is_dir():
+        raise InputNotFound(f"source {folder} is not an existing folder")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    return [InputFile(name=p.relative_to(folder).as_posix(), path=p, sha256=sha256_file(p)) for p in files]
+
+
+def s3_inputs(source: str, store_config: StoreConfig, dest: Path) -> list[InputFile]:
+    """Download every non-hidden object under an ``s3://`` prefix (the store's endpoint and credentials) to ``dest``."""
+    inputs = open_store(store_config.model_copy(update={"uri": source, "sse": "none", "kms_key_id": None}))
+    keys = [k for k in inputs.list_keys("") if not any(part.startswith(".") for part in k.split("/"))]
+    for key in keys:
+        inputs.get_file(key, dest / key)
+    return [InputFile(name=k, path=dest / k, sha256=sha256_file(dest / k)) for k in keys]
+
+
+def batch_id(files: list[InputFile]) -> str:
+    """The batch's identity: a hash of its files' contents, so re-scoring the same files is recognised."""
+    return sha256_bytes("\n".join(sorted(f.sha256 for f in files)).encode())[:12]
+
+
+def collect_batch(source: str, store_config: StoreConfig, work_dir: Path) -> InputBatch:
+    """The files of a folder, or of an ``s3://`` prefix downloaded under ``work_dir/incoming``."""
+    if source.startswith("s3://"):
+        files = s3_inputs(source, store_config, work_dir / "incoming" / sha256_bytes(source.encode())[:12])
+    else:
+        files = local_inputs(Path(source).expanduser())
+    return InputBatch(source=source, batch_id=batch_id(files), files=files)

@@ -1,0 +1,89 @@
+"""Prefect tasks of the scoring stage: collect a batch, score it with production, log it for monitoring."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from tasks.errors import STORE_RETRIES
+from tasks.registry.config import StoreConfig
+from tasks.registry.serving import FetchedRelease
+from tasks.registry.store import open_store
+from tasks.score.features import load_projection
+from tasks.score.inputs import InputBatch, collect_batch
+from tasks.score.logs import batch_logged, write_log
+from tasks.score.scoring import ScoreResult, score_files
+
+
+@task(**STORE_RETRIES)
+def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> InputBatch:
+    """List a folder, or download an ``s3://`` prefix (same endpoint and credentials as the store)."""
+    batch = collect_batch(source, store_config, work_dir)
+    get_run_logger().info("%d files in %s", len(batch.files), source)
+    return batch
+
+
+@task(**STORE_RETRIES)
+def score_batch(production: FetchedRelease, batch: InputBatch, store_config: StoreConfig, batch_size: int) -> ScoreResult:
+    """Score the batch with the served artifact; write predictions and monitoring rows to the store.
+
+    Each log is one object written once, predictions first, so a failure leaves
+    no half-written log, and a retry (or a re-run on the same files) does not log twice.
+    """
+    logger = get_run_logger()
+    store = open_store(store_config)
+    manifest, model = production.manifest, production.model
+    base = ScoreResult(
+        model=model, version=production.version, batch_id=batch.batch_id, files=len(batch.files), scored=0,
+        failed=[], class_counts={},
+    )
+    if not batch.files:
+        logger.warning("nothing to score in %s", batch.source)
+        return base.model_copy(update={"note": f"no files in {batch.source}"})
+    earlier = batch_logged(store, "predictions", model, batch.batch_id)
+    if earlier:
+        logger.info("batch %s was already scored: %s", batch.batch_id, store.location(earlier))
+        return base.model_copy(update={"note": f"already scored: {store.location(earlier)}"})
+    projection = None
+    if production.monitored:
+        projection = load_projection(production.release_dir / manifest.monitoring.projection)
+    else:
+        logger.warning("release %s has no monitoring reference (built before monitoring): predictions only", production.version)
+    scored = score_files(batch.files, production.open(), manifest.input, manifest.classes, projection, batch_size)
+    for failure in scored.failures:
+        logger.warning("not scored: %s (%s)", failure.name, failure.reason)
+    unseen = 0
+    if scored.features is not None and not scored.features.empty:
+        reference = pd.read_parquet(production.release_dir / manifest.monitoring.reference)
+        unseen, note = manifest.input.unfamiliar(scored.features, reference)
+        if unseen:
+            logger.warning(note)
+    predictions, features = scored.predictions, scored.features
+    result = base.model_copy(update={"scored": len(predictions), "failed": scored.failures, "unseen_sizes": unseen})
+    if predictions.empty:
+        return result.model_copy(update={"note": "no readable input in the batch"})
+    scored_at = datetime.now(timezone.utc)
+    for frame in (predictions, features):
+        if frame is not None:
+            frame.insert(0, "scored_at", scored_at)
+            frame.insert(1, "release_version", production.version)
+    predictions_key = write_log(store, "predictions", model, predictions, scored_at, batch.batch_id)
+    monitoring_key = write_log(store, "monitoring", model, features, scored_at, batch.batch_id) if features is not None else None
+    counts = {str(k): int(v) for k, v in predictions["predicted_class"].value_counts().sort_index().items()}
+    create_table_artifact(
+        key="score-class-counts",
+        table=[{"class": k, "images": v} for k, v in counts.items()],
+        description=f"{model} {production.version}: {len(predictions)} scored, {len(scored.failures)} not scored",
+    )
+    logger.info("scored %d of %d files; predictions %s", len(predictions), len(batch.files), store.location(predictions_key))
+    return result.model_copy(
+        update={
+            "class_counts": counts,
+            "predictions_uri": store.location(predictions_key),
+            "monitoring_uri": store.location(monitoring_key) if monitoring_key else None,
+        }
+    )
