@@ -34,9 +34,11 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from flows.build import build  # noqa: E402 - Prefect reads the settings above at import
 from flows.config import BuildConfig  # noqa: E402
-from tasks.export.evaluate import format_table  # noqa: E402
+from tasks.registry.lineage import release_table  # noqa: E402
+from tasks.registry.manifest import ReleaseManifest  # noqa: E402
 from tasks.registry.release import read_manifest  # noqa: E402
 from tasks.registry.store import open_store  # noqa: E402
+from tasks.tables import text_table  # noqa: E402
 
 # Columns of the variant table that must reach these values, and the largest accuracy drop allowed.
 GOALS = {"speedup_b1": 6.0, "speedup_b64": 4.0, "smaller_x": 3.5}
@@ -74,9 +76,9 @@ def model_config(name: str, work: Path, repeats: int, threads: int, budget_pp: f
     raise SystemExit(f"unknown model {name!r}; allowed: digits, resnet18")
 
 
-def report(name: str, manifest: dict, seconds: float) -> None:
+def report(name: str, manifest: ReleaseManifest, seconds: float) -> None:
     """The side-by-side table and the goal check of one model."""
-    rows = manifest["variants"]
+    rows = release_table(manifest)
     table = [
         {
             "variant": r["variant"],
@@ -97,15 +99,15 @@ def report(name: str, manifest: dict, seconds: float) -> None:
         }
         for r in rows
     ]
-    latency = manifest["latency"]
+    latency, host = manifest.latency, manifest.latency.host
     print(
-        f"\n## {name}: {manifest['training']['model']} at {manifest['input']['image_size']}x{manifest['input']['image_size']}, "
-        f"{manifest['metrics']['test_images']} test images; {latency['threads']} threads, p50/p95 of "
-        f"{latency['repeats']} calls at batch 1 ({max(latency['repeats'] // 4, 3)} at 64) after warm-up; "
-        f"build {seconds:.0f} s"
+        f"\n## {name}: {manifest.training.model} at {manifest.input.image_size}x{manifest.input.image_size}, "
+        f"{manifest.metrics.test_images} test images; {latency.threads} threads, p50/p95 of "
+        f"{latency.repeats} calls at batch 1 ({max(latency.repeats // 4, 3)} at 64) after warm-up; "
+        f"build {seconds:.0f} s; {host.cpu} ({host.logical_cpus} logical CPUs; {', '.join(host.flags) or 'no AVX2'})"
     )
-    print(format_table(table))
-    print(f"served: {manifest['served']['reason']}")
+    print(text_table(table))
+    print(f"served: {manifest.served.reason}")
     candidates = [r for r in rows if r["in_budget"] and r["runtime"] != "torch"]
     for goal, target in GOALS.items():
         best = max(candidates, key=lambda r, g=goal: r[g])

@@ -36,34 +36,23 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path]:
     import pandas as pd
 
     from tasks.data.shift import write_shifted
-    from tasks.monitor.reference import load_projection
-    from tasks.monitor.scoring import local_inputs, score_inputs
-    from tasks.registry.aliases import read_alias
     from tasks.registry.config import StoreConfig
-    from tasks.registry.production import open_variant
-    from tasks.registry.release import download_release
+    from tasks.registry.serving import fetch_production, release_split
     from tasks.registry.store import open_store
+    from tasks.score.features import load_projection
+    from tasks.score.inputs import local_inputs
+    from tasks.score.scoring import score_files
 
     store = open_store(StoreConfig(uri=args.store))
-    version = read_alias(store, args.model)[0].version
-    manifest = download_release(store, args.model, version, work / "release", work / "cache")
-    monitoring = manifest["monitoring"]
-    files = json.loads((work / "release" / "dataset" / "manifest.json").read_text())["files"]
-    source = Path(manifest["dataset"]["source"])
-    test = [source / f["path"] for f in files if f["split"] == "test"]
+    production = fetch_production(store, args.model, work)
+    manifest, monitoring = production.manifest, production.manifest.monitoring
+    test = [f.path for f in release_split(store, production, work / "cache")]
     write_shifted(test, work / "shifted-images", args.shift, seed=0)
-    _, features, _ = score_inputs(
-        local_inputs(work / "shifted-images"),
-        open_variant(manifest, work / "release", manifest["served"]["name"]),
-        manifest["dataset"]["classes"],
-        manifest["input"]["image_size"],
-        manifest["input"]["channels"],
-        load_projection(work / "release" / monitoring["projection"]),
-    )
-    reference = pd.read_parquet(work / "release" / monitoring["reference"])
-    reference.to_parquet(work / "reference.parquet")
-    features.to_parquet(work / "shifted.parquet")
-    (work / "columns.json").write_text(json.dumps([monitoring["numerical_columns"], monitoring["categorical_columns"]]))
+    projection = load_projection(production.release_dir / monitoring.projection)
+    scored = score_files(local_inputs(work / "shifted-images"), production.open(), manifest.input, manifest.classes, projection)
+    pd.read_parquet(production.release_dir / monitoring.reference).to_parquet(work / "reference.parquet")
+    scored.features.to_parquet(work / "shifted.parquet")
+    (work / "columns.json").write_text(json.dumps([monitoring.numerical_columns, monitoring.categorical_columns]))
     return work / "reference.parquet", work / "shifted.parquet", work / "columns.json"
 
 
@@ -101,7 +90,8 @@ def cell(work: Path, method: str, rows: int, scenario: str) -> dict:
     import numpy as np
     import pandas as pd
 
-    from tasks.monitor.drift import DriftConfig, detect_drift
+    from tasks.monitor.config import DriftConfig
+    from tasks.monitor.drift import detect_drift
 
     warnings.simplefilter("ignore", RuntimeWarning)
     numerical, categorical = json.loads((work / "columns.json").read_text())
@@ -139,7 +129,7 @@ def main() -> None:
         print(json.dumps(cell(Path(work), method, int(rows), scenario)))
         return
 
-    from tasks.export.evaluate import format_table
+    from tasks.tables import text_table
 
     work = Path(tempfile.mkdtemp(prefix="lepton-drift-bench-"))
     prepare(args, work)
@@ -169,9 +159,9 @@ def main() -> None:
                     "html_mb": f"{full['html_mb']:.1f} / {ours['html_mb']:.1f}",
                 }
             )
-            print(format_table(table[-1:]) if len(table) == 1 else format_table(table[-1:]).splitlines()[-1], flush=True)
+            print(text_table(table[-1:]) if len(table) == 1 else text_table(table[-1:]).splitlines()[-1], flush=True)
     print()
-    print(format_table(table))
+    print(text_table(table))
 
 
 if __name__ == "__main__":

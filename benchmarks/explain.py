@@ -14,22 +14,24 @@ positive superpixel (and top 3) for the predicted class with the baseline's. Not
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tasks.data.images import decode_image
-from tasks.explain.lime_images import ImageLimeExplainer, LimeConfig, choose_samples
-from tasks.export.evaluate import format_table
-from tasks.monitor.features import softmax
-from tasks.registry.aliases import read_alias
+from tasks.explain.config import LimeConfig
+from tasks.explain.explanation import choose_samples
+from tasks.explain.lime_images import ImageLimeExplainer
 from tasks.registry.config import StoreConfig
-from tasks.registry.production import open_variant
-from tasks.registry.release import download_release
+from tasks.registry.serving import fetch_production, release_split
 from tasks.registry.store import open_store
+from tasks.score.inference import probabilities
+from tasks.tables import text_table
+
+# lime's own loop (the baseline rows) draws a tqdm bar per image; the table is the output here.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def main() -> None:
@@ -41,17 +43,13 @@ def main() -> None:
     args = parser.parse_args()
 
     store = open_store(StoreConfig(uri=args.store))
-    version = read_alias(store, args.model)[0].version
     work = Path(tempfile.mkdtemp(prefix="lepton-explain-bench-"))
-    manifest = download_release(store, args.model, version, work / "release", work / "cache")
-    size, channels = manifest["input"]["image_size"], manifest["input"]["channels"]
-    files = json.loads((work / "release" / "dataset" / "manifest.json").read_text())["files"]
-    root = Path(manifest["dataset"]["source"])
-    images = np.stack([decode_image(root / f["path"], size, channels)[0] for f in files if f["split"] == "test"])
-    served = manifest["served"]["name"]
-    torch_backend = open_variant(manifest, work / "release", "torch-fp32")
-    probabilities = softmax(torch_backend.predict(images.astype(np.float32) / 255.0))
-    chosen = images[choose_samples(probabilities, args.images, seed=0)]
+    production = fetch_production(store, args.model, work, extra=["torch-fp32", "openvino-fp32"])
+    manifest, version, contract = production.manifest, production.version, production.manifest.input
+    images = contract.read([f.path for f in release_split(store, production, work / "cache")]).raw
+    served = manifest.served.name
+    torch_backend = production.open("torch-fp32")
+    chosen = images[choose_samples(probabilities(torch_backend, contract, images), args.images, seed=0)]
 
     config = LimeConfig(num_samples=args.num_samples, top_labels=1)
     ours = f"ours ({args.num_samples}, vectorised)"
@@ -59,14 +57,14 @@ def main() -> None:
         ("torch-fp32", "lime default (10)", torch_backend, 10, False),
         ("torch-fp32", f"lime ({args.num_samples})", torch_backend, args.num_samples, False),
         ("torch-fp32", ours, torch_backend, args.num_samples, True),
-        (served, ours, open_variant(manifest, work / "release", served), args.num_samples, True),
+        (served, ours, production.open(), args.num_samples, True),
     ]
     if served != "openvino-fp32":
-        rows.append(("openvino-fp32", ours, open_variant(manifest, work / "release", "openvino-fp32"), args.num_samples, True))
+        rows.append(("openvino-fp32", ours, production.open("openvino-fp32"), args.num_samples, True))
     results, baseline_top = [], None
     for variant, batching, backend, batch, vectorised in rows:
         explainer = ImageLimeExplainer(
-            backend.predict, channels, config.model_copy(update={"batch_size": batch}), vectorised=vectorised
+            backend.predict, contract, config.model_copy(update={"batch_size": batch}), vectorised=vectorised
         )
         explainer.explain(chosen[0])  # warm-up: first-call allocations are not the steady state
         start = time.perf_counter()
@@ -92,7 +90,7 @@ def main() -> None:
     for row in results:
         row["speedup"] = round(row["explanations_per_s"] / base, 2)
     print(f"{len(chosen)} images of {args.model} {version}, {args.num_samples} perturbations each, seed 0")
-    print(format_table(results))
+    print(text_table(results))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.export.evaluate import format_table, latency_ms, size_on_disk
-from tasks.registry.aliases import read_alias
+from tasks.export.measure import latency_ms, measuring_host, size_on_disk
 from tasks.registry.config import StoreConfig
-from tasks.registry.production import open_variant
 from tasks.registry.release import download_release
+from tasks.registry.serving import open_variant, production_version
 from tasks.registry.store import open_store
+from tasks.tables import text_table
 
 
 def main() -> None:
@@ -35,22 +35,24 @@ def main() -> None:
     args = parser.parse_args()
 
     store = open_store(StoreConfig(uri=args.store))
-    version = args.version or read_alias(store, args.model)[0].version
+    version = args.version or production_version(store, args.model)
+    if version is None:
+        raise SystemExit(f"{args.model} has no production release in {store.uri}; run make demo or pass --version")
     work = Path(tempfile.mkdtemp(prefix="lepton-bench-"))
     manifest = download_release(store, args.model, version, work / "release", work / "cache")
-    spec = manifest["input"]
+    contract = manifest.input
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    images = rng.random((64, spec["channels"], spec["image_size"], spec["image_size"]), dtype=np.float32)
+    images = rng.random((64, *contract.shape), dtype=np.float32)
 
     rows = []
-    for row in manifest["variants"]:
-        folder = work / "release" / row["variant"]
-        backend = open_variant(manifest, work / "release", row["variant"], threads=args.threads)
+    for variant in manifest.variants:
+        folder = work / "release" / variant.name
+        backend = open_variant(manifest, work / "release", variant.name, threads=args.threads)
         b1, _ = latency_ms(backend, images, 1, args.repeats, warmup=20)
         b64, _ = latency_ms(backend, images, 64, max(args.repeats // 4, 10), warmup=5)
-        rows.append({"variant": row["variant"], "size_kb": size_on_disk(sorted(p for p in folder.rglob("*") if p.is_file())) / 1024, "p50_ms_b1": b1, "p50_ms_b64": b64})
+        rows.append({"variant": variant.name, "size_kb": size_on_disk(sorted(p for p in folder.rglob("*") if p.is_file())) / 1024, "p50_ms_b1": b1, "p50_ms_b64": b64})
 
     base = next(r for r in rows if r["variant"] == "torch-fp32")
     table = [
@@ -66,9 +68,11 @@ def main() -> None:
         }
         for r in rows
     ]
-    print(f"{args.model} {version}: {spec['channels']}x{spec['image_size']}x{spec['image_size']} inputs, "
-          f"{args.repeats} timed calls at batch 1, baseline torch-fp32 (eager, same process)")
-    print(format_table(table))
+    host = measuring_host()
+    print(f"{args.model} {version}: {'x'.join(map(str, contract.shape))} inputs, "
+          f"{args.repeats} timed calls at batch 1, baseline torch-fp32 (eager, same process); "
+          f"{host.cpu}, {host.logical_cpus} logical CPUs ({', '.join(host.flags) or 'no AVX2'})")
+    print(text_table(table))
 
 
 if __name__ == "__main__":

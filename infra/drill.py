@@ -113,14 +113,13 @@ def main() -> int:
         from flows.score import score
         from tasks.data.shift import write_shifted
         from tasks.registry.aliases import read_alias
-        from tasks.registry.config import StoreConfig
-        from tasks.registry.release import download_release
+        from tasks.registry.serving import fetch_production, release_split
         from tasks.registry.store import open_store
 
         config = BuildConfig(
             work_dir=PROJECT / ".lepton" / "work",
             reason="drill: initial build",
-            store=StoreConfig(uri=f"file://{PROJECT / '.lepton' / 'registry'}"),
+            store={"uri": f"file://{PROJECT / '.lepton' / 'registry'}"},
         )
         say("1 build", "training and releasing the default digits classifier")
         release = build(config)
@@ -129,9 +128,8 @@ def main() -> int:
         print(f"release {release.version}; production is {production}")
 
         # The batches come from production's own held-out test images (listed in its dataset manifest).
-        download_release(store, config.model_name, production, HOME / "release", config.work_dir / "cache", only="dataset")
-        files = json.loads((HOME / "release" / "dataset" / "manifest.json").read_text())["files"]
-        test_files = [config.work_dir / "datasets" / "digits" / f["path"] for f in files if f["split"] == "test"]
+        fetched = fetch_production(store, config.model_name, config.work_dir)
+        test_files = [f.path for f in release_split(store, fetched, config.work_dir / "cache")]
         rng = np.random.default_rng(int(time.time()))  # a new batch each drill: a scored batch is never logged twice
         batch = [test_files[i] for i in sorted(rng.choice(len(test_files), size=200, replace=False))]
         stamp = time.strftime("%Y%m%dT%H%M%S")
