@@ -46,6 +46,8 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path]:
     store = open_store(StoreConfig(uri=args.store))
     production = fetch_production(store, args.model, work)
     manifest, monitoring = production.manifest, production.manifest.monitoring
+    if monitoring is None:
+        raise SystemExit(f"{args.model} {production.version} has no monitoring reference (built before monitoring); build again")
     test = [f.path for f in release_split(store, production, work / "cache")]
     write_shifted(test, work / "shifted-images", args.shift, seed=0)
     projection = load_projection(production.release_dir / monitoring.projection)

@@ -55,7 +55,7 @@ def summarize(config: BuildConfig, release: Release) -> str:
     from tasks.registry.store import open_store
 
     manifest = read_manifest(open_store(config.store), release.model, release.version)
-    return "\n" + release_summary(manifest, release.uri, release.promoted, release.gate_reason)
+    return "\n" + release_summary(manifest, release)
 
 
 def main(argv: list[str] | None = None) -> int:

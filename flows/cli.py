@@ -42,6 +42,7 @@ def load_config(config_type: type[C], path: Path | None, overrides: list[str]) -
         raise ValueError(f"{path} is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object of {config_type.__name__} fields")
+    texts: dict[tuple[str, ...], str] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -50,21 +51,45 @@ def load_config(config_type: type[C], path: Path | None, overrides: list[str]) -
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw  # a plain string
-        target = data
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-            if not isinstance(target, dict):
-                raise ValueError(f"--set {item!r}: {parent} is not a group of fields")
-        target[leaf] = value
+        dotted = tuple(key.split("."))
+        _set(data, dotted, value, item)
+        texts[dotted] = raw
     try:
         return config_type.model_validate(data)
     except ValidationError as exc:
+        # A value that reads as JSON (a version like 123456789012, a reason like 42) is text where the field is text.
+        retry = [tuple(map(str, e["loc"])) for e in exc.errors() if e["type"] == "string_type"]
+        retry = [loc for loc in retry if loc in texts and not isinstance(_get(data, loc), str)]
+        for loc in retry:
+            _set(data, loc, texts[loc], "")
+        error = exc
+        if retry:
+            try:
+                return config_type.model_validate(data)
+            except ValidationError as again:
+                error = again
         where = f" in {path}" if path else ""
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors()
         )
         raise ValueError(f"invalid {config_type.__name__}{where}: {problems}") from None
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: Any, item: str) -> None:
+    """Set ``data[a][b]...`` for the dotted path, creating groups on the way."""
+    target = data
+    *parents, leaf = path
+    for parent in parents:
+        target = target.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"--set {item!r}: {parent} is not a group of fields")
+    target[leaf] = value
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
 
 
 class _ExpectedFailures(logging.Filter):
@@ -75,8 +100,11 @@ class _ExpectedFailures(logging.Filter):
     error's own message once instead.
     """
 
-    # How Prefect names the exception in those records: "exception: Name(", "exception Name:", ...
-    _MENTION = re.compile(r"exception(?: during execution)?:? (\w+)[(:]")
+    # Prefect's own failure records, and where they name the exception's class.
+    _MENTION = re.compile(
+        r"^(?:Task run failed with exception|Encountered exception during execution"
+        r"|Finished in state Failed\([\"'](?:Task|Flow) run encountered an exception):? (\w+)[(:]"
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], LeptonError):

@@ -99,8 +99,8 @@ def prune_and_finetune(
     The pruned architecture has no name in the zoo, so the module itself is
     returned for export; nothing pickles it.
     """
-    inputs, _ = snapshot.model_inputs("train")
-    sample = torch.from_numpy(inputs[:2])
+    raw, _ = snapshot.arrays("train")
+    sample = torch.from_numpy(snapshot.input.to_model_input(raw[:2]))
     pruned, result = prune_channels(source.load(), sample, config)
     if config.finetune_epochs == 0:
         return pruned.eval(), PrunedModel(result=result, val_acc=float("nan"), test_acc=float("nan"), epochs_run=0)

@@ -76,8 +76,8 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
     by_runtime = {v.runtime: v for v in exported.variants}
     onnx_fp32, ov_fp32 = by_runtime["onnxruntime"], by_runtime["openvino"]
     prefix = variant_prefix(exported.stage)
-    train_inputs, _ = snapshot.model_inputs("train")
-    calibration = calibration_sample(train_inputs, config.calibration_size, config.seed)
+    train_raw, _ = snapshot.arrays("train")
+    calibration = snapshot.input.to_model_input(calibration_sample(train_raw, config.calibration_size, config.seed))
     logger.info("calibrating INT8 of %s on %d train images", exported.stage, len(calibration))
     root = onnx_fp32.directory.parent
     onnx_int8 = quantize_onnx_int8(

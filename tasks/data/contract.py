@@ -31,7 +31,7 @@ class DecodedInputs:
     """Raw inputs decoded from files: one row per item, and why each unusable file was left out."""
 
     raw: np.ndarray  # one row per item (images: uint8 C x H x W)
-    meta: pd.DataFrame  # one row per item: what the statistics need besides ``raw`` (images: size on disk)
+    meta: pd.DataFrame  # one row per item: what the statistics need besides ``raw`` (images: width, height before resizing)
     source: list[int]  # for each item, the index of the file it came from
     failures: list[tuple[int, str]]  # (file index, reason) of each file that gave no item
 
@@ -40,7 +40,8 @@ class ImageInput(BaseModel):
     """How an image file becomes the model's input tensor.
 
     Decode fully; convert to L (``channels`` 1, ITU-R 601-2 luma) or RGB, with a palette
-    expanded, transparency composited onto black and 16-bit images scaled to 8 bits; resize to
+    expanded, transparency composited onto black, 16-bit images scaled to 8 bits (32-bit and
+    float images by their maximum); resize to
     ``image_size`` x ``image_size`` with bilinear resampling (the aspect ratio is not kept);
     lay out as N x C x H x W float32 and divide by 255.
     """

@@ -140,33 +140,32 @@ def build_snapshot(
 
     Raises:
         DataValidationError: fewer than two classes, a class below ``min_images_per_class``,
-            or too many quarantined files. The validation report is written before raising.
+            too many quarantined files, or an empty split. The validation report is written before raising.
     """
     accepted, quarantined = _drop_duplicates(items)
     class_counts = Counter(example.label for example in accepted)
-    report: dict[str, object] = {
-        "source": source,
-        "files_seen": files_seen,
-        "accepted": len(accepted),
-        "quarantined": [q.model_dump() for q in quarantined],
-        "images_per_class": {c: class_counts.get(c, 0) for c in classes},
-    }
-    problems = _problems(classes, class_counts, len(quarantined), files_seen, config)
+    splits = [assign_split(e.sha256, config.val_fraction, config.test_fraction, config.split_salt) for e in accepted]
+    tally: dict[str, dict[str, int]] = {s: defaultdict(int) for s in SPLITS}
+    for example, split in zip(accepted, splits):
+        tally[split][example.label] += 1
+    counts = {s: {c: tally[s].get(c, 0) for c in classes} for s in SPLITS}
+    problems = _problems(classes, class_counts, counts, len(quarantined), files_seen, config)
     manifest_rows = sorted((e.sha256, e.label) for e in accepted)
     version = sha256_bytes(json.dumps([list(row) for row in manifest_rows], separators=(",", ":")).encode())[:16]
     directory = snapshots_dir / version / "x".join(str(n) for n in contract.shape)
     report_dir = directory if not problems else snapshots_dir / "rejected" / version
     report_dir.mkdir(parents=True, exist_ok=True)
     report_path = report_dir / "validation_report.json"
-    report["problems"] = problems
-    report["dataset_version"] = version
-
-    splits = [assign_split(e.sha256, config.val_fraction, config.test_fraction, config.split_salt) for e in accepted]
-    tally: dict[str, dict[str, int]] = {s: defaultdict(int) for s in SPLITS}
-    for example, split in zip(accepted, splits):
-        tally[split][example.label] += 1
-    counts = {s: {c: tally[s].get(c, 0) for c in classes} for s in SPLITS}
-    report["counts"] = counts
+    report: dict[str, object] = {
+        "source": source,
+        "files_seen": files_seen,
+        "accepted": len(accepted),
+        "quarantined": [q.model_dump() for q in quarantined],
+        "images_per_class": {c: class_counts.get(c, 0) for c in classes},
+        "problems": problems,
+        "dataset_version": version,
+        "counts": counts,
+    }
     # Hash splitting keeps files in place as data grows, at the price of exact per-class shares:
     # a small class can end up absent from a split, which the report says rather than hides.
     notes = [
@@ -227,7 +226,12 @@ def _drop_duplicates(items: Iterable[Example | QuarantineEntry]) -> tuple[list[E
 
 
 def _problems(
-    classes: list[str], class_counts: Counter[str], quarantined: int, files_seen: int, config: DataConfig
+    classes: list[str],
+    class_counts: Counter[str],
+    counts: dict[str, dict[str, int]],
+    quarantined: int,
+    files_seen: int,
+    config: DataConfig,
 ) -> list[str]:
     """Why the dataset cannot be trained on; empty when it can."""
     problems = []
@@ -245,6 +249,15 @@ def _problems(
         problems.append(
             f"{quarantined} of {files_seen} files quarantined ({share:.0%}), "
             f"above max_quarantine_fraction={config.max_quarantine_fraction:.0%}"
+        )
+    total = sum(class_counts.values())
+    empty = [split for split in SPLITS if total and not sum(counts[split].values())]
+    if empty:
+        # Training needs train and val images, the gate and every variant's numbers need test images.
+        problems.append(
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty with {total} images "
+            f"(val_fraction={config.val_fraction}, test_fraction={config.test_fraction}); add images, "
+            "or change the fractions or split_salt"
         )
     return problems
 

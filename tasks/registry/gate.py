@@ -10,7 +10,8 @@ from pydantic import BaseModel
 from tasks.data.contract import InputContract
 from tasks.export.measure import accuracy
 from tasks.registry.config import GateConfig
-from tasks.registry.serving import NoProductionRelease, fetch_production
+from tasks.registry.release import read_manifest
+from tasks.registry.serving import fetch_release, production_version
 from tasks.registry.store import ArtifactStore
 
 
@@ -38,26 +39,27 @@ def score_production(
     incomparable when it was trained on other classes or takes other inputs;
     the gate then decides by its own setting.
     """
-    try:
-        production = fetch_production(store, model, work_dir)
-    except NoProductionRelease:
+    version = production_version(store, model)
+    if version is None:
         return ProductionScore(note="no production release yet")
-    manifest = production.manifest
+    manifest = read_manifest(store, model, version)
     if manifest.classes != classes:
         return ProductionScore(
-            version=production.version,
+            version=version,
             comparable=False,
             note=f"production classes {manifest.classes} differ from the candidate's {classes}",
         )
     if manifest.input != contract:
         return ProductionScore(
-            version=production.version,
+            version=version,
             comparable=False,
             note=(
                 f"production takes inputs {list(manifest.input.shape)} ({manifest.input.describe()}), the candidate's "
                 f"test split is {list(contract.shape)} ({contract.describe()})"
             ),
         )
+    # Compared first, then only the served variant is downloaded (verified): the gate needs nothing else.
+    production = fetch_release(store, model, version, work_dir, monitoring=False, manifest=manifest)
     return ProductionScore(version=production.version, accuracy=accuracy(production.open(), inputs, labels))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tasks.export.evaluate import variant_table
 from tasks.registry.manifest import ReleaseDraft, ReleaseManifest
+from tasks.registry.release import Release
 from tasks.tables import markdown_table, text_table
 
 
@@ -122,14 +123,14 @@ def _monitoring_section(manifest: ReleaseDraft) -> str:
     )
 
 
-def release_summary(manifest: ReleaseManifest, location: str, promoted: bool, gate_reason: str) -> str:
+def release_summary(manifest: ReleaseManifest, release: Release) -> str:
     """What a build prints when it is done: the variant table, where the release is, what it serves, the gate."""
     return "\n".join([
         text_table(release_table(manifest)),
         "",
-        f"release:    {manifest.model} {manifest.version}",
-        f"location:   {location}",
-        f"manifest:   {location}/manifest.json",
+        f"release:    {release.model} {release.version}",
+        f"location:   {release.uri}",
+        f"manifest:   {release.manifest_uri}",
         f"serving:    {manifest.served.reason}",
-        f"production: {'promoted' if promoted else 'not promoted'} ({gate_reason})",
+        f"production: {'promoted' if release.promoted else 'not promoted'} ({release.gate_reason})",
     ])

@@ -5,9 +5,10 @@
 which host, which files the release holds with their sha256, the monitoring reference, and
 where it all came from. An independent client can use a release from it alone.
 
-Schema 2 is written. Schema 1 (written before this module) is read by upgrading it: its
-variant rows kept rounded display values, so upgraded sizes, MACs and timings carry that
-rounding. Any other schema is refused with a message saying what this code reads.
+Schema 2 is written. Schema 1 (written before this module) is read by upgrading it, from its
+final layout (with the serving policy, latency settings and entrypoints): its variant rows kept
+rounded display values, so upgraded sizes, MACs and timings carry that rounding. An earlier
+schema-1 layout, or any other schema, is refused with a message saying what this code reads.
 """
 
 from __future__ import annotations
@@ -190,7 +191,14 @@ class ReleaseManifest(ReleaseDraft):
             return data
         schema = data.get("schema_version")
         if schema == 1:
-            return _upgrade_v1(data)
+            try:
+                return _upgrade_v1(data)
+            except (KeyError, TypeError) as exc:
+                # Schema 1 grew over its life; only its final layout carries every fact schema 2 needs.
+                raise ValueError(
+                    f"a schema-1 manifest without {exc} (written before the serving policy, latency settings and "
+                    "entrypoints were recorded) cannot be read; rebuild the model to release it again"
+                ) from None
         if schema != SCHEMA_VERSION:
             raise ValueError(
                 f"schema_version {schema!r} is not one this code reads ({', '.join(map(str, READABLE_SCHEMAS))}); "

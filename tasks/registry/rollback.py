@@ -41,7 +41,7 @@ def previous_version(alias: Alias) -> str:
         if move.to_version != alias.version and move.to_version not in rolled_back_from:
             return move.to_version
     raise RollbackError(
-        f"{alias.name} is at {alias.version} and has no earlier version to roll back to; name one with --to"
+        f"{alias.name} is at {alias.version} and has no earlier version to roll back to; name one (to_version)"
     )
 
 

@@ -1,6 +1,6 @@
 """The one way to use a released version: fetch its files (each sha256-verified), open a variant, list a split.
 
-The gate, scoring, monitoring, explanations, benchmarks and the online server all reach a
+The gate, scoring, monitoring, explanations and benchmarks (and next the online server) reach a
 release through here, so what they run is what production serves, byte for byte.
 """
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from tasks.data.snapshot import DatasetManifest
 from tasks.errors import LeptonError
+from tasks.hashing import sha256_file
 from tasks.export.backends import Backend, open_backend
 from tasks.registry.aliases import read_alias
 from tasks.registry.manifest import ReleaseManifest
@@ -77,16 +78,24 @@ def open_variant(manifest: ReleaseManifest, release_dir: Path, name: str | None 
 
 
 def fetch_release(
-    store: ArtifactStore, model: str, version: str, work_dir: Path, extra: Sequence[str] = ()
+    store: ArtifactStore,
+    model: str,
+    version: str,
+    work_dir: Path,
+    extra: Sequence[str] = (),
+    monitoring: bool = True,
+    manifest: ReleaseManifest | None = None,
 ) -> FetchedRelease:
     """Download (verified, cached by hash) a version's served variant, its monitoring files and ``extra`` folders.
+
+    ``monitoring=False`` leaves the monitoring reference out; ``manifest`` saves reading it again.
 
     Raises:
         ObjectNotFound: no such complete version.
         IntegrityError: a file differs from its manifest's sha256.
     """
-    manifest = read_manifest(store, model, version)
-    parts = [manifest.served.name, *(["monitoring"] if manifest.monitoring else []), *extra]
+    manifest = manifest or read_manifest(store, model, version)
+    parts = [manifest.served.name, *(["monitoring"] if monitoring and manifest.monitoring else []), *extra]
     release_dir = work_dir / "production" / model / version
     for folder in dict.fromkeys(parts):
         download_release(store, model, version, release_dir, work_dir / "cache", only=folder, manifest=manifest)
@@ -112,13 +121,13 @@ def fetch_production(store: ArtifactStore, model: str, work_dir: Path, extra: Se
 
 
 def release_split(store: ArtifactStore, release: FetchedRelease, cache_dir: Path, split: str = "test") -> list[LabelledFile]:
-    """The files of one split of the release's dataset, as this machine has them.
+    """The files of one split of the release's dataset, as this machine has them, each checked by sha256.
 
     The release holds the dataset's manifest (paths, sha256, labels), not the images: they are
     read from the source the build read them from.
 
     Raises:
-        SplitNotAvailable: some of the split's files are not at their source on this machine.
+        SplitNotAvailable: some of the split's files are not at their source on this machine, or changed.
     """
     download_release(
         store, release.model, release.version, release.release_dir, cache_dir, only="dataset", manifest=release.manifest
@@ -131,5 +140,11 @@ def release_split(store: ArtifactStore, release: FetchedRelease, cache_dir: Path
         raise SplitNotAvailable(
             f"{len(missing)} of the {len(files)} {split} files of {release.model} {release.version} are not on this "
             f"machine (the build read them from {root}; first missing: {missing[0]}); use a folder or an s3:// prefix"
+        )
+    changed = [f.path for f in files if sha256_file(f.path) != f.sha256]
+    if changed:
+        raise SplitNotAvailable(
+            f"{len(changed)} of the {len(files)} {split} files of {release.model} {release.version} changed since the "
+            f"build read them (sha256 differs; first: {changed[0]}); use a folder or an s3:// prefix"
         )
     return files

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from tasks.errors import LeptonError
 from tasks.hashing import sha256_bytes, sha256_file
 from tasks.registry.config import StoreConfig
 
@@ -23,8 +24,11 @@ class ConditionalWriteFailed(RuntimeError):
     """The object changed since it was read: another writer won the race."""
 
 
-class ObjectNotFound(KeyError):
+class ObjectNotFound(LeptonError, KeyError):
     """No object at that key."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class StoreUnavailable(ConnectionError):

@@ -1,7 +1,7 @@
 """The monitoring row of a scored input: one function for the release's reference and for production.
 
 Per input: the statistics its input contract computes (images: brightness, contrast, sharpness,
-saturated fraction, size on disk), the model's embedding reduced by a projection fitted at
+saturated fraction, width and height before resizing), the model's embedding reduced by a projection fitted at
 release time, the predicted class and the top-1 confidence.
 """
 
@@ -14,9 +14,6 @@ import pandas as pd
 from pydantic import BaseModel
 
 from tasks.score.inference import softmax
-
-PREDICTION_COLUMNS = ["predicted_class", "confidence"]
-
 
 def embedding_columns(n_components: int) -> list[str]:
     """Names of the projected embedding columns."""

@@ -49,6 +49,44 @@ def batch_logged(store: ArtifactStore, kind: str, model: str, batch_id: str) -> 
     return None
 
 
+def log_batch(
+    store: ArtifactStore,
+    model: str,
+    release_version: str,
+    batch_id: str,
+    predictions: pd.DataFrame,
+    monitoring: pd.DataFrame | None,
+) -> tuple[str, str | None]:
+    """Write a scored batch's predictions and monitoring rows, each once, under one time stamp; return both keys.
+
+    When an earlier attempt wrote one of the two and failed before the other, this completes the
+    batch under that attempt's stamp: no row is logged twice and none is lost.
+    """
+    earlier = [key for kind in KINDS if (key := batch_logged(store, kind, model, batch_id))]
+    scored_at = datetime.now(timezone.utc)
+    if earlier:
+        stamp = _NAME.match(earlier[0].rsplit("/", 1)[-1]).group(1)
+        scored_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    keys = []
+    for kind, frame in (("predictions", predictions), ("monitoring", monitoring)):
+        if frame is None:
+            keys.append(None)
+            continue
+        frame = frame.copy()
+        frame.insert(0, "scored_at", scored_at)
+        frame.insert(1, "release_version", release_version)
+        keys.append(write_log(store, kind, model, frame, scored_at, batch_id))
+    return keys[0], keys[1]
+
+
+def scored_before(store: ArtifactStore, model: str, batch_id: str, monitored: bool) -> str | None:
+    """The predictions key of this batch when it was logged completely before (with its monitoring rows, if monitored)."""
+    predictions = batch_logged(store, "predictions", model, batch_id)
+    if predictions and (not monitored or batch_logged(store, "monitoring", model, batch_id)):
+        return predictions
+    return None
+
+
 def latest_log(store: ArtifactStore, kind: str, model: str) -> pd.DataFrame | None:
     """The rows of the most recently logged batch, or None when nothing was logged."""
     stamped = [

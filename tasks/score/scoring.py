@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from tasks.data.contract import InputContract
 from tasks.export.backends import Backend
 from tasks.score.features import Projection, monitoring_columns, monitoring_features, non_finite_rows
-from tasks.score.inference import infer, softmax
+from tasks.score.inference import infer, probabilities, softmax
 from tasks.score.inputs import FailedInput, InputFile
 
 
@@ -61,19 +62,12 @@ def score_files(
     if not decoded.source:
         return ScoredFiles(pd.DataFrame(), None, failures)
     kept = [files[index] for index in decoded.source]
-    logits, embeddings = infer(backend, contract, decoded.raw, batch_size)
-    probabilities = softmax(logits)
-    predictions = pd.DataFrame(
-        {
-            "file": [f.name for f in kept],
-            "path": [str(f.path.resolve()) for f in kept],
-            "image_sha256": [f.sha256 for f in kept],
-            "predicted_class": [classes[i] for i in probabilities.argmax(axis=1)],
-            "confidence": probabilities.max(axis=1),
-        }
-    )
     if projection is None:
-        return ScoredFiles(predictions, None, failures)
+        # No monitoring reference: predictions only, from the logits output alone (variants released
+        # before monitoring existed have no embedding output).
+        return ScoredFiles(_predictions(kept, probabilities(backend, contract, decoded.raw, batch_size), classes), None, failures)
+    logits, embeddings = infer(backend, contract, decoded.raw, batch_size)
+    predictions = _predictions(kept, softmax(logits), classes)
     features = monitoring_features(contract.statistics(decoded.raw, decoded.meta), logits, embeddings, projection, classes)
     features.insert(0, "file", predictions["file"])
     features.insert(1, "image_sha256", predictions["image_sha256"])
@@ -81,3 +75,16 @@ def score_files(
     # A model or input that yields NaN/inf cannot be tested for drift: report it, keep the rest.
     failures += [FailedInput(name=name, reason="monitoring features are NaN or infinite") for name in features.loc[bad, "file"]]
     return ScoredFiles(predictions.loc[~bad].reset_index(drop=True), features.loc[~bad].reset_index(drop=True), failures)
+
+
+def _predictions(kept: list[InputFile], probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per scored file: where it is, its content hash, the predicted class and its probability."""
+    return pd.DataFrame(
+        {
+            "file": [f.name for f in kept],
+            "path": [str(f.path.resolve()) for f in kept],
+            "image_sha256": [f.sha256 for f in kept],
+            "predicted_class": [classes[i] for i in probs.argmax(axis=1)],
+            "confidence": probs.max(axis=1),
+        }
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +14,7 @@ from tasks.registry.serving import FetchedRelease
 from tasks.registry.store import open_store
 from tasks.score.features import load_projection
 from tasks.score.inputs import InputBatch, collect_batch
-from tasks.score.logs import batch_logged, write_log
+from tasks.score.logs import log_batch, scored_before
 from tasks.score.scoring import ScoreResult, score_files
 
 
@@ -31,8 +30,8 @@ def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> In
 def score_batch(production: FetchedRelease, batch: InputBatch, store_config: StoreConfig, batch_size: int) -> ScoreResult:
     """Score the batch with the served artifact; write predictions and monitoring rows to the store.
 
-    Each log is one object written once, predictions first, so a failure leaves
-    no half-written log, and a retry (or a re-run on the same files) does not log twice.
+    Each log is one object written once, so a failure leaves no half-written log; a retry completes
+    a batch logged halfway, and a re-run on the same files does not log it twice.
     """
     logger = get_run_logger()
     store = open_store(store_config)
@@ -44,7 +43,7 @@ def score_batch(production: FetchedRelease, batch: InputBatch, store_config: Sto
     if not batch.files:
         logger.warning("nothing to score in %s", batch.source)
         return base.model_copy(update={"note": f"no files in {batch.source}"})
-    earlier = batch_logged(store, "predictions", model, batch.batch_id)
+    earlier = scored_before(store, model, batch.batch_id, production.monitored)
     if earlier:
         logger.info("batch %s was already scored: %s", batch.batch_id, store.location(earlier))
         return base.model_copy(update={"note": f"already scored: {store.location(earlier)}"})
@@ -66,13 +65,7 @@ def score_batch(production: FetchedRelease, batch: InputBatch, store_config: Sto
     result = base.model_copy(update={"scored": len(predictions), "failed": scored.failures, "unseen_sizes": unseen})
     if predictions.empty:
         return result.model_copy(update={"note": "no readable input in the batch"})
-    scored_at = datetime.now(timezone.utc)
-    for frame in (predictions, features):
-        if frame is not None:
-            frame.insert(0, "scored_at", scored_at)
-            frame.insert(1, "release_version", production.version)
-    predictions_key = write_log(store, "predictions", model, predictions, scored_at, batch.batch_id)
-    monitoring_key = write_log(store, "monitoring", model, features, scored_at, batch.batch_id) if features is not None else None
+    predictions_key, monitoring_key = log_batch(store, model, production.version, batch.batch_id, predictions, features)
     counts = {str(k): int(v) for k, v in predictions["predicted_class"].value_counts().sort_index().items()}
     create_table_artifact(
         key="score-class-counts",

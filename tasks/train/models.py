@@ -14,6 +14,11 @@ from torch import nn
 from torchvision import models as tv_models
 
 from tasks.data.contract import InputContract
+from tasks.errors import LeptonError
+
+
+class ModelBuildError(LeptonError, ValueError):
+    """A model the zoo cannot build as asked: an unknown name, another modality, or weights that do not fit."""
 
 
 class SmallCNN(nn.Module):
@@ -96,20 +101,22 @@ def build_model(name: str, num_classes: int, contract: InputContract, weights_pa
         weights_path: optional local state_dict, loaded with ``weights_only=True``.
 
     Raises:
-        ValueError: an unknown name, a model of another modality, or weights that do not fit.
+        ModelBuildError: an unknown name, a model of another modality, or weights that are missing or do not fit.
     """
     if name not in ZOO:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(ZOO)}")
+        raise ModelBuildError(f"unknown model {name!r}; allowed: {', '.join(ZOO)}")
     kind, build = ZOO[name]
     if kind != contract.kind:
-        raise ValueError(f"model {name!r} takes {kind} inputs; this data is {contract.kind}")
+        raise ModelBuildError(f"model {name!r} takes {kind} inputs; this data is {contract.kind}")
     model = build(num_classes, contract)
     if weights_path is not None:
+        if not Path(weights_path).is_file():
+            raise ModelBuildError(f"weights {weights_path} do not exist (train.weights_path)")
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise ValueError(f"weights {weights_path} do not fit {name} with {num_classes} classes: {exc}") from None
+            raise ModelBuildError(f"weights {weights_path} do not fit {name} with {num_classes} classes: {exc}") from None
     return model
 
 

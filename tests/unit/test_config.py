@@ -89,6 +89,9 @@ def test_cli_overrides_are_dotted_paths_with_json_values(tmp_path) -> None:
     )
     assert (config.model_name, config.train.max_epochs, config.train.batch_size) == ("flowers", 5, 8)
     assert config.compress.plan == [] and config.store.uri == "s3://bucket/ml" and config.reason == "why not"
+    # A value that reads as a JSON number stays text where the field is text (an all-digit version).
+    rollback = load_config(RollbackConfig, None, ["to_version=123456789012", "reason=42", "model_name=2024"])
+    assert (rollback.to_version, rollback.reason, rollback.model_name) == ("123456789012", "42", "2024")
     for bad, message in [
         ("train.max_epochs", "use KEY=VALUE"),
         ("model_name.first=x", "model_name is not a group of fields"),
@@ -97,3 +100,28 @@ def test_cli_overrides_are_dotted_paths_with_json_values(tmp_path) -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             load_config(BuildConfig, path, [bad])
+
+
+def test_the_console_keeps_one_message_for_a_user_error_and_every_other_error() -> None:
+    import logging
+
+    from flows.cli import _ExpectedFailures
+    from tasks.data.snapshot import DataValidationError
+    from tasks.registry.rollback import RollbackError  # noqa: F401 - loaded, as a flow module loads its errors
+    from tasks.registry.serving import NoProductionRelease  # noqa: F401
+
+    quiet = _ExpectedFailures()
+
+    def shown(message: str, error: BaseException | None = None) -> bool:
+        exc_info = (type(error), error, None) if error else None
+        return quiet.filter(logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, message, None, exc_info))
+
+    # Prefect's own reports of a user error (the CLI prints its message once instead), in both quote styles.
+    assert not shown("Task run failed with exception: DataValidationError('x') - Retries are exhausted", DataValidationError("x"))
+    assert not shown('Finished in state Failed("Task run encountered an exception DataValidationError: found [\'only\']")')
+    assert not shown("Finished in state Failed('Flow run encountered an exception: NoProductionRelease: none yet')")
+    assert not shown("Encountered exception during execution: RollbackError('refused')", ValueError("wrapped"))
+    # Anything else stays: other errors, and a user error's name in a message of our own.
+    assert shown("Finished in state Failed('Task run encountered an exception ValueError: a bug')")
+    assert shown("Task run failed with exception: ConnectionError('endpoint gone') - Retry 1/3", ConnectionError("x"))
+    assert shown("the gate refused it: see DataValidationError in the report")

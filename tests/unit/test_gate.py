@@ -107,3 +107,40 @@ def test_a_variant_that_was_not_downloaded_is_named(production, tmp_path: Path) 
     manifest = download_release(store, "m", version, tmp_path / "release", tmp_path / "cache", only="dataset")
     with pytest.raises(FileNotFoundError, match=f"onnx-fp32 of m {version} is not downloaded"):
         open_variant(manifest, tmp_path / "release")
+
+
+def test_the_release_split_is_found_and_checked_by_sha256(tmp_path: Path) -> None:
+    from tasks.data.snapshot import DatasetFile, DatasetManifest
+    from tasks.hashing import sha256_file
+    from tasks.registry.manifest import DatasetLineage
+    from tasks.registry.serving import SplitNotAvailable, fetch_release, release_split
+
+    source = tmp_path / "images"
+    (source / "a").mkdir(parents=True)
+    for name in ("one.png", "two.png"):
+        (source / "a" / name).write_bytes(name.encode() * 10)
+    listed = DatasetManifest(
+        dataset_version="d",
+        classes=["a"],
+        files=[
+            DatasetFile(path=f"a/{name}", sha256=sha256_file(source / "a" / name), label="a", split=split)
+            for name, split in (("one.png", "test"), ("two.png", "train"))
+        ],
+    )
+    (tmp_path / "dataset.json").write_text(listed.model_dump_json())
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    (onnx_dir / "model.onnx").write_bytes(b"graph")
+    store = FileStore(tmp_path / "registry")
+    lineage = DatasetLineage(version="d", source=str(source), counts={"test": {"a": 1}}, quarantined=0)
+    files = {"dataset/manifest.json": tmp_path / "dataset.json", "onnx-fp32/model.onnx": onnx_dir / "model.onnx"}
+    release = publish_release(store, files, release_draft("m", dataset=lineage))
+    fetched = fetch_release(store, "m", release.version, tmp_path / "work")
+    split = release_split(store, fetched, tmp_path / "cache")
+    assert [(f.name, f.path, f.label) for f in split] == [("a/one.png", source / "a" / "one.png", "a")]
+    (source / "a" / "one.png").write_bytes(b"edited")
+    with pytest.raises(SplitNotAvailable, match="1 of the 1 test files of m .* changed since the build read them"):
+        release_split(store, fetched, tmp_path / "cache")
+    (source / "a" / "one.png").unlink()
+    with pytest.raises(SplitNotAvailable, match=f"are not on this machine \\(the build read them from {source}"):
+        release_split(store, fetched, tmp_path / "cache")

@@ -51,6 +51,13 @@ def test_a_manifest_of_another_schema_is_refused_naming_what_is_read(tmp_path: P
         read_manifest(_store_with(tmp_path, document), document["model"], "v1")
 
 
+def test_an_early_schema_1_manifest_is_refused_naming_what_it_lacks(tmp_path: Path) -> None:
+    document = json.loads(V1.read_text())
+    del document["entrypoints"]  # as manifests written before each variant's entrypoint was recorded
+    with pytest.raises(ManifestError, match="a schema-1 manifest without 'entrypoints' .* rebuild the model"):
+        read_manifest(_store_with(tmp_path, document), document["model"], "v1")
+
+
 def test_a_damaged_manifest_is_refused_naming_the_field(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "reg")
     release = publish_release(store, {}, release_draft("m"))

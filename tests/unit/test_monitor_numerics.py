@@ -18,7 +18,7 @@ from tasks.monitor.config import DriftConfig
 from tasks.monitor.drift import detect_drift
 from tasks.registry.store import FileStore
 from tasks.score.features import fit_projection, monitoring_features, non_finite_rows
-from tasks.score.logs import batch_logged, read_window, write_log
+from tasks.score.logs import batch_logged, log_batch, read_window, scored_before, write_log
 
 
 def test_image_statistics_measure_what_they_say() -> None:
@@ -127,3 +127,38 @@ def test_embedding_needs_a_final_linear_layer(tmp_path: Path) -> None:
     assert backend.predict(np.zeros((2, 1, 2, 2), np.float32)).shape == (2, 3)
     with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
         backend.embed(np.zeros((2, 1, 2, 2), np.float32))
+
+
+class FailsOnce(FileStore):
+    """A real FileStore whose first write under ``prefix`` fails, as a dropped connection would."""
+
+    def __init__(self, root: Path, prefix: str) -> None:
+        super().__init__(root)
+        self.prefix, self.failed = prefix, False
+
+    def put_bytes(self, key: str, data: bytes, **kwargs) -> str:
+        if key.startswith(self.prefix) and not self.failed:
+            self.failed = True
+            raise ConnectionError(f"injected: {key} not written")
+        return super().put_bytes(key, data, **kwargs)
+
+
+def test_a_batch_logged_halfway_is_completed_by_the_retry_once(tmp_path: Path) -> None:
+    import time
+
+    store = FailsOnce(tmp_path / "reg", "monitoring/")
+    predictions = pd.DataFrame({"file": ["a.png", "b.png"], "predicted_class": ["x", "y"]})
+    monitoring = pd.DataFrame({"file": ["a.png", "b.png"], "brightness": [0.1, 0.2]})
+    with pytest.raises(ConnectionError):
+        log_batch(store, "m", "v1", "aaaaaaaaaaaa", predictions, monitoring)
+    # Predictions landed, monitoring rows did not: the batch is not scored yet for a monitored release.
+    assert scored_before(store, "m", "aaaaaaaaaaaa", monitored=True) is None
+    assert scored_before(store, "m", "aaaaaaaaaaaa", monitored=False) is not None
+    time.sleep(1.1)  # a retry a second later must still complete the first attempt's batch
+    predictions_key, monitoring_key = log_batch(store, "m", "v1", "aaaaaaaaaaaa", predictions, monitoring)
+    assert scored_before(store, "m", "aaaaaaaaaaaa", monitored=True) == predictions_key
+    assert store.list_keys("predictions/") == [predictions_key] and store.list_keys("monitoring/") == [monitoring_key]
+    assert predictions_key.rsplit("/", 1)[1] == monitoring_key.rsplit("/", 1)[1]  # one stamp for the batch
+    window = read_window(store, "monitoring", "m")
+    assert window["file"].tolist() == ["a.png", "b.png"] and set(window["release_version"]) == {"v1"}
+    assert "scored_at" not in monitoring.columns  # the caller's frames are left as they were

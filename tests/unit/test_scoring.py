@@ -1,0 +1,50 @@
+"""Scoring files with a variant: predictions for every readable file, monitoring rows when the release has a reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tasks.data.contract import ImageInput
+from tasks.export.backends import NoEmbeddingOutput, OnnxRuntimeBackend
+from tasks.score.features import fit_projection
+from tasks.score.inputs import local_inputs
+from tasks.score.scoring import score_files
+from tasks.train.models import build_model
+
+GREY = ImageInput(channels=1, image_size=16)
+
+
+@pytest.fixture
+def logits_only(tmp_path: Path) -> Path:
+    """An ONNX model as exported before monitoring existed: one output, the logits."""
+    torch.manual_seed(0)
+    path = tmp_path / "old" / "model.onnx"
+    path.parent.mkdir()
+    torch.onnx.export(
+        build_model("small_cnn", 3, GREY).eval(), (torch.rand(2, 1, 16, 16),), str(path), input_names=["images"],
+        output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), dynamo=True,
+    )
+    return path
+
+
+def test_a_variant_without_an_embedding_output_scores_predictions_only(logits_only: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 20), 60 * i, np.uint8), mode="L").save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    files = local_inputs(folder)
+    scored = score_files(files, OnnxRuntimeBackend(logits_only), GREY, ["a", "b", "c"], projection=None)
+    assert scored.features is None and [f.name for f in scored.failures] == ["notes.txt"]
+    assert scored.predictions["file"].tolist() == ["0.png", "1.png", "2.png"]
+    assert set(scored.predictions["predicted_class"]) <= {"a", "b", "c"}
+    assert scored.predictions["confidence"].between(1 / 3, 1.0).all()
+    # With a monitoring reference the embedding is needed, and its absence is named.
+    projection = fit_projection(np.random.default_rng(0).normal(size=(20, 256)), 4)
+    with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
+        score_files(files, OnnxRuntimeBackend(logits_only), GREY, ["a", "b", "c"], projection)
