@@ -32,7 +32,7 @@ def build_reference(
     """
     contract = snapshot.input
     rows = {"test": _split_rows(snapshot, "test", None)}
-    train_count = len(snapshot.file_hashes("train"))
+    train_count = sum(snapshot.counts["train"].values())
     if config.train_sample and train_count:
         rng = np.random.default_rng(config.seed)
         pick = np.sort(rng.choice(train_count, size=min(config.train_sample, train_count), replace=False))

@@ -49,6 +49,18 @@ def batch_logged(store: ArtifactStore, kind: str, model: str, batch_id: str) -> 
     return None
 
 
+def batch_logs(store: ArtifactStore, model: str, batch_id: str) -> dict[str, str]:
+    """The keys of this batch's earlier logs, by kind (one listing of each kind)."""
+    return {kind: key for kind in KINDS if (key := batch_logged(store, kind, model, batch_id))}
+
+
+def scored_before(logged: dict[str, str], monitored: bool) -> str | None:
+    """The predictions key when the batch was logged completely before (with its monitoring rows, if monitored)."""
+    if "predictions" in logged and (not monitored or "monitoring" in logged):
+        return logged["predictions"]
+    return None
+
+
 def log_batch(
     store: ArtifactStore,
     model: str,
@@ -56,16 +68,17 @@ def log_batch(
     batch_id: str,
     predictions: pd.DataFrame,
     monitoring: pd.DataFrame | None,
+    logged: dict[str, str],
 ) -> tuple[str, str | None]:
     """Write a scored batch's predictions and monitoring rows, each once, under one time stamp; return both keys.
 
-    When an earlier attempt wrote one of the two and failed before the other, this completes the
-    batch under that attempt's stamp: no row is logged twice and none is lost.
+    ``logged`` holds the batch's earlier logs (:func:`batch_logs`). When an earlier attempt wrote one
+    of the two and failed before the other, this completes the batch under that attempt's stamp: no
+    row is logged twice and none is lost.
     """
-    earlier = [key for kind in KINDS if (key := batch_logged(store, kind, model, batch_id))]
     scored_at = datetime.now(timezone.utc)
-    if earlier:
-        stamp = _NAME.match(earlier[0].rsplit("/", 1)[-1]).group(1)
+    if logged:
+        stamp = _NAME.match(next(iter(logged.values())).rsplit("/", 1)[-1]).group(1)
         scored_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     keys = []
     for kind, frame in (("predictions", predictions), ("monitoring", monitoring)):
@@ -77,14 +90,6 @@ def log_batch(
         frame.insert(1, "release_version", release_version)
         keys.append(write_log(store, kind, model, frame, scored_at, batch_id))
     return keys[0], keys[1]
-
-
-def scored_before(store: ArtifactStore, model: str, batch_id: str, monitored: bool) -> str | None:
-    """The predictions key of this batch when it was logged completely before (with its monitoring rows, if monitored)."""
-    predictions = batch_logged(store, "predictions", model, batch_id)
-    if predictions and (not monitored or batch_logged(store, "monitoring", model, batch_id)):
-        return predictions
-    return None
 
 
 def latest_log(store: ArtifactStore, kind: str, model: str) -> pd.DataFrame | None:

@@ -14,7 +14,7 @@ from tasks.registry.serving import FetchedRelease
 from tasks.registry.store import open_store
 from tasks.score.features import load_projection
 from tasks.score.inputs import InputBatch, collect_batch
-from tasks.score.logs import log_batch, scored_before
+from tasks.score.logs import batch_logs, log_batch, scored_before
 from tasks.score.scoring import ScoreResult, score_files
 
 
@@ -43,7 +43,8 @@ def score_batch(production: FetchedRelease, batch: InputBatch, store_config: Sto
     if not batch.files:
         logger.warning("nothing to score in %s", batch.source)
         return base.model_copy(update={"note": f"no files in {batch.source}"})
-    earlier = scored_before(store, model, batch.batch_id, production.monitored)
+    logged = batch_logs(store, model, batch.batch_id)
+    earlier = scored_before(logged, production.monitored)
     if earlier:
         logger.info("batch %s was already scored: %s", batch.batch_id, store.location(earlier))
         return base.model_copy(update={"note": f"already scored: {store.location(earlier)}"})
@@ -65,7 +66,9 @@ def score_batch(production: FetchedRelease, batch: InputBatch, store_config: Sto
     result = base.model_copy(update={"scored": len(predictions), "failed": scored.failures, "unseen_sizes": unseen})
     if predictions.empty:
         return result.model_copy(update={"note": "no readable input in the batch"})
-    predictions_key, monitoring_key = log_batch(store, model, production.version, batch.batch_id, predictions, features)
+    predictions_key, monitoring_key = log_batch(
+        store, model, production.version, batch.batch_id, predictions, features, logged
+    )
     counts = {str(k): int(v) for k, v in predictions["predicted_class"].value_counts().sort_index().items()}
     create_table_artifact(
         key="score-class-counts",

@@ -18,7 +18,7 @@ from tasks.monitor.config import DriftConfig
 from tasks.monitor.drift import detect_drift
 from tasks.registry.store import FileStore
 from tasks.score.features import fit_projection, monitoring_features, non_finite_rows
-from tasks.score.logs import batch_logged, log_batch, read_window, scored_before, write_log
+from tasks.score.logs import batch_logged, batch_logs, log_batch, read_window, scored_before, write_log
 
 
 def test_image_statistics_measure_what_they_say() -> None:
@@ -150,13 +150,14 @@ def test_a_batch_logged_halfway_is_completed_by_the_retry_once(tmp_path: Path) -
     predictions = pd.DataFrame({"file": ["a.png", "b.png"], "predicted_class": ["x", "y"]})
     monitoring = pd.DataFrame({"file": ["a.png", "b.png"], "brightness": [0.1, 0.2]})
     with pytest.raises(ConnectionError):
-        log_batch(store, "m", "v1", "aaaaaaaaaaaa", predictions, monitoring)
+        log_batch(store, "m", "v1", "aaaaaaaaaaaa", predictions, monitoring, batch_logs(store, "m", "aaaaaaaaaaaa"))
     # Predictions landed, monitoring rows did not: the batch is not scored yet for a monitored release.
-    assert scored_before(store, "m", "aaaaaaaaaaaa", monitored=True) is None
-    assert scored_before(store, "m", "aaaaaaaaaaaa", monitored=False) is not None
+    logged = batch_logs(store, "m", "aaaaaaaaaaaa")
+    assert scored_before(logged, monitored=True) is None
+    assert scored_before(logged, monitored=False) is not None
     time.sleep(1.1)  # a retry a second later must still complete the first attempt's batch
-    predictions_key, monitoring_key = log_batch(store, "m", "v1", "aaaaaaaaaaaa", predictions, monitoring)
-    assert scored_before(store, "m", "aaaaaaaaaaaa", monitored=True) == predictions_key
+    predictions_key, monitoring_key = log_batch(store, "m", "v1", "aaaaaaaaaaaa", predictions, monitoring, logged)
+    assert scored_before(batch_logs(store, "m", "aaaaaaaaaaaa"), monitored=True) == predictions_key
     assert store.list_keys("predictions/") == [predictions_key] and store.list_keys("monitoring/") == [monitoring_key]
     assert predictions_key.rsplit("/", 1)[1] == monitoring_key.rsplit("/", 1)[1]  # one stamp for the batch
     window = read_window(store, "monitoring", "m")
