@@ -6,21 +6,32 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.states import Cancelled, State
 
 from flows.config import BuildConfig
 from tasks.compress.steps import distill_student, prune_model, quantize_int8
 from tasks.data.steps import ingest, prepare_source
 from tasks.export.steps import evaluate_variants, export_fp32
-from tasks.monitor.steps import monitoring_reference
+from tasks.monitor.steps import feedback_source, monitoring_reference
 from tasks.registry.release import Release
-from tasks.registry.steps import gate, promote, publish, score_current_production
+from tasks.registry.steps import gate, promote, publish, recent_triggered_build, score_current_production
 from tasks.train.steps import train
 
 
 @flow(name="build", log_prints=True)
-def build(config: BuildConfig = BuildConfig()) -> Release:
-    """Build a classifier from raw data and release it; promote it if it passes the gate."""
+def build(config: BuildConfig = BuildConfig()) -> Release | State:
+    """Build a classifier from raw data and release it; promote it if it passes the gate.
+
+    With ``cooldown_hours`` (set by the drift/performance trigger), the run ends Cancelled when an
+    event-triggered build of the model released within that time: one retrain per cool-down.
+    """
+    if config.cooldown_hours:
+        skip = recent_triggered_build(config.store, config.model_name, config.cooldown_hours)
+        if skip:
+            return Cancelled(message=skip)
     source = prepare_source(config.data, config.work_dir)
+    if config.include_feedback:
+        source = feedback_source(source, config.store, config.model_name, config.work_dir)
     snapshot = ingest(source, config.data, config.work_dir)
     trained = train(snapshot, config.train, config.work_dir)
     stages = [export_fp32(trained, snapshot, config.evaluate)]
@@ -42,7 +53,7 @@ def build(config: BuildConfig = BuildConfig()) -> Release:
         config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"), reference
     )
     production = score_current_production(config.store, config.model_name, snapshot, config.work_dir)
-    decision = gate(evaluation, production, config.gate, release)
+    decision = gate(evaluation, trained, snapshot, production, config.gate, release)
     if decision.promote:
         return promote(config.store, release, decision)
     return release.model_copy(update={"gate_reason": decision.reason})

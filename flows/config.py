@@ -14,7 +14,7 @@ from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
 from tasks.explain.config import LimeConfig
 from tasks.export.config import EvaluateConfig
-from tasks.monitor.config import DriftConfig, ReferenceConfig
+from tasks.monitor.config import DriftConfig, LabelRow, PerformanceConfig, ReferenceConfig
 from tasks.registry.config import GateConfig, StoreConfig, validate_name
 from tasks.train.config import TrainConfig
 
@@ -30,6 +30,13 @@ class BuildConfig(BaseModel):
     model_name: str = Field("digits-classifier", description="Registry name: a-z, 0-9, '.', '_', '-'")
     work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: datasets, snapshots, runs, cache")
     reason: str = Field("manual", max_length=500, description="Why this build runs; recorded with the release")
+    include_feedback: bool = Field(
+        False, description="Also train on the model's labelled production inputs kept by the feedback flow"
+    )
+    cooldown_hours: float | None = Field(
+        None, gt=0, le=24 * 30,
+        description="Skip this run if an event-triggered build of the model released within N hours (set by triggers)",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     compress: CompressConfig = Field(default_factory=CompressConfig)
@@ -114,3 +121,24 @@ class ExplainConfig(ModelTarget):
     @classmethod
     def _source(cls, value: str) -> str:
         return check_source(value, "test-split, latest-batch, a folder or s3://bucket/prefix")
+
+
+class FeedbackConfig(ModelTarget):
+    """True labels that arrived after scoring; rendered by the Prefect UI as the feedback form."""
+
+    source: str | None = Field(
+        None, description="CSV/Parquet label table (label + image_sha256 or file), a folder of them, or s3://bucket/prefix"
+    )
+    labels: list[LabelRow] = Field(default_factory=list, description="Labels given here: input id (sha256 or file) and class")
+    window_hours: float | None = Field(
+        None, gt=0, le=24 * 366, description="Only predictions logged in the last N hours; empty: all"
+    )
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    keep_for_training: bool = Field(
+        True, description="Keep labelled inputs in the store so a build with include_feedback trains on them"
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        return check_source(value, "a label file, a folder of them or s3://bucket/prefix") if value else None

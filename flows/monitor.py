@@ -1,6 +1,6 @@
 """The monitor flow: production logs of a window vs the release's reference; drift emits an event.
 
-``python -m flows.monitor [--config FILE] [--set window_hours=6 --set drift.drift_share=0.5 ...]``
+``python -m flows.monitor [--config FILE] [--set window_hours=6 --set drift.false_alarm_rate=0.005 ...]``
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from tasks.registry.steps import fetch_production
 
 @flow(name="monitor", log_prints=True)
 def monitor(config: MonitorConfig = MonitorConfig()) -> DriftReport:
-    """Evidently drift report of the window; ``lepton.model.drift.detected`` when it crosses the threshold."""
+    """Two-sample drift tests of the window at a stated false-alarm rate, a label-free accuracy estimate,
+    the report; ``lepton.model.drift.detected`` on drift."""
     production = fetch_production(config.store, config.model_name, config.work_dir)
     window = read_production_window(config.store, production, config.window_hours, config.window_rows, config.work_dir)
     result, html = check_drift(production, window, config.drift, config.work_dir)

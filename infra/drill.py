@@ -1,7 +1,9 @@
 """The drift drill: the whole loop on the embedded default, on a real local Prefect server.
 
-build -> score a clean batch (no drift) -> score a shifted batch (inverted digits) -> monitor flags
-drift -> the event starts a run of the `build` deployment -> a worker runs it -> the gate decides.
+build -> score a clean batch (quiet) -> score a shifted batch (inverted digits): drift and the estimated
+harm -> its true labels arrive: the measured harm -> the events start one run of the `build` deployment
+(cool-down) -> a worker retrains on the data plus the labelled batch -> the gate decides, with its interval,
+and production moves (or not, and why).
 
     make drill            # or: .venv/bin/python infra/drill.py [--shift blur] [--no-wait]
 
@@ -84,7 +86,7 @@ def stop(process: subprocess.Popen) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shift", default="invert", choices=["invert", "blur", "noise", "rotate"])
+    parser.add_argument("--shift", default="invert", choices=["invert", "blur", "noise", "rotate", "dim"])
     parser.add_argument("--no-wait", action="store_true", help="stop once the build run exists; do not wait for it")
     args = parser.parse_args()
 
@@ -108,7 +110,8 @@ def main() -> int:
         import numpy as np
 
         from flows.build import build
-        from flows.config import BuildConfig, MonitorConfig, ScoreConfig
+        from flows.config import BuildConfig, FeedbackConfig, MonitorConfig, ScoreConfig
+        from flows.feedback import feedback
         from flows.monitor import monitor
         from flows.score import score
         from tasks.data.shift import write_shifted
@@ -129,9 +132,10 @@ def main() -> int:
 
         # The batches come from production's own held-out test images (listed in its dataset manifest).
         fetched = fetch_production(store, config.model_name, config.work_dir)
-        test_files = [f.path for f in release_split(store, fetched, config.work_dir / "cache")]
+        test_files = release_split(store, fetched, config.work_dir / "cache")
         rng = np.random.default_rng(int(time.time()))  # a new batch each drill: a scored batch is never logged twice
-        batch = [test_files[i] for i in sorted(rng.choice(len(test_files), size=200, replace=False))]
+        labelled = [test_files[i] for i in sorted(rng.choice(len(test_files), size=200, replace=False))]
+        batch = [f.path for f in labelled]
         stamp = time.strftime("%Y%m%dT%H%M%S")
         clean, shifted = HOME / "batches" / f"{stamp}-clean", HOME / "batches" / f"{stamp}-{args.shift}"
         write_shifted(batch, clean, "none")
@@ -145,16 +149,23 @@ def main() -> int:
                 MonitorConfig(window_hours=None, window_rows=scored.scored, work_dir=config.work_dir, store=config.store)
             )
             result = report.result
-            print(f"monitor: {result.status.upper()} - {result.detail}")
-            if result.drifted_columns:
-                print(f"drifted columns: {', '.join(result.drifted_columns)}")
+            print(f"monitor: {result.headline()}")
+            print(f"tests: {result.detail}")
             print(f"report: {report.report_uri}")
             print(f"event: {'lepton.model.drift.detected ' + report.event_id if report.event_id else 'none'}")
 
         if not report.event_id:
             say("result", "no drift event: nothing to retrain")
             return 1
-        say("4 trigger", "waiting for the drift event to create a run of the build deployment")
+        say("4 labels", "the true labels of the shifted batch arrive (a CSV of file -> label)")
+        labels = HOME / "batches" / f"{stamp}-{args.shift}-labels.csv"
+        # write_shifted names copy i "{i:05d}-{stem}.png"; the labels come from the release's dataset manifest.
+        labels.write_text("file,label\n" + "".join(f"{i:05d}-{f.path.stem}.png,{f.label}\n" for i, f in enumerate(labelled)))
+        fed = feedback(FeedbackConfig(source=str(labels), work_dir=config.work_dir, store=config.store))
+        print(f"realized: {fed.result.status.upper()} - {fed.result.detail}")
+        print(f"labelled inputs kept for the retrain: {fed.kept_for_training}; report: {fed.report_uri}")
+        print(f"event: {'lepton.model.performance.degraded ' + fed.event_id if fed.event_id else 'none'}")
+        say("5 trigger", "the drift event starts one retrain; the performance event falls in the same cool-down")
         api = env["PREFECT_API_URL"]
         build_id = next(d["id"] for d in httpx.post(f"{api}/deployments/filter", json={}).json() if d["name"] == "build")
         run = None
@@ -166,11 +177,13 @@ def main() -> int:
         if run is None:
             say("result", "the event did not start a build run within 120 s")
             return 1
-        print(f"build run {run['name']} ({run['id']}) created by the trigger")
+        time.sleep(10)  # the performance event arrived too: give a second run the chance to appear
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [build_id]}}}).json()
+        print(f"build run {run['name']} ({run['id']}) created by the trigger; build runs for the two events: {len(runs)}")
         print(f"parameters: {json.dumps(run['parameters'])}")
         if args.no_wait:
             return 0
-        say("5 retrain", "the worker runs the build; the gate decides whether it replaces production")
+        say("6 retrain", "the worker runs the build on the data plus the labelled batch; the gate decides")
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             state = httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]
@@ -178,6 +191,12 @@ def main() -> int:
                 break
             time.sleep(3)
         print(f"build run {run['name']}: {state['type']}")
+        # The gate's verdict (with its interval and the number of test images) is the run's release-gate artifact.
+        artifacts = httpx.post(
+            f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["release-gate"]}, "flow_run_id": {"any_": [run["id"]]}}}
+        ).json()
+        for artifact in artifacts:
+            print(artifact.get("data") or artifact.get("description"))
         alias = read_alias(store, config.model_name)[0]
         last = alias.history[-1]
         print(f"production now {alias.version} (last move: {last.kind} {last.from_version} -> {last.to_version}, {last.reason})")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make serve`: the whole loop on this machine. A Prefect server on 127.0.0.1, the process work pool,
-# every deployment of prefect.yaml (build with its drift trigger, score, monitor, rollback), and a
+# every deployment of prefect.yaml (build with its drift trigger, score, monitor, feedback, rollback),
+# the alerting automations of infra/automations.yaml, and a
 # worker in the foreground. Ctrl-C stops the worker and the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,9 @@ for _ in $(seq 1 180); do
 done
 "$BIN/prefect" --no-prompt work-pool create lepton-process --type process --overwrite >/dev/null
 "$BIN/prefect" --no-prompt deploy --all
+# Alerting (infra/automations.yaml): failed runs, drift, degraded performance, refused promotions, posted
+# to LEPTON_ALERT_WEBHOOK_URL; without it, says so and carries on.
+"$BIN/python" infra/automations.py
 cat <<TXT
 
 Prefect UI:   http://127.0.0.1:$PORT   (Deployments -> build -> Run -> Custom run: the BuildConfig form)

@@ -59,7 +59,7 @@ def folder_build(root: Path, images: Path, model_name: str, **overrides: Any) ->
     preset = {
         "model_name": model_name,
         "data": {"source": str(images), "image_size": 8},
-        "train": {"max_epochs": 3, "batch_size": 16},
+        "train": {"max_epochs": 15, "batch_size": 16},
         "compress": {"plan": ["int8"], "int8": {"calibration_size": 40}},
         "evaluate": {"policy": {"accuracy_budget_pp": 5.0}},
     }

@@ -98,3 +98,32 @@ def ingest_imagefolder(
         config=config,
         snapshots_dir=snapshots_dir,
     )
+
+
+def merge_imagefolders(roots: list[Path], dest: Path) -> Path:
+    """One ImageFolder at ``dest`` holding every file of ``roots`` at its relative path (hard links where possible).
+
+    ``dest`` is rebuilt from scratch, so a file removed from a root is gone from it too. A later
+    root's file at the same relative path as an earlier one's is refused rather than overwritten.
+
+    Raises:
+        DataValidationError: a root is missing, or two roots hold the same relative path.
+    """
+    import os
+    import shutil
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    for root in roots:
+        if not root.is_dir():
+            raise DataValidationError(f"data folder {root} does not exist")
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            target = dest / path.relative_to(root)
+            if target.exists():
+                raise DataValidationError(f"{path.relative_to(root)} is in more than one of {[str(r) for r in roots]}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:  # another file system: copy instead
+                shutil.copy2(path, target)
+    return dest

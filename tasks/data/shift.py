@@ -11,8 +11,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-Shift = Literal["none", "invert", "blur", "noise", "rotate"]
-SHIFTS: tuple[str, ...] = ("none", "invert", "blur", "noise", "rotate")
+Shift = Literal["none", "invert", "blur", "noise", "rotate", "dim"]
+SHIFTS: tuple[str, ...] = ("none", "invert", "blur", "noise", "rotate", "dim")
 
 
 def shift_image(image: Image.Image, kind: Shift, rng: np.random.Generator) -> Image.Image:
@@ -29,6 +29,8 @@ def shift_image(image: Image.Image, kind: Shift, rng: np.random.Generator) -> Im
         return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), mode="L")
     if kind == "rotate":
         return grey.rotate(90)
+    if kind == "dim":  # a darker camera or scanner: every pixel at 60 % brightness
+        return grey.point(lambda v: int(v * 0.6))
     raise ValueError(f"shift {kind!r}; allowed: {SHIFTS}")
 
 

@@ -46,13 +46,16 @@ def size_on_disk(files: list[Path]) -> int:
     return sum(p.stat().st_size for p in files)
 
 
+def predicted_classes(backend: Backend, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Top-1 class index of every input."""
+    return np.concatenate(
+        [backend.predict(inputs[start : start + batch_size]).argmax(axis=1) for start in range(0, len(inputs), batch_size)]
+    ) if len(inputs) else np.zeros(0, dtype=np.int64)
+
+
 def accuracy(backend: Backend, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``backend`` on a labelled set."""
-    correct = 0
-    for start in range(0, len(inputs), batch_size):
-        logits = backend.predict(inputs[start : start + batch_size])
-        correct += int(np.sum(logits.argmax(axis=1) == labels[start : start + batch_size]))
-    return correct / max(len(inputs), 1)
+    return float(np.mean(predicted_classes(backend, inputs, batch_size) == labels)) if len(inputs) else 0.0
 
 
 def latency_ms(backend: Backend, inputs: np.ndarray, batch_size: int, repeats: int, warmup: int = 3) -> tuple[float, float]:

@@ -2,35 +2,94 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ReferenceConfig(BaseModel):
-    """What a release keeps as its monitoring reference: the rows production windows are compared with."""
+    """What a release keeps as its monitoring reference.
+
+    The reference is the rows of the validation and test splits, which the model never trained
+    on: production data can match them. (Train rows cannot: the model is surer of what it trained
+    on, and a reference with them flags clean data once windows are large.)
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     embedding_components: int = Field(8, ge=1, le=64, description="PCA components kept of the model's embedding")
-    train_sample: int = Field(500, ge=0, le=100_000, description="Train images added to the test split's rows")
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
     seed: int = 0
 
 
 class DriftConfig(BaseModel):
-    """How drift is measured and when it counts."""
+    """How drift is tested, and how often a window of in-distribution data may be flagged.
+
+    Every test is a two-sample test of the window against the reference rows (KS per numerical
+    column, chi-square on the predicted class, MMD with a permutation test on the embedding), so
+    its false-alarm rate holds at any window size. ``false_alarm_rate`` is the budget of one run
+    for all tests together (Bonferroni): ``embedding_share`` of it goes to the embedding test, the
+    rest is split evenly over the columns.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    drift_share: float = Field(0.3, gt=0.0, le=1.0, description="Share of drifted columns that means drift")
-    prediction_drift_counts: bool = Field(True, description="Drift of the predicted class alone also means drift")
-    num_method: str = Field("ks", description="Evidently stat test for numerical columns (ks, wasserstein, psi, ...)")
-    cat_method: str = Field("chisquare", description="Evidently stat test for the predicted class (chisquare, jensenshannon, ...)")
-    threshold: float | None = Field(
-        None, gt=0.0, description="Threshold of the numerical tests; None keeps Evidently's (0.05 p-value, 0.1 distance)"
+    false_alarm_rate: float = Field(
+        0.01, gt=0.0, le=0.2, description="Chance that one run flags a window of in-distribution data (all tests together)"
     )
-    # The predicted class alone can raise the event, so its test is stricter: at p < 0.05 one
-    # clean hourly window in twenty would start a retrain.
-    cat_threshold: float | None = Field(0.001, gt=0.0, description="Threshold of the predicted-class test")
-    sample_rows: int = Field(5000, ge=100, le=1_000_000, description="Current rows tested (seeded sample of the window)")
+    embedding_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of the false-alarm rate spent on the multivariate embedding test"
+    )
+    permutations: int = Field(500, ge=99, le=20_000, description="Permutations of the embedding test")
+    embedding_rows: int = Field(1000, ge=50, le=20_000, description="Window rows in the embedding test (seeded sample)")
+    sample_rows: int = Field(5000, ge=100, le=1_000_000, description="Window rows in the per-column tests (seeded sample)")
     min_rows: int = Field(100, ge=10, description="Fewer rows than this in the window: 'not enough data', no verdict")
+    accuracy_estimator: Literal["atc", "binned"] = Field(
+        "binned", description="Label-free accuracy estimate: binned (calibrated confidence) or atc (thresholded confidence)"
+    )
+    harm_pp: float = Field(
+        2.0, ge=0.0, le=100.0, description="Estimated accuracy loss (pp) that makes drift harmful"
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _resolution(self) -> "DriftConfig":
+        level = self.false_alarm_rate * self.embedding_share
+        # The smallest permutation p-value is 1 / (permutations + 1): keep it at most half the level,
+        # or a shift the test sees plainly could never reach significance.
+        needed = math.ceil(2.0 / level) - 1 if level > 0 else 0
+        if self.permutations < needed:
+            raise ValueError(
+                f"permutations={self.permutations} are too few for the embedding test's level {level:.4g}: "
+                f"use at least {needed} permutations"
+            )
+        return self
+
+    @property
+    def embedding_level(self) -> float:
+        """Significance level of the embedding test."""
+        return self.false_alarm_rate * self.embedding_share
+
+    def column_level(self, columns: int) -> float:
+        """Significance level of each per-column test (Bonferroni over ``columns``)."""
+        return self.false_alarm_rate * (1.0 - self.embedding_share) / max(columns, 1)
+
+
+class LabelRow(BaseModel):
+    """One label given inline (the feedback flow's parameter form): an input's id and its true class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, description="The input's sha256 (as logged) or its logged file name")
+    label: str = Field(min_length=1, description="The true class name")
+
+
+class PerformanceConfig(BaseModel):
+    """When labelled production predictions count as a performance degradation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    significance: float = Field(0.05, gt=0.0, lt=0.5, description="Level of the one-sided test against the test accuracy")
+    min_drop_pp: float = Field(1.0, ge=0.0, le=100.0, description="Smaller drops are not degradation, however significant")
+    min_rows: int = Field(30, ge=1, description="Fewer labelled predictions than this: 'not enough labels', no verdict")

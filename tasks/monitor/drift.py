@@ -1,20 +1,65 @@
-"""Drift of production logs against the release's reference, with an Evidently 0.7 Report.
+"""Drift of a production window against the release's reference: two-sample tests with a stated false-alarm rate.
 
-The current window is reduced to a seeded sample of at most ``sample_rows`` rows before the
-report runs: the statistical tests then keep the same power whatever the traffic (a
-million-row window would otherwise flag differences too small to matter), the report stays
-seconds long, and its HTML stays small enough to open.
+Why two-sample tests: the reference is a sample too. A goodness-of-fit test that takes the
+reference's proportions as exact flags almost every clean window once windows are large (the
+reference's own sampling noise becomes "drift"); a two-sample test's level holds at any window
+size, because under no drift the window and the reference are exchangeable.
+
+- per numerical column: Kolmogorov-Smirnov (SciPy), with the normalised Wasserstein distance as
+  the effect size;
+- the predicted class: chi-square on the 2 x K table of reference and window counts (SciPy),
+  with the Jensen-Shannon distance as the effect size;
+- the embedding, all components at once: MMD with an RBF kernel and a permutation test, so a
+  shift of part of the window that no single column shows is still caught;
+- Bonferroni over all of them: one run flags in-distribution data at most ``false_alarm_rate``
+  of the time.
+
+The verdict also estimates, without labels, the accuracy the served model gets on the window
+(``tasks.monitor.estimate``) and says whether the drift is likely harmful. The Evidently report
+(per-column distributions) is written separately by :func:`write_drift_report`, opening with
+the verdict.
 """
 
 from __future__ import annotations
 
+import html as html_escape
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from tasks.monitor.config import DriftConfig
+from tasks.monitor.estimate import AccuracyEstimate, estimate_accuracy, familiar_rows
+from tasks.registry.manifest import AccuracyCalibration
+
+TWO_SAMPLE_CHI2 = "chi2_two_sample"
+
+
+class ColumnDrift(BaseModel):
+    """One column's two-sample test."""
+
+    column: str
+    test: str
+    p_value: float
+    effect: float
+    effect_name: str
+    level: float
+    drifted: bool
+
+
+class EmbeddingDrift(BaseModel):
+    """The multivariate test of the projected embedding."""
+
+    test: str = "MMD, RBF kernel (median bandwidth), permutation test"
+    columns: list[str]
+    statistic: float
+    p_value: float
+    level: float
+    rows: int
+    permutations: int
+    drifted: bool
 
 
 class DriftResult(BaseModel):
@@ -24,15 +69,42 @@ class DriftResult(BaseModel):
     rows: int
     rows_tested: int
     reference_rows: int
+    false_alarm_rate: float
     drift_share: float | None = None
     drifted_columns: list[str] = []
     prediction_drift: bool = False
-    column_scores: dict[str, float] = {}
+    columns: list[ColumnDrift] = []
+    embedding: EmbeddingDrift | None = None
+    estimate: AccuracyEstimate | None = None
+    harmful: bool | None = None
+    quarantined: list[str] = []
+    notes: list[str] = []
     detail: str = ""
 
     @property
     def drift(self) -> bool:
         return self.status == "drift"
+
+    def headline(self) -> str:
+        """One line: the decision, what drifted, the estimated accuracy, harm."""
+        if self.status == "not enough data":
+            return f"NOT ENOUGH DATA: {self.detail}"
+        parts = [self.status.upper()]
+        if self.drifted_columns or (self.embedding and self.embedding.drifted):
+            what = list(self.drifted_columns) + (["embedding (MMD)"] if self.embedding and self.embedding.drifted else [])
+            parts.append(f"drifted: {', '.join(what)}")
+        if self.estimate is not None:
+            parts.append(self.estimate.describe())
+        if self.harmful is not None and self.drift:
+            parts.append("likely HARMFUL" if self.harmful else "no harm estimated")
+        return " - ".join(parts)
+
+
+def reference_rows(reference: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
+    """The rows of the reference file that drift is tested against (those of ``splits``)."""
+    if "split" not in reference.columns:
+        return reference
+    return reference.loc[reference["split"].isin(splits)].reset_index(drop=True)
 
 
 def detect_drift(
@@ -41,9 +113,14 @@ def detect_drift(
     numerical: list[str],
     categorical: list[str],
     config: DriftConfig,
-    html_path: Path | None = None,
+    calibration: AccuracyCalibration | None = None,
+    embedding: list[str] | None = None,
 ) -> DriftResult:
-    """Compare ``current`` with ``reference`` on the given columns; write the Evidently HTML to ``html_path``.
+    """Test ``current`` against ``reference`` on the given columns.
+
+    ``embedding`` names the columns of the multivariate test (default: the numerical columns
+    named ``embedding_*``). Rows with a NaN or infinite value are left out and reported in
+    ``quarantined``.
 
     Raises:
         ValueError: a column missing from either frame.
@@ -53,77 +130,266 @@ def detect_drift(
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise ValueError(f"{name} data lacks monitoring columns {missing}")
+    embedding = [c for c in numerical if c.startswith("embedding_")] if embedding is None else embedding
+    quarantined = []
+    current, dropped = _finite(current, numerical)
+    if dropped:
+        quarantined.append(f"{dropped} window rows with a NaN or infinite value left out")
+    reference, dropped = _finite(reference, numerical)
+    if dropped:
+        quarantined.append(f"{dropped} reference rows with a NaN or infinite value left out")
+    base = dict(rows=len(current), reference_rows=len(reference), false_alarm_rate=config.false_alarm_rate, quarantined=quarantined)
     if len(current) < config.min_rows:
         return DriftResult(
-            status="not enough data",
-            rows=len(current),
-            rows_tested=0,
-            reference_rows=len(reference),
-            detail=f"{len(current)} rows in the window; at least {config.min_rows} are needed for a verdict",
+            status="not enough data", rows_tested=0,
+            detail=f"{len(current)} usable rows in the window; at least {config.min_rows} are needed for a verdict", **base,
         )
+    rng = np.random.default_rng(config.seed)
     tested = current
     if len(current) > config.sample_rows:
-        tested = current.sample(n=config.sample_rows, random_state=config.seed)
-    report_data = _run_report(reference[columns], tested[columns], numerical, categorical, config, html_path)
-    scores, drifted, share = report_data
-    prediction = [c for c in categorical if c in drifted]
-    is_drift = share >= config.drift_share or (config.prediction_drift_counts and bool(prediction))
+        tested = current.iloc[np.sort(rng.choice(len(current), size=config.sample_rows, replace=False))]
+    level = config.column_level(len(columns))
+    results = [_numerical_test(reference[c], tested[c], c, level) for c in numerical]
+    results += [_categorical_test(reference[c], tested[c], c, level) for c in categorical]
+    multivariate = None
+    if embedding and config.embedding_share > 0:
+        multivariate = _embedding_test(reference[embedding], current[embedding], embedding, config, rng)
+    drifted = [r.column for r in results if r.drifted]
+    prediction = any(r.drifted for r in results if r.column in categorical)
+    is_drift = bool(drifted) or bool(multivariate and multivariate.drifted)
+    estimate = harmful = None
+    if calibration is not None and "confidence" in current.columns:
+        estimator = config.accuracy_estimator if calibration.bin_accuracy else "atc"
+        familiar = None
+        if embedding:
+            familiar = familiar_rows(reference[embedding].to_numpy(dtype=np.float64), current[embedding].to_numpy(dtype=np.float64))
+        chance = 1.0 / max(reference[categorical[0]].nunique(), 1) if categorical else 0.0
+        estimate = estimate_accuracy(
+            calibration, current["confidence"].to_numpy(), estimator, familiar, chance, seed=config.seed
+        )
+        harmful = estimate.drop_pp >= config.harm_pp
+    notes = _notes(current, categorical)
+    detail = (
+        f"{len(drifted)} of {len(columns)} columns drifted at p < {level:.2g} each"
+        + (f"; embedding MMD p = {multivariate.p_value:.3g} (level {multivariate.level:.2g})" if multivariate else "")
+        + f"; false-alarm rate of this run {config.false_alarm_rate:.1%}"
+    )
     return DriftResult(
         status="drift" if is_drift else "no drift",
-        rows=len(current),
         rows_tested=len(tested),
-        reference_rows=len(reference),
-        drift_share=share,
+        drift_share=len(drifted) / len(columns),
         drifted_columns=drifted,
-        prediction_drift=bool(prediction),
-        column_scores=scores,
-        detail=(
-            f"{len(drifted)} of {len(columns)} columns drifted ({share:.0%}; threshold {config.drift_share:.0%})"
-            + ("; the predicted class drifted" if prediction else "")
-        ),
+        prediction_drift=prediction,
+        columns=results,
+        embedding=multivariate,
+        estimate=estimate,
+        harmful=harmful,
+        notes=notes,
+        detail=detail,
+        **base,
     )
 
 
-def _run_report(
+def _finite(frame: pd.DataFrame, numerical: list[str]) -> tuple[pd.DataFrame, int]:
+    """The rows without NaN/inf in ``numerical``, and how many were dropped."""
+    if frame.empty:
+        return frame, 0
+    keep = np.isfinite(frame[numerical].to_numpy(dtype=np.float64)).all(axis=1)
+    return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def _numerical_test(reference: pd.Series, current: pd.Series, column: str, level: float) -> ColumnDrift:
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    ref, cur = reference.to_numpy(dtype=np.float64), current.to_numpy(dtype=np.float64)
+    p_value = float(ks_2samp(ref, cur).pvalue)
+    # Evidently's normalised Wasserstein: the distance in units of the reference's spread.
+    spread = float(np.std(ref)) or 1.0
+    effect = float(wasserstein_distance(ref, cur)) / spread
+    return ColumnDrift(
+        column=column, test="KS two-sample", p_value=p_value, effect=effect, effect_name="Wasserstein / std",
+        level=level, drifted=p_value < level,
+    )
+
+
+def chi2_two_sample(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    """p-value and Jensen-Shannon distance of two samples of a categorical column.
+
+    Categories seen fewer than 5 times in the two samples together are pooled, so the
+    chi-square approximation holds for small windows too.
+    """
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import chi2_contingency
+
+    ref, cur = reference.astype(str).value_counts(), current.astype(str).value_counts()
+    table = pd.concat([ref, cur], axis=1).fillna(0).to_numpy(dtype=np.float64).T
+    effect = float(jensenshannon(table[0] / table[0].sum(), table[1] / table[1].sum(), base=2))
+    common = table.sum(axis=0) >= 5
+    pooled = np.column_stack([table[:, common], table[:, ~common].sum(axis=1)]) if (~common).any() else table
+    pooled = pooled[:, pooled.sum(axis=0) > 0]
+    if pooled.shape[1] < 2:
+        return 1.0, effect
+    return float(chi2_contingency(pooled, correction=False).pvalue), effect
+
+
+def _categorical_test(reference: pd.Series, current: pd.Series, column: str, level: float) -> ColumnDrift:
+    p_value, effect = chi2_two_sample(reference, current)
+    return ColumnDrift(
+        column=column, test="chi-square two-sample", p_value=p_value, effect=effect, effect_name="Jensen-Shannon",
+        level=level, drifted=p_value < level,
+    )
+
+
+def mmd_permutation_test(
+    reference: np.ndarray, current: np.ndarray, permutations: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Squared MMD (biased estimate) of two samples and its permutation p-value.
+
+    Features are scaled by the reference's spread; the RBF bandwidth is the median distance
+    between reference rows. The kernel matrix is computed once and each permutation is a
+    quadratic form of it, so 500 permutations of 2,000 rows take a fraction of a second.
+    """
+    from sklearn.metrics.pairwise import euclidean_distances, rbf_kernel
+
+    spread = reference.std(axis=0)
+    spread[spread == 0] = 1.0
+    both = np.vstack([reference, current]).astype(np.float64) / spread
+    m = len(reference)
+    distances = euclidean_distances(both[:m], both[:m])
+    median = float(np.median(distances[np.triu_indices(m, 1)])) if m > 1 else 1.0
+    kernel = rbf_kernel(both, gamma=1.0 / (2.0 * (median or 1.0) ** 2))
+    weights = np.concatenate([np.full(m, 1.0 / m), np.full(len(current), -1.0 / len(current))])
+    permuted = np.stack([rng.permutation(weights) for _ in range(permutations)], axis=1)
+    observed = float(weights @ kernel @ weights)
+    null = np.einsum("ip,ip->p", permuted, kernel @ permuted)
+    return observed, float((1 + np.sum(null >= observed - 1e-12)) / (permutations + 1))
+
+
+def _embedding_test(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], config: DriftConfig, rng: np.random.Generator
+) -> EmbeddingDrift:
+    ref, cur = reference.to_numpy(dtype=np.float64), current.to_numpy(dtype=np.float64)
+    if len(ref) > config.embedding_rows:
+        ref = ref[np.sort(rng.choice(len(ref), size=config.embedding_rows, replace=False))]
+    if len(cur) > config.embedding_rows:
+        cur = cur[np.sort(rng.choice(len(cur), size=config.embedding_rows, replace=False))]
+    statistic, p_value = mmd_permutation_test(ref, cur, config.permutations, rng)
+    return EmbeddingDrift(
+        columns=columns, statistic=statistic, p_value=p_value, level=config.embedding_level, rows=len(cur),
+        permutations=config.permutations, drifted=p_value < config.embedding_level,
+    )
+
+
+def _notes(current: pd.DataFrame, categorical: list[str]) -> list[str]:
+    """What a reader should know about the window itself."""
+    notes = []
+    for column in categorical:
+        values = current[column].astype(str).unique()
+        if len(values) == 1:
+            notes.append(f"every row of the window has {column} = {values[0]!r}")
+    return notes
+
+
+def write_drift_report(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     numerical: list[str],
     categorical: list[str],
-    config: DriftConfig,
-    html_path: Path | None,
-) -> tuple[dict[str, float], list[str], float]:
+    result: DriftResult,
+    title: str,
+    html_path: Path,
+    sample_rows: int,
+    seed: int = 0,
+) -> Path:
+    """Evidently's per-column report of the same tests, opened by the verdict; returns ``html_path``.
+
+    Evidently runs the same SciPy tests at the same levels (the two-sample chi-square is
+    registered with it), so its per-column pass/fail agrees with the verdict above it.
+    """
     import warnings
 
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
+    _register_chi2_two_sample()
+    if len(current) > sample_rows:
+        current = current.sample(n=sample_rows, random_state=seed)
+    level = result.columns[0].level if result.columns else 0.05
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    # One ValueDrift per column (what DataDriftPreset is made of) without the preset's
-    # DriftedColumnsCount, which tests every column a second time: the share is counted here.
-    metrics = [ValueDrift(column=c, method=config.num_method, threshold=config.threshold) for c in numerical] + [
-        ValueDrift(column=c, method=config.cat_method, threshold=config.cat_threshold) for c in categorical
+    metrics = [ValueDrift(column=c, method="ks", threshold=level) for c in numerical] + [
+        ValueDrift(column=c, method=TWO_SAMPLE_CHI2, threshold=level) for c in categorical
     ]
+    columns = numerical + categorical
     with warnings.catch_warnings():
         # Constant columns (all images one size) make numpy warn inside the distribution plots.
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = Report(metrics, include_tests=True).run(
-            current_data=Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
-            reference_data=Dataset.from_pandas(reference.reset_index(drop=True), data_definition=definition),
+            current_data=Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
+            reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
         )
-    result = snapshot.dict()
-    scores = {}
-    for metric in result["metrics"]:
-        config_ = metric.get("config", {})
-        if config_.get("type", "").endswith("ValueDrift"):
-            scores[config_["column"]] = float(metric["value"])
-    drifted = []
-    for test in result["tests"]:
-        params = (test.get("metric_config") or {}).get("params", {})
-        if params.get("type", "").endswith("ValueDrift") and str(test.get("status")).endswith("FAIL"):
-            drifted.append(params["column"])
-    if html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.save_html(str(html_path))
-    columns = numerical + categorical
-    return scores, [c for c in columns if c in drifted], len(set(drifted)) / len(columns)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(html_path))
+    return prepend_to_body(html_path, verdict_html(result, title))
 
+
+def prepend_to_body(html_path: Path, fragment: str) -> Path:
+    """Put ``fragment`` first in the page's body (the verdict before Evidently's report)."""
+    page = html_path.read_text(encoding="utf-8")
+    at = page.find(">", page.find("<body")) + 1 if "<body" in page else 0
+    html_path.write_text(page[:at] + fragment + page[at:], encoding="utf-8")
+    return html_path
+
+
+def _register_chi2_two_sample() -> None:
+    """Make the two-sample chi-square available to Evidently by name (idempotent)."""
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    def test(reference: pd.Series, current: pd.Series, feature_type: ColumnType, threshold: float) -> tuple[float, bool]:
+        p_value, _ = chi2_two_sample(reference, current)
+        return p_value, p_value < threshold
+
+    register_stattest(
+        StatTest(name=TWO_SAMPLE_CHI2, display_name="chi-square two-sample p_value", allowed_feature_types=[ColumnType.Categorical]),
+        default_impl=test,
+    )
+
+
+def verdict_html(result: DriftResult, title: str) -> str:
+    """The decision first: drifted columns and share, the embedding test, estimated accuracy, harm."""
+    e = html_escape.escape
+    colour = {"drift": "#b00020", "no drift": "#1b5e20"}.get(result.status, "#555")
+    lines = [f"<p><b>{e(result.detail)}</b></p>"] if result.detail else []
+    if result.drift_share is not None:
+        lines.append(
+            f"<p>Drifted columns: {e(', '.join(result.drifted_columns) or 'none')} "
+            f"({result.drift_share:.0%} of {len(result.columns)}); window {result.rows} rows "
+            f"({result.rows_tested} tested), reference {result.reference_rows} rows.</p>"
+        )
+    if result.embedding is not None:
+        m = result.embedding
+        lines.append(
+            f"<p>Embedding ({len(m.columns)} components, {m.rows} window rows): {e(m.test)}; MMD&sup2; {m.statistic:.4g}, "
+            f"p = {m.p_value:.3g} at level {m.level:.2g}: <b>{'drifted' if m.drifted else 'no drift'}</b>.</p>"
+        )
+    if result.estimate is not None:
+        harm = "" if result.harmful is None else (" <b>Likely harmful.</b>" if result.harmful else " No harm estimated.")
+        lines.append(f"<p>{e(result.estimate.describe())}.{harm}</p>")
+    for note in result.quarantined + result.notes:
+        lines.append(f"<p>Note: {e(note)}</p>")
+    rows = "".join(
+        f"<tr><td>{e(c.column)}</td><td>{e(c.test)}</td><td>{c.p_value:.3g}</td><td>{c.level:.2g}</td>"
+        f"<td>{c.effect:.3g} ({e(c.effect_name)})</td><td>{'DRIFT' if c.drifted else 'ok'}</td></tr>"
+        for c in result.columns
+    )
+    table = (
+        "<table style='border-collapse:collapse' border='1' cellpadding='4'><tr><th>column</th><th>test</th>"
+        f"<th>p-value</th><th>level</th><th>effect size</th><th>verdict</th></tr>{rows}</table>"
+        if rows else ""
+    )
+    return (
+        "<section id='lepton-verdict' style='font-family:sans-serif;margin:16px;padding:16px;"
+        f"border:3px solid {colour}'><h1 style='color:{colour}'>{e(title)}: {e(result.status.upper())}</h1>"
+        + "".join(lines) + table
+        + "<p style='color:#555'>Below: Evidently's per-column distributions for the same tests.</p></section>"
+    )

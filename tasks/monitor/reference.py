@@ -1,4 +1,4 @@
-"""The monitoring reference each release carries: the monitoring rows of its test split and a train sample.
+"""The monitoring reference each release carries: the monitoring rows of the data the model never trained on.
 
 The rows are computed exactly as scoring computes production's (``tasks.score``), by the served
 artifact itself, so a window of production rows compares like with like.
@@ -14,6 +14,7 @@ import pandas as pd
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.backends import Backend
 from tasks.monitor.config import ReferenceConfig
+from tasks.monitor.estimate import fit_accuracy_calibration
 from tasks.registry.manifest import MonitoringReference, MonitoringSection
 from tasks.score.features import fit_projection, monitoring_columns, monitoring_features
 from tasks.score.inference import infer
@@ -22,32 +23,43 @@ REFERENCE_FILE = "monitoring/reference.parquet"
 PROJECTION_FILE = "monitoring/projection.json"
 
 
+REFERENCE_SPLITS = ["val", "test"]
+# Train rows the embedding projection is fitted on, at most: a PCA of 8 components needs no more.
+PROJECTION_SAMPLE = 5000
+
+
 def build_reference(
     backend: Backend, variant: str, snapshot: DatasetSnapshot, config: ReferenceConfig, out_dir: Path
 ) -> MonitoringReference:
     """Write the reference rows (Parquet) and the embedding projection (JSON) under ``out_dir``.
 
-    The projection is fitted on the train sample's embeddings (the test split
-    alone when the sample is empty) from the served artifact ``backend`` (named ``variant``).
+    The rows are the validation and test splits, computed by the served artifact ``backend``
+    (named ``variant``), with each row's true ``label``. The projection is fitted on the train
+    split's embeddings; the label-free accuracy estimate is calibrated on the reference rows.
     """
     contract = snapshot.input
-    rows = {"test": _split_rows(snapshot, "test", None)}
-    train_count = sum(snapshot.counts["train"].values())
-    if config.train_sample and train_count:
-        rng = np.random.default_rng(config.seed)
-        pick = np.sort(rng.choice(train_count, size=min(config.train_sample, train_count), replace=False))
-        rows["train"] = _split_rows(snapshot, "train", pick)
-    outputs = {name: infer(backend, contract, raw, config.batch_size) for name, (raw, _, _) in rows.items()}
-    fit_on = outputs["train"][1] if "train" in outputs else outputs["test"][1]
+    rows = {split: _split_rows(snapshot, split) for split in REFERENCE_SPLITS if sum(snapshot.counts[split].values())}
+    if not rows:
+        raise ValueError("the snapshot has no validation or test rows to keep as the monitoring reference")
+    outputs = {name: infer(backend, contract, raw, config.batch_size) for name, (raw, _, _, _) in rows.items()}
+    train_raw, _ = snapshot.arrays("train")
+    if len(train_raw) > PROJECTION_SAMPLE:
+        pick = np.random.default_rng(config.seed).choice(len(train_raw), size=PROJECTION_SAMPLE, replace=False)
+        train_raw = train_raw[np.sort(pick)]
+    fit_on = infer(backend, contract, train_raw, config.batch_size)[1] if len(train_raw) else outputs[next(iter(outputs))][1]
     projection = fit_projection(fit_on, config.embedding_components, config.seed)
     frames = []
-    for name, (raw, meta, hashes) in rows.items():
+    for name, (raw, meta, hashes, labels) in rows.items():
         logits, embeddings = outputs[name]
         frame = monitoring_features(contract.statistics(raw, meta), logits, embeddings, projection, snapshot.classes)
         frame.insert(0, "split", name)
         frame.insert(1, "image_sha256", hashes)
+        frame["label"] = [snapshot.classes[i] for i in labels]
         frames.append(frame)
     reference = pd.concat(frames, ignore_index=True)
+    calibration = fit_accuracy_calibration(
+        reference["confidence"].to_numpy(), (reference["predicted_class"] == reference["label"]).to_numpy(), seed=config.seed
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_path = out_dir / Path(REFERENCE_FILE).name
     projection_path = out_dir / Path(PROJECTION_FILE).name
@@ -61,15 +73,13 @@ def build_reference(
         variant=variant,
         numerical_columns=numerical,
         categorical_columns=categorical,
+        reference_splits=list(rows),
+        calibration=calibration,
     )
     return MonitoringReference(section=section, files={REFERENCE_FILE: reference_path, PROJECTION_FILE: projection_path})
 
 
-def _split_rows(snapshot: DatasetSnapshot, split: str, pick: np.ndarray | None) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
-    """Raw inputs, metadata and file hashes of one split (only the ``pick`` rows, when given)."""
-    raw, _ = snapshot.arrays(split)
-    meta, hashes = snapshot.metadata(split), snapshot.file_hashes(split)
-    if pick is None:
-        return raw, meta, hashes
-    return raw[pick], meta.iloc[pick].reset_index(drop=True), [hashes[i] for i in pick]
-
+def _split_rows(snapshot: DatasetSnapshot, split: str) -> tuple[np.ndarray, pd.DataFrame, list[str], np.ndarray]:
+    """Raw inputs, metadata, file hashes and label indices of one split."""
+    raw, labels = snapshot.arrays(split)
+    return raw, snapshot.metadata(split), snapshot.file_hashes(split), labels

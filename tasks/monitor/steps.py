@@ -1,4 +1,4 @@
-"""Prefect tasks of the monitoring stage: the release-time reference, production windows, drift, events."""
+"""Prefect tasks of the monitoring stage: the release-time reference, production windows, drift, label feedback, events."""
 
 from __future__ import annotations
 
@@ -14,13 +14,26 @@ from pydantic import BaseModel
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.errors import STORE_RETRIES, LeptonError
 from tasks.export.evaluate import Evaluation
-from tasks.monitor.config import DriftConfig, ReferenceConfig
-from tasks.monitor.drift import DriftResult, detect_drift
+from tasks.data.imagefolder import merge_imagefolders
+from tasks.hashing import sha256_bytes, sha256_file
+from tasks.monitor.config import DriftConfig, LabelRow, PerformanceConfig, ReferenceConfig
+from tasks.monitor.feedback import (
+    LabelProblem,
+    RealizedPerformance,
+    clean_labels,
+    join_labels,
+    label_rows,
+    read_label_tables,
+    realized_performance,
+    write_performance_report,
+)
+from tasks.monitor.drift import DriftResult, detect_drift, reference_rows, write_drift_report
 from tasks.monitor.reference import build_reference
 from tasks.registry.config import StoreConfig
 from tasks.registry.manifest import MonitoringReference
 from tasks.registry.serving import FetchedRelease
-from tasks.registry.store import open_store
+from tasks.registry.store import ConditionalWriteFailed, open_store
+from tasks.score.inputs import collect_batch
 from tasks.score.logs import read_window
 from tasks.train.trained import TrainedModel
 
@@ -106,14 +119,24 @@ class DriftReport(BaseModel):
 def check_drift(
     production: FetchedRelease, window: MonitorWindow, config: DriftConfig, work_dir: Path
 ) -> tuple[DriftResult, Path | None]:
-    """Run the Evidently drift report of the window against the release's reference."""
+    """Two-sample drift tests of the window against the release's reference; the report opens with the verdict."""
+    logger = get_run_logger()
     monitoring = production.manifest.monitoring
-    reference = pd.read_parquet(production.release_dir / monitoring.reference)
+    reference = reference_rows(pd.read_parquet(production.release_dir / monitoring.reference), monitoring.reference_splits)
     current = pd.read_parquet(window.path) if window.rows else pd.DataFrame(columns=reference.columns)
+    numerical, categorical = monitoring.numerical_columns, monitoring.categorical_columns
+    result = detect_drift(reference, current, numerical, categorical, config, monitoring.calibration)
+    if monitoring.calibration is None:
+        result.notes.append("release built before label-free accuracy estimation: no estimate")
+    for note in result.quarantined + result.notes:
+        logger.warning(note)
+    logger.info("drift verdict: %s", result.headline())
+    if result.status == "not enough data":
+        return result, None
     html = work_dir / "monitor" / production.model / f"drift-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.html"
-    result = detect_drift(reference, current, monitoring.numerical_columns, monitoring.categorical_columns, config, html)
-    get_run_logger().info("drift verdict: %s (%s)", result.status, result.detail)
-    return result, html if html.exists() else None
+    title = f"Drift of {production.model} release {production.version}"
+    write_drift_report(reference, current, numerical, categorical, result, title, html, config.sample_rows, config.seed)
+    return result, html
 
 
 @task(**STORE_RETRIES)
@@ -127,17 +150,20 @@ def publish_drift_report(
         key = f"reports/{production.model}/drift/{html.name}"
         store.put_bytes(key, html.read_bytes())
         uri = store.location(key)
-    drifted = ", ".join(result.drifted_columns) or "none"
+    lines = [f"- {result.detail}", f"- rows in window: {result.rows} (tested: {result.rows_tested}); reference rows: {result.reference_rows}"]
+    if result.drift_share is not None:
+        lines.append(f"- drifted columns: {', '.join(result.drifted_columns) or 'none'} (share {result.drift_share:.2f})")
+    if result.embedding is not None:
+        lines.append(f"- embedding: MMD p = {result.embedding.p_value:.3g} at level {result.embedding.level:.2g}")
+    if result.estimate is not None:
+        lines.append(f"- {result.estimate.describe()}" + ("" if result.harmful is None else f"; harmful: {result.harmful}"))
+    lines += [f"- note: {note}" for note in result.quarantined + result.notes]
+    if uri:
+        lines.append(f"- report: {uri}")
     create_markdown_artifact(
         key="drift-verdict",
         description=f"{production.model} {production.version}: {result.status}",
-        markdown=(
-            f"# Drift of {production.model} (release {production.version}): **{result.status}**\n\n"
-            f"- {result.detail}\n- rows in window: {result.rows} (tested: {result.rows_tested}); "
-            f"reference rows: {result.reference_rows}\n"
-            + (f"- drift share: {result.drift_share:.2f}\n- drifted columns: {drifted}\n" if result.drift_share is not None else "")
-            + (f"- report: {uri}\n" if uri else "")
-        ),
+        markdown=f"# Drift of {production.model} (release {production.version}): **{result.status}**\n\n" + "\n".join(lines) + "\n",
     )
     return DriftReport(model=production.model, release_version=production.version, result=result, report_uri=uri)
 
@@ -156,9 +182,238 @@ def emit_drift_event(report: DriftReport) -> DriftReport:
             "drift_share": round(report.result.drift_share or 0.0, 4),
             "drifted_columns": report.result.drifted_columns,
             "prediction_drift": report.result.prediction_drift,
+            "embedding_p_value": report.result.embedding.p_value if report.result.embedding else None,
+            "estimated_accuracy": round(report.result.estimate.accuracy, 4) if report.result.estimate else None,
+            "harmful": report.result.harmful,
             "rows": report.result.rows,
             "report_uri": report.report_uri,
         },
     )
     get_run_logger().warning("drift: emitted %s for lepton.model.%s", DRIFT_EVENT, report.model)
     return report.model_copy(update={"event_id": str(event.id) if event else None})
+
+
+PERFORMANCE_EVENT = "lepton.model.performance.degraded"
+
+
+class NoLabels(LeptonError):
+    """The feedback run was given no labels."""
+
+
+class LabelledWindow(BaseModel):
+    """Labelled predictions of the window (saved locally), and the labels that could not be used."""
+
+    path: Path
+    rows: int
+    production_rows: int
+    labels: int
+    problems: list[LabelProblem]
+
+
+def _label_files(source: str, store_config: StoreConfig, work_dir: Path) -> list[Path]:
+    """A CSV/Parquet file, a folder of them, or an ``s3://`` key or prefix on the store's endpoint."""
+    local = Path(source).expanduser()
+    if not source.startswith("s3://") and local.is_file():
+        return [local]
+    batch = collect_batch(source, store_config, work_dir / "labels")
+    return [f.path for f in batch.files if f.path.suffix.lower() in (".csv", ".parquet", ".pq")]
+
+
+@task(**STORE_RETRIES)
+def join_feedback(
+    store_config: StoreConfig,
+    production: FetchedRelease,
+    source: str | None,
+    rows: list[LabelRow],
+    window_hours: float | None,
+    work_dir: Path,
+) -> LabelledWindow:
+    """Read the labels, check them against the release's classes, join them to the model's logged predictions.
+
+    Raises:
+        NoLabels: neither a source nor inline rows were given.
+        LabelFileError: a label table that cannot be read or lacks its columns.
+    """
+    logger = get_run_logger()
+    files = _label_files(source, store_config, work_dir) if source else []
+    if not files and not rows:
+        raise NoLabels(
+            f"no labels: {source!r} holds no .csv/.parquet label table" if source else "no labels: set source or labels"
+        )
+    labels = pd.concat([read_label_tables(files), label_rows(rows)], ignore_index=True)
+    kept, problems = clean_labels(labels, production.manifest.classes)
+    since = datetime.now(timezone.utc) - timedelta(hours=window_hours) if window_hours else None
+    predictions = read_window(open_store(store_config), "predictions", production.model, since=since)
+    joined, never = join_labels(kept, predictions)
+    problems += never
+    for problem in problems[:20]:
+        logger.warning("label not used: %s (%s): %s", problem.id, problem.origin, problem.reason)
+    if len(problems) > 20:
+        logger.warning("... %d more labels not used (listed in the report)", len(problems) - 20)
+    path = work_dir / "feedback" / production.model / f"labelled-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joined.to_parquet(path, index=False)
+    mine = int((joined["release_version"] == production.version).sum()) if len(joined) else 0
+    logger.info(
+        "%d labels: %d labelled predictions (%d of release %s), %d labels not used",
+        len(labels), len(joined), mine, production.version, len(problems),
+    )
+    return LabelledWindow(path=path, rows=len(joined), production_rows=mine, labels=len(labels), problems=problems)
+
+
+@task
+def measure_performance(
+    production: FetchedRelease, window: LabelledWindow, config: PerformanceConfig, work_dir: Path
+) -> tuple[RealizedPerformance, Path | None]:
+    """The realized accuracy of production's release on its labelled predictions, tested against its test accuracy."""
+    joined = pd.read_parquet(window.path)
+    mine = joined.loc[joined["release_version"] == production.version] if len(joined) else joined
+    metrics = production.manifest.metrics
+    result = realized_performance(
+        (mine["label"] == mine["predicted_class"]).to_numpy() if len(mine) else [],
+        production.version, metrics.test_accuracy_served, metrics.test_images,
+        config.significance, config.min_drop_pp, config.min_rows,
+    )
+    get_run_logger().info("performance: %s (%s)", result.status, result.detail)
+    if not len(mine):
+        return result, None
+    html = work_dir / "feedback" / production.model / f"performance-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.html"
+    title = f"Performance of {production.model} release {production.version}"
+    write_performance_report(mine, production.manifest.classes, result, window.problems, title, html)
+    return result, html
+
+
+class FeedbackReport(BaseModel):
+    """What a feedback run found and kept."""
+
+    model: str
+    release_version: str
+    result: RealizedPerformance
+    labelled_rows: int
+    problems: list[LabelProblem]
+    report_uri: str | None = None
+    labels_uri: str | None = None
+    kept_for_training: int = 0
+    event_id: str | None = None
+
+
+@task(**STORE_RETRIES)
+def publish_feedback(
+    store_config: StoreConfig,
+    production: FetchedRelease,
+    window: LabelledWindow,
+    result: RealizedPerformance,
+    html: Path | None,
+    keep_for_training: bool,
+) -> FeedbackReport:
+    """Store the report, the labelled predictions (``labels/{model}/``) and, for training, the labelled inputs.
+
+    Each labelled input still at the path it was scored from (and with the same sha256) is stored
+    once under ``feedback/{model}/images/{label}/{sha256}{suffix}``: a build with
+    ``include_feedback`` trains on them.
+    """
+    store = open_store(store_config)
+    joined = pd.read_parquet(window.path)
+    problems = list(window.problems)
+    report_uri = labels_uri = None
+    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    if html is not None:
+        key = f"reports/{production.model}/performance/{html.name}"
+        store.put_bytes(key, html.read_bytes())
+        report_uri = store.location(key)
+    kept = 0
+    if len(joined):
+        labels_key = f"labels/{production.model}/{stamp}-{sha256_bytes(window.path.read_bytes())[:12]}.parquet"
+        try:
+            store.put_bytes(labels_key, window.path.read_bytes(), if_absent=True)
+        except ConditionalWriteFailed:
+            pass  # the same labelled rows, written by a retry
+        labels_uri = store.location(labels_key)
+        if keep_for_training:
+            kept, missing = keep_labelled_inputs(store, production.model, joined)
+            problems += missing
+    lines = [f"- {result.detail}", f"- labelled predictions: {window.rows} ({window.production_rows} of this release)"]
+    lines += [f"- labels not used: {len(problems)}"] + [f"  - `{p.id}` ({p.origin}): {p.reason}" for p in problems[:20]]
+    lines += [f"- report: {report_uri}"] if report_uri else []
+    lines += [f"- inputs kept for training: {kept}"] if keep_for_training else []
+    create_markdown_artifact(
+        key="performance-verdict",
+        description=f"{production.model} {production.version}: {result.status}",
+        markdown=f"# Performance of {production.model} (release {production.version}): **{result.status}**\n\n" + "\n".join(lines) + "\n",
+    )
+    return FeedbackReport(
+        model=production.model, release_version=production.version, result=result, labelled_rows=window.rows,
+        problems=problems, report_uri=report_uri, labels_uri=labels_uri, kept_for_training=kept,
+    )
+
+
+def keep_labelled_inputs(store, model: str, joined: pd.DataFrame) -> tuple[int, list[LabelProblem]]:
+    """Copy each labelled input (verified by its sha256) into the model's feedback images; say which were gone."""
+    kept, problems = 0, []
+    for row in joined.drop_duplicates("image_sha256").itertuples():
+        path = Path(row.path)
+        if not path.is_file() or sha256_file(path) != row.image_sha256:
+            problems.append(
+                LabelProblem(id=row.id, origin=row.file, reason=f"labelled but not kept for training: no longer at {path}")
+            )
+            continue
+        key = f"feedback/{model}/images/{row.label}/{row.image_sha256}{path.suffix.lower()}"
+        try:
+            store.put_bytes(key, path.read_bytes(), if_absent=True)
+        except ConditionalWriteFailed:
+            pass  # the same content under its own hash: already kept
+        kept += 1
+    return kept, problems
+
+
+@task
+def emit_performance_event(report: FeedbackReport) -> FeedbackReport:
+    """Emit ``lepton.model.performance.degraded`` when labelled accuracy fell significantly below the test accuracy."""
+    if not report.result.degraded:
+        return report
+    result = report.result
+    event = emit_event(
+        event=PERFORMANCE_EVENT,
+        resource={"prefect.resource.id": f"lepton.model.{report.model}", "prefect.resource.name": report.model},
+        payload={
+            "model": report.model,
+            "release_version": report.release_version,
+            "accuracy": round(result.accuracy, 4),
+            "test_accuracy": round(result.test_accuracy, 4),
+            "drop_pp": round(result.drop_pp, 2),
+            "p_value": result.p_value,
+            "rows": result.rows,
+            "report_uri": report.report_uri,
+        },
+    )
+    get_run_logger().warning("performance degraded: emitted %s for lepton.model.%s", PERFORMANCE_EVENT, report.model)
+    return report.model_copy(update={"event_id": str(event.id) if event else None})
+
+
+@task(**STORE_RETRIES)
+def feedback_source(source: Path, store_config: StoreConfig, model: str, work_dir: Path) -> Path:
+    """The data source plus the model's labelled production inputs, as one ImageFolder (files linked, not copied).
+
+    Returns ``source`` unchanged when nothing was kept for training yet.
+    """
+    logger = get_run_logger()
+    store = open_store(store_config)
+    prefix = f"feedback/{model}/images/"
+    keys = [k for k in store.list_keys(prefix) if k.count("/") == prefix.count("/") + 1]
+    if not keys:
+        logger.info("no labelled production inputs kept for %s yet: training on %s alone", model, source)
+        return source
+    extra = work_dir / "datasets" / f"{model}-feedback"
+    for key in keys:
+        label, name = key[len(prefix):].split("/")
+        target = extra / label / f"feedback-{name}"
+        if not target.is_file() or sha256_file(target) != Path(name).stem:
+            data, _ = store.get_bytes(key)
+            if sha256_bytes(data) != Path(name).stem:
+                logger.warning("feedback image %s does not match its sha256: left out", store.location(key))
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    merged = merge_imagefolders([source, extra], work_dir / "datasets" / f"{model}-with-feedback")
+    logger.info("training data: %s plus %d labelled production inputs (%s)", source, len(keys), merged)
+    return merged

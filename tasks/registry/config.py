@@ -91,3 +91,8 @@ class GateConfig(BaseModel):
     promote_if_incomparable: bool = Field(
         False, description="Promote when production takes another input shape and cannot be scored on this split"
     )
+    min_accuracy: float = Field(0.5, ge=0.0, le=1.0, description="Absolute floor: a candidate below this test accuracy is refused")
+    significance: float = Field(
+        0.05, gt=0.0, lt=0.5, description="Significance of the baseline test; the paired interval is at 1 - significance"
+    )
+    seed: int = Field(0, description="Seed of the paired bootstrap")

@@ -118,8 +118,32 @@ class TrainingLineage(_Section):
     epochs_run: int
 
 
+class AccuracyCalibration(_Section):
+    """How the served variant's confidence maps to accuracy, fitted on held-out labelled rows.
+
+    Average thresholded confidence (Garg et al., ICLR 2022): ``threshold`` is the confidence above
+    which the share of held-out rows equals their accuracy; on a window without labels the share of
+    rows above it estimates the accuracy. ``bootstrap_thresholds`` are refits on resamples of the
+    held-out rows: they carry the calibration's own uncertainty into the estimate's interval.
+    """
+
+    threshold: float
+    bootstrap_thresholds: list[float]
+    accuracy: float
+    rows: int
+    bin_edges: list[float] = []
+    bin_accuracy: list[float] = []
+    bootstrap_bin_accuracy: list[list[float]] = []
+
+
 class MonitoringSection(_Section):
-    """The monitoring reference in the release, and the columns drift is tested on."""
+    """The monitoring reference in the release, and the columns drift is tested on.
+
+    ``reference_splits`` name the rows of the reference file that drift is tested against: rows
+    the model never trained on: older releases also kept a train sample, which production data
+    cannot match (the model is surer of what it trained on), so for them only their test rows are
+    used. ``calibration`` is None for releases built before label-free estimation.
+    """
 
     reference: str
     projection: str
@@ -127,6 +151,8 @@ class MonitoringSection(_Section):
     variant: str
     numerical_columns: list[str]
     categorical_columns: list[str]
+    reference_splits: list[str] = ["test"]
+    calibration: AccuracyCalibration | None = None
 
 
 class MonitoringReference(BaseModel):

@@ -7,22 +7,27 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.errors import STORE_RETRIES
 from tasks.export.evaluate import Evaluation
+from tasks.export.measure import predicted_classes
 from tasks.registry.aliases import default_actor, promote_if_unchanged
 from tasks.registry.assemble import draft_manifest, release_files
 from tasks.registry.config import GateConfig, StoreConfig
-from tasks.registry.gate import GateDecision, ProductionScore, gate_candidate, score_production
+from tasks.registry.gate import GateDecision, ProductionScore, decide, score_production
 from tasks.registry.lineage import model_card
 from tasks.registry.manifest import MonitoringReference
-from tasks.registry.release import Release, publish_release
+from tasks.registry.release import Release, list_versions, publish_release
 from tasks.registry.rollback import RollbackResult, roll_back
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.serving import fetch_production as fetch_production_release
 from tasks.registry.store import open_store
 from tasks.train.trained import TrainedModel
+
+
+REFUSED_EVENT = "lepton.model.promotion.refused"
 
 
 def run_actor() -> str:
@@ -79,18 +84,44 @@ def score_current_production(
 
 
 @task
-def gate(evaluation: Evaluation, production: ProductionScore, config: GateConfig, release: Release) -> GateDecision:
+def gate(
+    evaluation: Evaluation,
+    trained: TrainedModel,
+    snapshot: DatasetSnapshot,
+    production: ProductionScore,
+    config: GateConfig,
+    release: Release,
+) -> GateDecision:
     """Decide whether the candidate may replace production; publish the verdict as an artifact."""
-    decision = gate_candidate(evaluation.served_variant().accuracy, release.version, production, config)
+    logger = get_run_logger()
+    inputs, labels = snapshot.model_inputs("test")
+    candidate = predicted_classes(evaluation.served_variant().open(trained), inputs) == labels
+    decision = decide(candidate, labels, production, config, release.version)
     verdict = "promote" if decision.promote else "keep production"
-    get_run_logger().info("gate: %s (%s)", verdict, decision.reason)
+    for warning in decision.warnings:
+        logger.warning("gate: %s", warning)
+    logger.info("gate: %s (%s)", verdict, decision.reason)
+    if not decision.promote and production.version != release.version:
+        emit_event(
+            event=REFUSED_EVENT,
+            resource={"prefect.resource.id": f"lepton.model.{release.model}", "prefect.resource.name": release.model},
+            payload={
+                "model": release.model,
+                "candidate_version": release.version,
+                "production_version": decision.production_version,
+                "candidate_accuracy": round(decision.candidate_accuracy, 4),
+                "test_images": decision.test_images,
+                "reason": decision.reason[:1000],
+            },
+        )
     create_markdown_artifact(
         key="release-gate",
         description=f"{release.model} {release.version}: {verdict}",
         markdown=(
             f"# {release.model} {release.version}\n\n"
             f"- release: `{release.uri}`\n- serving variant: `{release.served_variant}`\n"
-            f"- gate: **{verdict}** ({decision.reason})\n"
+            f"- gate: **{verdict}** ({decision.reason})\n- test images: {decision.test_images}\n"
+            + "".join(f"- warning: {w}\n" for w in decision.warnings)
         ),
     )
     return decision
@@ -134,3 +165,30 @@ def rollback_production(
         ),
     )
     return result
+
+
+EVENT_REASON_PREFIX = "event "
+
+
+@task(**STORE_RETRIES)
+def recent_triggered_build(store_config: StoreConfig, model: str, hours: float) -> str | None:
+    """Why an event-triggered build must not run now: one of this model already released within ``hours``, or None.
+
+    Releases record their build's reason; the deployment trigger writes reasons starting with
+    ``event `` (``prefect.yaml``), so only builds started by events count against the cool-down.
+    """
+    from datetime import datetime, timedelta, timezone
+
+    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    for manifest in reversed(list_versions(open_store(store_config), model)):
+        if manifest.created_at < since:
+            break
+        reason = str((manifest.config or {}).get("reason", ""))
+        if reason.startswith(EVENT_REASON_PREFIX):
+            message = (
+                f"cool-down: {model} release {manifest.version} was built for an event at {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC, "
+                f"within the last {hours:g} h; this event-triggered build is skipped"
+            )
+            get_run_logger().warning(message)
+            return message
+    return None

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from flows.config import BuildConfig, ExplainConfig, MonitorConfig, RollbackConfig, ScoreConfig
+from flows.config import BuildConfig, ExplainConfig, FeedbackConfig, MonitorConfig, RollbackConfig, ScoreConfig
 from tests.conftest import folder_build, write_class_images
 from tests.integration.conftest import PROJECT, PrefectServer
 
@@ -18,7 +18,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize(
     ("name", "config"),
-    [("build", BuildConfig), ("score", ScoreConfig), ("monitor", MonitorConfig), ("explain", ExplainConfig), ("rollback", RollbackConfig)],
+    [
+        ("build", BuildConfig), ("score", ScoreConfig), ("monitor", MonitorConfig), ("feedback", FeedbackConfig),
+        ("explain", ExplainConfig), ("rollback", RollbackConfig),
+    ],
 )
 def test_prefect_yaml_declares_the_deployment(name: str, config) -> None:
     spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
@@ -33,11 +36,11 @@ def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer
     images = write_class_images(tmp_path / "imgs", {"dark": 25, "light": 25}, seed=7)
     registry = tmp_path / "registry"
     config = folder_build(
-        tmp_path, images, "from-deployment", train={"max_epochs": 2}, compress={"int8": {"calibration_size": 20}},
+        tmp_path, images, "from-deployment", compress={"int8": {"calibration_size": 20}},
         evaluate={"policy": {"accuracy_budget_pp": 50}},
     )
     params = {"config": config.model_dump(mode="json")}
-    assert {"build", "score", "monitor", "explain", "rollback"} <= set(deployed)
+    assert {"build", "score", "monitor", "feedback", "explain", "rollback"} <= set(deployed)
     for deployment in deployed.values():
         # What the UI renders as each deployment's parameter form.
         assert "config" in deployment["parameter_openapi_schema"]["properties"]

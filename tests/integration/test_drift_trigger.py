@@ -26,7 +26,7 @@ def test_drift_event_creates_a_build_run_with_templated_parameters(
 ) -> None:
     # A production release with its monitoring reference, and a batch of inverted images scored by it.
     images = write_class_images(tmp_path / "imgs", {"dark": 40, "mid": 40, "light": 40}, seed=5)
-    config = folder_build(tmp_path, images, "watched", reference={"train_sample": 60})
+    config = folder_build(tmp_path, images, "watched")
     store = config.store
     release = build(config)
     assert release.promoted
@@ -64,6 +64,44 @@ def test_drift_event_creates_a_build_run_with_templated_parameters(
     assert len(runs) == 1, "the drift event did not create a build run within 90 s"
     config = runs[0]["parameters"]["config"]
     assert config["model_name"] == "watched"
-    assert config["reason"].startswith(f"drift on release {release.version}: share ")
-    assert report["report_uri"] in config["reason"]
+    # The run records the event that started it (its id), and keeps the cool-down and the feedback setting.
+    assert config["reason"] == (
+        f"event lepton.model.drift.detected {report['event_id']} on release {release.version}; report {report['report_uri']}"
+    )
+    assert config["cooldown_hours"] == 1 and config["include_feedback"] is True
     BuildConfig.model_validate(config)  # what the run will get is a valid build config
+    httpx.delete(f"{prefect_server.api_url}/flow_runs/{runs[0]['id']}")  # not for a later worker to pick up
+
+
+EMIT = """
+import sys
+from prefect.events import emit_event
+for i in range(int(sys.argv[1])):
+    for model in sys.argv[2:]:
+        kind = "lepton.model.drift.detected" if i % 2 == 0 else "lepton.model.performance.degraded"
+        emit_event(kind, resource={"prefect.resource.id": f"lepton.model.{model}"},
+                   payload={"model": model, "release_version": "v1", "report_uri": "file:///report.html"})
+"""
+
+
+def build_runs(prefect_server: PrefectServer, deployed, models: set[str]) -> list[dict]:
+    runs = httpx.post(
+        f"{prefect_server.api_url}/flow_runs/filter",
+        json={"flow_runs": {"deployment_id": {"any_": [deployed["build"]["id"]]}}},
+    ).json()
+    return [r for r in runs if r["parameters"].get("config", {}).get("model_name") in models]
+
+
+def test_an_event_storm_starts_one_build_per_model(prefect_server: PrefectServer, deployed) -> None:
+    # Six drift and performance events for each of two models, as fast as they can be sent.
+    models = {"storm-a", "storm-b"}
+    subprocess.run([sys.executable, "-c", EMIT, "6", *sorted(models)], env=prefect_server.env, check=True, timeout=120)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and {r["parameters"]["config"]["model_name"] for r in build_runs(prefect_server, deployed, models)} != models:
+        time.sleep(1)
+    time.sleep(10)  # any late firing would show up by now
+    runs = build_runs(prefect_server, deployed, models)
+    assert sorted(r["parameters"]["config"]["model_name"] for r in runs) == sorted(models)
+    assert all(r["parameters"]["config"]["cooldown_hours"] == 1 for r in runs)
+    for run in runs:
+        httpx.delete(f"{prefect_server.api_url}/flow_runs/{run['id']}")

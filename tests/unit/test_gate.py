@@ -14,7 +14,7 @@ from tasks.export.measure import accuracy
 from tasks.export.onnx import export_onnx
 from tasks.registry.aliases import move_alias, read_alias
 from tasks.registry.config import GateConfig
-from tasks.registry.gate import ProductionScore, gate_candidate, score_production
+from tasks.registry.gate import ProductionScore, decide, score_production
 from tasks.registry.release import download_release, publish_release
 from tasks.registry.serving import open_variant
 from tasks.registry.store import FileStore
@@ -45,6 +45,7 @@ def test_production_is_scored_with_its_served_artifact(production, tmp_path: Pat
     score = score_production(store, "m", CONTRACT, inputs, labels, CLASSES, tmp_path / "work")
     assert score.version == version and score.comparable
     assert score.accuracy == accuracy(OnnxRuntimeBackend(onnx_path), inputs, labels)
+    assert len(score.correct) == 30 and np.mean(score.correct) == score.accuracy
 
 
 def test_other_classes_or_shapes_are_incomparable(production, tmp_path: Path) -> None:
@@ -64,14 +65,59 @@ def test_no_production_yet(tmp_path: Path) -> None:
     assert score.version is None and score.accuracy is None
 
 
+def correctness(seed: int, images: int, accuracy: float) -> np.ndarray:
+    """Which of ``images`` a model got right: exactly ``accuracy`` of them, at seeded places."""
+    right = np.zeros(images, bool)
+    right[np.random.default_rng(seed).choice(images, size=round(accuracy * images), replace=False)] = True
+    return right
+
+
+LABELS = np.arange(400) % 10  # ten balanced classes: the majority baseline is 10 %
+
+
+def production_score(correct: np.ndarray) -> ProductionScore:
+    return ProductionScore(version="v1", accuracy=float(correct.mean()), correct=correct.tolist())
+
+
+def test_gate_refuses_a_chance_level_model_and_one_below_the_floor() -> None:
+    # The noise build of the issue: 3 classes, 8 test images, 3 right; 3 of 8 are the most frequent class.
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 1])
+    chance = decide(np.array([1, 1, 1, 0, 0, 0, 0, 0], bool), labels, ProductionScore(), GateConfig(min_accuracy=0.0))
+    assert not chance.promote and "majority-class baseline" in chance.reason and "8 test images" in chance.reason
+    floor = decide(correctness(0, 400, 0.45), LABELS, ProductionScore(), GateConfig())
+    assert not floor.promote and "min_accuracy=0.5" in floor.reason
+    first = decide(correctness(0, 400, 0.9), LABELS, ProductionScore(note="no production release yet"), GateConfig())
+    assert first.promote and first.baseline.passed and "no production" in first.reason
+
+
+def test_gate_refuses_a_significantly_worse_model_and_promotes_an_equal_one() -> None:
+    production = correctness(1, 400, 0.95)
+    worse = decide(correctness(2, 400, 0.85), LABELS, production_score(production), GateConfig(), "v2")
+    assert not worse.promote and "significantly worse" in worse.reason
+    assert worse.comparison.high_pp < -0.5 and worse.comparison.mcnemar_p < 0.01 and worse.test_images == 400
+    # Equal accuracy, different mistakes: promoted, and the interval is stated.
+    equal = decide(correctness(3, 400, 0.95), LABELS, production_score(production), GateConfig(), "v2")
+    assert equal.promote and equal.comparison.low_pp < 0 < equal.comparison.high_pp and "400 test images" in equal.reason
+    identical = decide(production, LABELS, production_score(production), GateConfig(), "v2")
+    assert identical.promote and identical.comparison.difference_pp == 0 and identical.comparison.mcnemar_p == 1.0
+
+
+def test_gate_warns_when_the_test_images_are_too_few_for_the_tolerance() -> None:
+    production, candidate = correctness(4, 400, 0.95), correctness(5, 400, 0.95)
+    decision = decide(candidate, LABELS, production_score(production), GateConfig(tolerance_pp=0.5), "v2")
+    assert decision.promote and len(decision.warnings) == 1
+    assert "400 test images are too few to decide at a 0.5 pp tolerance" in decision.warnings[0]
+    relaxed = decide(candidate, LABELS, production_score(production), GateConfig(tolerance_pp=10.0), "v2")
+    assert relaxed.promote and relaxed.warnings == []
+
+
 def test_gate_respects_incomparable_setting_and_current_production() -> None:
+    good = correctness(0, 400, 0.99)
     incomparable = ProductionScore(version="old", comparable=False, note="production takes inputs [1, 16, 16]")
-    assert not gate_candidate(0.99, "new", incomparable, GateConfig()).promote
-    assert gate_candidate(0.99, "new", incomparable, GateConfig(promote_if_incomparable=True)).promote
-    same = gate_candidate(0.99, "v1", ProductionScore(version="v1", accuracy=0.99), GateConfig())
+    assert not decide(good, LABELS, incomparable, GateConfig(), "new").promote
+    assert decide(good, LABELS, incomparable, GateConfig(promote_if_incomparable=True), "new").promote
+    same = decide(good, LABELS, production_score(good), GateConfig(), "v1")
     assert not same.promote and "already production" in same.reason
-    worse = gate_candidate(0.90, "v2", ProductionScore(version="v1", accuracy=0.99), GateConfig(tolerance_pp=0.5))
-    assert not worse.promote and "v1" in worse.reason
 
 
 class Payload:

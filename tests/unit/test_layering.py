@@ -125,7 +125,7 @@ def test_flows_that_use_a_release_import_no_training_library() -> None:
     # Scoring, monitoring, explaining and rolling back run often and start fast: they need ONNX
     # Runtime or OpenVINO when they run a variant, never torch or Lightning to start.
     code = (
-        "import sys, flows.score, flows.monitor, flows.explain, flows.rollback, flows.versions\n"
+        "import sys, flows.score, flows.monitor, flows.feedback, flows.explain, flows.rollback, flows.versions\n"
         "print(sorted(m for m in ('torch', 'lightning', 'torchvision', 'nncf') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PROJECT)

@@ -1,4 +1,4 @@
-"""Monitoring numerics: image statistics, embedding projection, drift verdicts, production logs."""
+"""Monitoring numerics: image statistics, embedding projection, production logs (drift statistics: test_drift_statistics)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from torch import nn
 from tasks.data.images import image_statistics
 from tasks.export.backends import NoEmbeddingOutput, OnnxRuntimeBackend
 from tasks.export.embedding import WithEmbedding
-from tasks.monitor.config import DriftConfig
-from tasks.monitor.drift import detect_drift
 from tasks.registry.store import FileStore
 from tasks.score.features import fit_projection, monitoring_features, non_finite_rows
 from tasks.score.logs import batch_logged, batch_logs, log_batch, read_window, scored_before, write_log
@@ -54,48 +52,6 @@ def test_features_flag_non_finite_rows() -> None:
     assert frame["predicted_class"].tolist()[:2] == ["a", "b"]
     assert frame.loc[0, "confidence"] == pytest.approx(np.exp(2) / (np.exp(2) + 1))
     assert non_finite_rows(frame, ["confidence", "embedding_0"]).tolist() == [False, False, True]
-
-
-def frames(shift: float, rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-
-    def make(n: int, delta: float) -> pd.DataFrame:
-        classes = rng.choice(["a", "b", "c"], size=n)
-        return pd.DataFrame({**{f"x{i}": rng.normal(delta, 1.0, n) for i in range(4)}, "predicted_class": classes})
-
-    return make(800, 0.0), make(rows, shift)
-
-
-NUMERIC = [f"x{i}" for i in range(4)]
-
-
-def test_drift_verdicts_on_seeded_data(tmp_path: Path) -> None:
-    config = DriftConfig()
-    same = detect_drift(*frames(0.0, 600), NUMERIC, ["predicted_class"], config, tmp_path / "same.html")
-    assert same.status == "no drift" and same.drift_share < config.drift_share
-    moved = detect_drift(*frames(0.5, 600), NUMERIC, ["predicted_class"], config)
-    assert moved.status == "drift" and moved.drifted_columns == NUMERIC and not moved.prediction_drift
-    # Numbers resampled from the reference itself (cannot drift); only the predicted class is skewed.
-    reference = frames(0.0, 600)[0]
-    current = reference.sample(600, random_state=0).assign(
-        predicted_class=np.random.default_rng(5).choice(["a", "b", "c"], size=600, p=[0.8, 0.1, 0.1])
-    )
-    skewed = (reference, current)
-    assert detect_drift(*skewed, NUMERIC, ["predicted_class"], config).prediction_drift
-    assert detect_drift(*skewed, NUMERIC, ["predicted_class"], config).status == "drift"
-    relaxed = config.model_copy(update={"prediction_drift_counts": False})
-    assert detect_drift(*skewed, NUMERIC, ["predicted_class"], relaxed).status == "no drift"
-    assert (tmp_path / "same.html").stat().st_size > 0
-
-
-def test_large_windows_are_sampled_and_small_ones_get_no_verdict() -> None:
-    reference, current = frames(0.0, 20_000)
-    result = detect_drift(reference, current, NUMERIC, ["predicted_class"], DriftConfig(sample_rows=1000))
-    assert (result.rows, result.rows_tested) == (20_000, 1000)
-    few = detect_drift(reference, current.head(50), NUMERIC, ["predicted_class"], DriftConfig())
-    assert few.status == "not enough data" and "at least 100" in few.detail and few.drift_share is None
-    with pytest.raises(ValueError, match=r"current data lacks monitoring columns \['x9'\]"):
-        detect_drift(reference.assign(x9=0.0), current, NUMERIC + ["x9"], [], DriftConfig())
 
 
 def test_logs_are_whole_objects_read_by_window(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from tasks.export.config import ServingPolicy
 from tasks.export.evaluate import variant_table
 from tasks.export.policy import NoServableVariant, choose_variant
 from tasks.export.variants import Variant
-from tasks.registry.gate import decide
 from tasks.tables import text_table
 
 
@@ -89,18 +88,3 @@ def test_table_compares_with_torch_eager_and_marks_budget_and_served() -> None:
     assert by_name["pruned-onnx-int8"]["in_budget"] is False and by_name["onnx-int8"]["in_budget"] is True
     assert {"p50_ms_b1", "p95_ms_b1", "p50_ms_b64", "p95_ms_b64"} <= set(rows[0])
     assert "pruned-onnx-int8" in text_table(rows)
-
-
-def test_gate_promotes_first_release() -> None:
-    decision = decide(0.9, None, 0.5)
-    assert decision.promote and "no production" in decision.reason
-
-
-@pytest.mark.parametrize(
-    ("candidate", "production", "tolerance", "promote"),
-    [(0.97, 0.97, 0.0, True), (0.98, 0.97, 0.0, True), (0.966, 0.97, 0.5, True), (0.96, 0.97, 0.5, False)],
-)
-def test_gate_compares_on_the_same_split_with_tolerance(candidate, production, tolerance, promote) -> None:
-    decision = decide(candidate, production, tolerance, production_version="abc")
-    assert decision.promote is promote
-    assert ("beyond" in decision.reason) is (not promote)

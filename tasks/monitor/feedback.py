@@ -1,0 +1,227 @@
+"""Label feedback: true labels that arrive after scoring, joined to the logged predictions, and the realized accuracy.
+
+Labels come as CSV or Parquet tables with a ``label`` column and one id column: ``image_sha256``
+(or ``sha256``: the content hash the scoring stage logged) or ``file`` (the name it logged).
+Every label that cannot be used is a problem entry naming the id and why (unknown class, two
+different labels for one input, never scored, empty); nothing is dropped silently.
+
+Degradation is a one-sided Fisher exact test of the labelled window's accuracy against the
+release's test accuracy (both are samples: the test split's size counts), plus a minimum drop,
+so a huge window does not raise the event for a difference nobody would act on.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from tasks.errors import LeptonError
+from tasks.monitor.config import LabelRow
+from tasks.monitor.drift import prepend_to_body
+
+ID_COLUMNS = ("image_sha256", "sha256", "file")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LabelFileError(LeptonError):
+    """A label table that cannot be read, or lacks the columns labels need."""
+
+
+class LabelProblem(BaseModel):
+    """A label that was not used, and why."""
+
+    id: str
+    origin: str
+    reason: str
+
+
+def read_label_tables(paths: list[Path]) -> pd.DataFrame:
+    """Every row of the CSV/Parquet label tables as ``id``, ``label``, ``origin`` (file and row).
+
+    Raises:
+        LabelFileError: a file that is neither CSV nor Parquet, cannot be parsed, or lacks
+            ``label`` or an id column.
+    """
+    frames = []
+    for path in paths:
+        try:
+            if path.suffix.lower() == ".csv":
+                table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            elif path.suffix.lower() in (".parquet", ".pq"):
+                table = pd.read_parquet(path)
+            else:
+                raise LabelFileError(f"{path.name}: labels must be .csv or .parquet files")
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise LabelFileError(f"{path.name}: cannot be read as a label table ({exc})") from exc
+        id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
+        if "label" not in table.columns or id_column is None:
+            raise LabelFileError(
+                f"{path.name}: has columns {list(table.columns)}; a label table needs 'label' and one id column of {list(ID_COLUMNS)}"
+            )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": table[id_column].astype(str).str.strip(),
+                    "label": table["label"].astype(str).str.strip(),
+                    "origin": [f"{path.name}:{i + 2 if path.suffix.lower() == '.csv' else i}" for i in range(len(table))],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "label", "origin"])
+
+
+def label_rows(rows: list[LabelRow]) -> pd.DataFrame:
+    """Inline labels as the same frame as :func:`read_label_tables`."""
+    return pd.DataFrame(
+        {"id": [r.id.strip() for r in rows], "label": [r.label.strip() for r in rows], "origin": [f"parameter:{i}" for i in range(len(rows))]}
+    )
+
+
+def clean_labels(labels: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame, list[LabelProblem]]:
+    """One label per id: empty, unknown-class and conflicting labels become problems; exact repeats count once."""
+    problems = []
+    empty = (labels["id"] == "") | (labels["label"] == "")
+    for row in labels.loc[empty].itertuples():
+        problems.append(LabelProblem(id=row.id, origin=row.origin, reason="empty id or label"))
+    unknown = ~empty & ~labels["label"].isin(classes)
+    for row in labels.loc[unknown].itertuples():
+        problems.append(
+            LabelProblem(id=row.id, origin=row.origin, reason=f"label {row.label!r} is not one of the release's classes {classes}")
+        )
+    usable = labels.loc[~empty & ~unknown]
+    per_id = usable.groupby("id")["label"].nunique()
+    conflicting = set(per_id[per_id > 1].index)
+    for row in usable.loc[usable["id"].isin(conflicting)].itertuples():
+        others = sorted(set(usable.loc[usable["id"] == row.id, "label"]))
+        problems.append(LabelProblem(id=row.id, origin=row.origin, reason=f"conflicting labels for one input: {others}"))
+    kept = usable.loc[~usable["id"].isin(conflicting)].drop_duplicates("id").reset_index(drop=True)
+    return kept, problems
+
+
+def join_labels(labels: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[LabelProblem]]:
+    """Logged predictions that have a label (by content hash, or by logged file name), and labels for nothing scored.
+
+    An input scored in several batches has a row per scoring, each with its label.
+    """
+    problems = []
+    by_hash = labels["id"].str.lower().str.fullmatch(SHA256.pattern)
+    joined = []
+    if len(predictions):
+        hashed = labels.loc[by_hash].assign(image_sha256=lambda f: f["id"].str.lower())
+        joined.append(predictions.merge(hashed[["image_sha256", "label", "id"]], on="image_sha256"))
+        named = labels.loc[~by_hash].rename(columns={"id": "file"})
+        joined.append(predictions.merge(named[["file", "label"]], on="file").assign(id=lambda f: f["file"]))
+    frame = pd.concat(joined, ignore_index=True) if joined else pd.DataFrame(columns=[*predictions.columns, "label", "id"])
+    matched = set(frame["id"]) if len(frame) else set()
+    for row in labels.itertuples():
+        if row.id not in matched:
+            problems.append(LabelProblem(id=row.id, origin=row.origin, reason="never scored: no logged prediction has this id"))
+    return frame, problems
+
+
+class RealizedPerformance(BaseModel):
+    """The accuracy the served model really got on labelled production inputs, against its test accuracy."""
+
+    status: Literal["degraded", "not degraded", "not enough labels"]
+    release_version: str
+    rows: int
+    accuracy: float | None = None
+    low: float | None = None
+    high: float | None = None
+    test_accuracy: float
+    test_images: int
+    drop_pp: float | None = None
+    p_value: float | None = None
+    significance: float
+    min_drop_pp: float
+    detail: str = ""
+
+    @property
+    def degraded(self) -> bool:
+        return self.status == "degraded"
+
+
+def realized_performance(
+    correct: np.ndarray,
+    release_version: str,
+    test_accuracy: float,
+    test_images: int,
+    significance: float = 0.05,
+    min_drop_pp: float = 1.0,
+    min_rows: int = 30,
+) -> RealizedPerformance:
+    """Accuracy of the labelled rows (Clopper-Pearson 95 % interval) and whether it fell significantly below the test's."""
+    from scipy.stats import binomtest, fisher_exact
+
+    correct = np.asarray(correct, dtype=bool)
+    base = dict(
+        release_version=release_version, rows=int(correct.size), test_accuracy=test_accuracy, test_images=test_images,
+        significance=significance, min_drop_pp=min_drop_pp,
+    )
+    if correct.size < min_rows:
+        return RealizedPerformance(
+            status="not enough labels", detail=f"{correct.size} labelled predictions; at least {min_rows} are needed", **base
+        )
+    hits = int(correct.sum())
+    interval = binomtest(hits, correct.size).proportion_ci(method="exact")
+    test_hits = int(round(test_accuracy * test_images))
+    p_value = float(
+        fisher_exact([[test_hits, test_images - test_hits], [hits, correct.size - hits]], alternative="greater").pvalue
+    )
+    accuracy_ = hits / correct.size
+    drop = (test_accuracy - accuracy_) * 100.0
+    degraded = p_value < significance and drop >= min_drop_pp
+    return RealizedPerformance(
+        status="degraded" if degraded else "not degraded",
+        accuracy=accuracy_,
+        low=float(interval.low),
+        high=float(interval.high),
+        drop_pp=drop,
+        p_value=p_value,
+        detail=(
+            f"accuracy {accuracy_:.1%} on {correct.size} labelled predictions (95 % interval {interval.low:.1%}-{interval.high:.1%}) "
+            f"vs {test_accuracy:.1%} on {test_images} test images: {drop:+.1f} pp lost, one-sided Fisher exact p = {p_value:.3g}"
+        ),
+        **base,
+    )
+
+
+def write_performance_report(
+    joined: pd.DataFrame, classes: list[str], result: RealizedPerformance, problems: list[LabelProblem], title: str, html_path: Path
+) -> Path:
+    """Evidently's classification report of the labelled predictions, opened by the verdict and the label problems."""
+    import html as html_escape
+    import warnings
+
+    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    e = html_escape.escape
+    frame = joined[["label", "predicted_class"]].astype(str).reset_index(drop=True)
+    definition = DataDefinition(
+        classification=[MulticlassClassification(target="label", prediction_labels="predicted_class")],
+        categorical_columns=["label", "predicted_class"],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snapshot = Report([ClassificationPreset()]).run(current_data=Dataset.from_pandas(frame, data_definition=definition))
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(html_path))
+    colour = {"degraded": "#b00020", "not degraded": "#1b5e20"}.get(result.status, "#555")
+    rows = "".join(f"<tr><td>{e(p.id)}</td><td>{e(p.origin)}</td><td>{e(p.reason)}</td></tr>" for p in problems[:200])
+    header = (
+        "<section id='lepton-verdict' style='font-family:sans-serif;margin:16px;padding:16px;"
+        f"border:3px solid {colour}'><h1 style='color:{colour}'>{e(title)}: {e(result.status.upper())}</h1>"
+        f"<p><b>{e(result.detail)}</b></p><p>Classes: {e(', '.join(classes))}</p>"
+        + (
+            f"<h2>{len(problems)} labels not used</h2><table border='1' cellpadding='4'><tr><th>id</th><th>where</th>"
+            f"<th>why</th></tr>{rows}</table>" if problems else ""
+        )
+        + "<p style='color:#555'>Below: Evidently's classification report of the labelled predictions.</p></section>"
+    )
+    return prepend_to_body(html_path, header)

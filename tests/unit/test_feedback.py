@@ -1,0 +1,91 @@
+"""Label feedback numerics: reading label tables, refusing bad labels with reasons, joining, the degradation test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.monitor.config import LabelRow
+from tasks.monitor.feedback import (
+    LabelFileError,
+    clean_labels,
+    join_labels,
+    label_rows,
+    read_label_tables,
+    realized_performance,
+)
+
+CLASSES = ["cat", "dog"]
+SHA = {name: (f"{i:x}" * 64)[:64] for i, name in enumerate(["a.png", "b.png", "c.png", "d.png"], start=10)}
+
+
+def predictions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "file": list(SHA),
+            "image_sha256": list(SHA.values()),
+            "predicted_class": ["cat", "dog", "dog", "cat"],
+            "release_version": "v1",
+        }
+    )
+
+
+def test_label_tables_are_read_by_either_id_and_bad_tables_are_named(tmp_path: Path) -> None:
+    (tmp_path / "by-hash.csv").write_text(f"image_sha256,label\n{SHA['a.png']},cat\n{SHA['b.png'].upper()},dog\n")
+    pd.DataFrame({"file": ["c.png"], "label": ["cat"]}).to_parquet(tmp_path / "by-name.parquet")
+    frame = read_label_tables([tmp_path / "by-hash.csv", tmp_path / "by-name.parquet"])
+    assert frame["label"].tolist() == ["cat", "dog", "cat"] and frame["origin"].tolist() == ["by-hash.csv:2", "by-hash.csv:3", "by-name.parquet:0"]
+    (tmp_path / "wrong.csv").write_text("name,class\nx,cat\n")
+    with pytest.raises(LabelFileError, match=r"wrong.csv: has columns \['name', 'class'\]; a label table needs 'label'"):
+        read_label_tables([tmp_path / "wrong.csv"])
+    (tmp_path / "labels.txt").write_text("x")
+    with pytest.raises(LabelFileError, match="labels.txt: labels must be .csv or .parquet"):
+        read_label_tables([tmp_path / "labels.txt"])
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(LabelFileError, match="broken.parquet: cannot be read"):
+        read_label_tables([tmp_path / "broken.parquet"])
+
+
+def test_bad_labels_become_problems_with_reasons_and_repeats_count_once() -> None:
+    labels = label_rows(
+        [
+            LabelRow(id=SHA["a.png"], label="cat"),
+            LabelRow(id=SHA["a.png"], label="cat"),  # the same label twice: one label
+            LabelRow(id=SHA["b.png"], label="dog"),
+            LabelRow(id=SHA["b.png"], label="cat"),  # two different labels: neither is trusted
+            LabelRow(id="c.png", label="bird"),  # not a class of the release
+            LabelRow(id="never-scored.png", label="dog"),
+        ]
+    )
+    kept, problems = clean_labels(labels, CLASSES)
+    assert kept["id"].tolist() == [SHA["a.png"], "never-scored.png"]
+    reasons = {(p.id, p.reason.split(":")[0].split(" '")[0]) for p in problems}
+    assert reasons == {(SHA["b.png"], "conflicting labels for one input"), ("c.png", "label")}
+    assert any("'bird' is not one of the release's classes ['cat', 'dog']" in p.reason for p in problems)
+    joined, never = join_labels(kept, predictions())
+    assert joined[["file", "label", "predicted_class"]].values.tolist() == [["a.png", "cat", "cat"]]
+    assert [(p.id, p.reason) for p in never] == [("never-scored.png", "never scored: no logged prediction has this id")]
+
+
+def test_labels_join_by_hash_in_any_case_and_by_file_name() -> None:
+    labels = label_rows([LabelRow(id=SHA["b.png"].upper(), label="dog"), LabelRow(id="d.png", label="dog")])
+    kept, problems = clean_labels(labels, CLASSES)
+    joined, never = join_labels(kept, predictions())
+    assert not problems and not never
+    assert sorted(zip(joined["file"], joined["label"] == joined["predicted_class"])) == [("b.png", True), ("d.png", False)]
+
+
+def test_degradation_needs_significance_and_a_minimum_drop() -> None:
+    rng = np.random.default_rng(0)
+    worse = realized_performance(rng.random(300) < 0.85, "v1", test_accuracy=0.97, test_images=400)
+    assert worse.degraded and worse.p_value < 1e-6 and worse.low < worse.accuracy < worse.high and worse.drop_pp > 5
+    same = realized_performance(rng.random(300) < 0.97, "v1", test_accuracy=0.97, test_images=400)
+    assert same.status == "not degraded" and same.p_value > 0.05
+    # Significant on a million rows, but half a point: not worth a retrain at min_drop_pp=1.
+    tiny = realized_performance(np.arange(1_000_000) % 1000 >= 35, "v1", test_accuracy=0.97, test_images=100_000)
+    assert tiny.p_value < 0.05 and tiny.status == "not degraded"
+    few = realized_performance(np.ones(10, bool), "v1", test_accuracy=0.97, test_images=400)
+    assert few.status == "not enough labels" and "at least 30" in few.detail
