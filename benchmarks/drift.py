@@ -106,7 +106,7 @@ def cell(work: Path, method: str, rows: int, scenario: str) -> dict:
     start = time.perf_counter()
     if method == "lepton":
         result = detect_drift(reference, current, numerical, categorical, config)
-        write_drift_report(reference, current, numerical, categorical, result, "drift", html, config.sample_rows)
+        write_drift_report(reference, current, numerical, categorical, result, "drift", html, config)
         verdict = {"status": result.status, "drifted": len(result.drifted_columns)}
     else:
         verdict = plain_evidently(reference, current, numerical, categorical, config, html)

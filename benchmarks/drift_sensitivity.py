@@ -131,21 +131,23 @@ def reference_of(production) -> tuple[pd.DataFrame, list[str], list[str]]:
     return reference_rows(frame, monitoring.reference_splits), monitoring.numerical_columns, monitoring.categorical_columns
 
 
-def run_monitor(reference, window, numerical, categorical, calibration, config) -> dict:
+def run_monitor(reference, window, numerical, categorical, calibration, config, num_classes: int) -> dict:
     """One monitor verdict (timed), and the ATC estimate of the same window next to the default binned one."""
-    from tasks.monitor.drift import detect_drift
+    from tasks.monitor.drift import FAMILIAR_QUANTILE, detect_drift
     from tasks.monitor.estimate import estimate_accuracy, familiar_rows
 
     start = time.perf_counter()
-    result = detect_drift(reference, window, numerical, categorical, config, calibration)
+    result = detect_drift(reference, window, numerical, categorical, config, calibration, num_classes=num_classes)
     seconds = time.perf_counter() - start
     embedding = [c for c in numerical if c.startswith("embedding_")]
-    familiar = familiar_rows(reference[embedding].to_numpy(np.float64), window[embedding].to_numpy(np.float64))
-    chance = 1.0 / reference["predicted_class"].nunique()
-    atc = estimate_accuracy(calibration, window["confidence"].to_numpy(), "atc", familiar, chance)
+    familiar = familiar_rows(reference[embedding].to_numpy(np.float64), window[embedding].to_numpy(np.float64), FAMILIAR_QUANTILE)
+    chance = 1.0 / num_classes
+    atc = estimate_accuracy(calibration, window["confidence"].to_numpy(), "atc", familiar, chance, 1.0 - FAMILIAR_QUANTILE)
     return {
         "drift": result.drift, "seconds": seconds, "binned": result.estimate.accuracy, "atc": atc.accuracy,
         "harmful": bool(result.harmful), "unfamiliar": result.estimate.unfamiliar_share,
+        "novel": result.novelty[0].share if result.novelty else 0.0,
+        "novel_embedding": result.novelty[-1].share if result.novelty else 0.0,
     }
 
 
@@ -167,6 +169,8 @@ def summarise(rows: list[dict]) -> dict:
         "err_atc_pp": round((atc - truth) * 100, 1),
         "harmful": f"{sum(r['harmful'] for r in rows)}/{len(rows)}",
         "unfamiliar": round(float(np.mean([r["unfamiliar"] for r in rows])), 3),
+        "novel": round(float(np.mean([r["novel"] for r in rows])), 3),
+        "novel_emb": round(float(np.mean([r["novel_embedding"] for r in rows])), 3),
         "s_per_run": round(float(np.mean([r["seconds"] for r in rows])), 3),
     }
 
@@ -222,7 +226,7 @@ def evaluate(source: str, versions: dict[str, pd.DataFrame] | None, sizes: list[
                     if moved:
                         window.iloc[:moved] = versions[kind].iloc[pick[:moved]].to_numpy()
                 truth = float(window["correct"].mean())
-                outcome = run_monitor(reference, window, numerical, categorical, calibration, config)
+                outcome = run_monitor(reference, window, numerical, categorical, calibration, config, len(production.manifest.classes))
                 results.append({**outcome, "true": truth})
             row = {"source": source, "window": rows, "shift": kind, "shifted": f"{fraction:.0%}", **summarise(results)}
             table.append(row)

@@ -162,6 +162,8 @@ def run(
     handlers = [] if args.debug else _console_handlers()
     for handler in handlers:
         handler.addFilter(quiet)
+    from prefect.exceptions import CancelledRun
+
     try:
         result = command(config)
     except LeptonError as exc:
@@ -169,6 +171,10 @@ def run(
             traceback.print_exc()
         print(f"{name} failed: {exc}", file=sys.stderr)
         return 2
+    except CancelledRun as exc:
+        # A run that decided not to go ahead (the build's cool-down) is not a failure: say why.
+        print(f"{name} skipped: {exc}")
+        return 0
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)

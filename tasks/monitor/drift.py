@@ -11,6 +11,8 @@ size, because under no drift the window and the reference are exchangeable.
   with the Jensen-Shannon distance as the effect size;
 - the embedding, all components at once: MMD with an RBF kernel and a permutation test, so a
   shift of part of the window that no single column shows is still caught;
+- the share of novel rows (unlike every reference row on all numerical columns): split-conformal
+  nearest-neighbour scores with an exact beta-binomial null, for a few far-away rows;
 - Bonferroni over all of them: one run flags in-distribution data at most ``false_alarm_rate``
   of the time.
 
@@ -23,6 +25,7 @@ the verdict.
 from __future__ import annotations
 
 import html as html_escape
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,11 +33,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from tasks.errors import LeptonError
 from tasks.monitor.config import DriftConfig
 from tasks.monitor.estimate import AccuracyEstimate, estimate_accuracy, familiar_rows
 from tasks.registry.manifest import AccuracyCalibration
 
 TWO_SAMPLE_CHI2 = "chi2_two_sample"
+PREDICTED_CLASS = "predicted_class"
+# A window row's embedding is familiar when it is as close to the reference as this share of reference rows are to each other.
+FAMILIAR_QUANTILE = 0.99
 
 
 class ColumnDrift(BaseModel):
@@ -62,6 +69,19 @@ class EmbeddingDrift(BaseModel):
     drifted: bool
 
 
+class NoveltyDrift(BaseModel):
+    """How many window rows are unlike every reference row, against what exchangeable data would give."""
+
+    test: str = "novel rows: split-conformal nearest-neighbour score, beta-binomial null"
+    columns: list[str]
+    share: float
+    expected_share: float
+    p_value: float
+    level: float
+    rows: int
+    drifted: bool
+
+
 class DriftResult(BaseModel):
     """The verdict of one monitoring run."""
 
@@ -75,6 +95,7 @@ class DriftResult(BaseModel):
     prediction_drift: bool = False
     columns: list[ColumnDrift] = []
     embedding: EmbeddingDrift | None = None
+    novelty: list[NoveltyDrift] = []
     estimate: AccuracyEstimate | None = None
     harmful: bool | None = None
     quarantined: list[str] = []
@@ -90,8 +111,9 @@ class DriftResult(BaseModel):
         if self.status == "not enough data":
             return f"NOT ENOUGH DATA: {self.detail}"
         parts = [self.status.upper()]
-        if self.drifted_columns or (self.embedding and self.embedding.drifted):
-            what = list(self.drifted_columns) + (["embedding (MMD)"] if self.embedding and self.embedding.drifted else [])
+        what = list(self.drifted_columns) + (["embedding (MMD)"] if self.embedding and self.embedding.drifted else [])
+        what += [f"{n.share:.0%} novel rows (expected {n.expected_share:.0%})" for n in self.novelty if n.drifted]
+        if what:
             parts.append(f"drifted: {', '.join(what)}")
         if self.estimate is not None:
             parts.append(self.estimate.describe())
@@ -107,6 +129,64 @@ def reference_rows(reference: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
     return reference.loc[reference["split"].isin(splits)].reset_index(drop=True)
 
 
+MIN_REFERENCE_ROWS = 20
+
+
+class ReferenceTooSmall(LeptonError):
+    """The release's reference has too few usable rows to test a window against."""
+
+
+@dataclass(frozen=True)
+class PreparedWindow:
+    """The rows the tests see: both frames without non-finite rows, the tested sample, what was left out."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    tested: pd.DataFrame
+    numerical: list[str]
+    quarantined: list[str]
+
+
+def prepare_window(
+    reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str], categorical: list[str], config: DriftConfig
+) -> PreparedWindow:
+    """Check the columns, leave out non-finite values (saying so), and draw the seeded sample the tests use.
+
+    The drift verdict and its report both call this, so the report's per-column tests run on
+    exactly the rows the verdict tested.
+
+    Raises:
+        ValueError: a column missing from either frame.
+        ReferenceTooSmall: fewer than 20 usable reference rows.
+    """
+    for name, frame in (("reference", reference), ("current", current)):
+        missing = [c for c in numerical + categorical if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name} data lacks monitoring columns {missing}")
+    quarantined = []
+    values = reference[numerical].to_numpy(dtype=np.float64) if len(reference) else np.zeros((0, len(numerical)))
+    broken = [c for c, ok in zip(numerical, np.isfinite(values).any(axis=0)) if not ok] if len(reference) else []
+    if broken:
+        quarantined.append(f"columns {broken} are NaN or infinite in every reference row: not tested")
+    usable = [c for c in numerical if c not in broken]
+    current, dropped = _finite(current, usable)
+    if dropped:
+        quarantined.append(f"{dropped} window rows with a NaN or infinite value left out")
+    reference, dropped = _finite(reference, usable)
+    if dropped:
+        quarantined.append(f"{dropped} reference rows with a NaN or infinite value left out")
+    if len(reference) < MIN_REFERENCE_ROWS:
+        raise ReferenceTooSmall(
+            f"the reference has {len(reference)} usable rows; at least {MIN_REFERENCE_ROWS} are needed to test a window "
+            "(build the release from more validation and test data)"
+        )
+    tested = current
+    if len(current) > config.sample_rows:
+        pick = np.random.default_rng(config.seed).choice(len(current), size=config.sample_rows, replace=False)
+        tested = current.iloc[np.sort(pick)].reset_index(drop=True)
+    return PreparedWindow(reference, current, tested, usable, quarantined)
+
+
 def detect_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -115,63 +195,79 @@ def detect_drift(
     config: DriftConfig,
     calibration: AccuracyCalibration | None = None,
     embedding: list[str] | None = None,
+    num_classes: int | None = None,
 ) -> DriftResult:
     """Test ``current`` against ``reference`` on the given columns.
 
     ``embedding`` names the columns of the multivariate test (default: the numerical columns
     named ``embedding_*``). Rows with a NaN or infinite value are left out and reported in
-    ``quarantined``.
+    ``quarantined``. ``num_classes`` (default: the predicted classes seen in the reference) sets
+    the chance accuracy unfamiliar rows are counted at.
 
     Raises:
         ValueError: a column missing from either frame.
+        ReferenceTooSmall: fewer than 20 usable reference rows.
     """
+    prepared = prepare_window(reference, current, numerical, categorical, config)
+    reference, current, tested, numerical = prepared.reference, prepared.current, prepared.tested, prepared.numerical
     columns = numerical + categorical
-    for name, frame in (("reference", reference), ("current", current)):
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{name} data lacks monitoring columns {missing}")
-    embedding = [c for c in numerical if c.startswith("embedding_")] if embedding is None else embedding
-    quarantined = []
-    current, dropped = _finite(current, numerical)
-    if dropped:
-        quarantined.append(f"{dropped} window rows with a NaN or infinite value left out")
-    reference, dropped = _finite(reference, numerical)
-    if dropped:
-        quarantined.append(f"{dropped} reference rows with a NaN or infinite value left out")
-    base = dict(rows=len(current), reference_rows=len(reference), false_alarm_rate=config.false_alarm_rate, quarantined=quarantined)
+    embedding = [c for c in numerical if c.startswith("embedding_")] if embedding is None else [c for c in embedding if c in numerical]
+    base = dict(
+        rows=len(current), reference_rows=len(reference), false_alarm_rate=config.false_alarm_rate,
+        quarantined=prepared.quarantined,
+    )
     if len(current) < config.min_rows:
         return DriftResult(
             status="not enough data", rows_tested=0,
             detail=f"{len(current)} usable rows in the window; at least {config.min_rows} are needed for a verdict", **base,
         )
-    rng = np.random.default_rng(config.seed)
-    tested = current
-    if len(current) > config.sample_rows:
-        tested = current.iloc[np.sort(rng.choice(len(current), size=config.sample_rows, replace=False))]
+    rng = np.random.default_rng([config.seed, 1])
     level = config.column_level(len(columns))
     results = [_numerical_test(reference[c], tested[c], c, level) for c in numerical]
     results += [_categorical_test(reference[c], tested[c], c, level) for c in categorical]
     multivariate = None
     if embedding and config.embedding_share > 0:
         multivariate = _embedding_test(reference[embedding], current[embedding], embedding, config, rng)
+    novelty = []
+    if config.novelty_share > 0:
+        # Two views, half the budget each: every statistic (a dimmed or noisy image), and the model's
+        # own embedding (a rotated digit keeps its statistics but not its place in the embedding).
+        views = [numerical] + ([embedding] if embedding else [])
+        for view in views:
+            novelty.append(
+                novelty_test(
+                    reference[view].to_numpy(np.float64), tested[view].to_numpy(np.float64), view,
+                    config.novelty_tail, config.novelty_level / len(views), rng,
+                )
+            )
     drifted = [r.column for r in results if r.drifted]
-    prediction = any(r.drifted for r in results if r.column in categorical)
-    is_drift = bool(drifted) or bool(multivariate and multivariate.drifted)
+    prediction = any(r.drifted for r in results if r.column == PREDICTED_CLASS)
+    is_drift = bool(drifted) or bool(multivariate and multivariate.drifted) or any(n.drifted for n in novelty)
     estimate = harmful = None
     if calibration is not None and "confidence" in current.columns:
         estimator = config.accuracy_estimator if calibration.bin_accuracy else "atc"
         familiar = None
         if embedding:
-            familiar = familiar_rows(reference[embedding].to_numpy(dtype=np.float64), current[embedding].to_numpy(dtype=np.float64))
-        chance = 1.0 / max(reference[categorical[0]].nunique(), 1) if categorical else 0.0
+            familiar = familiar_rows(
+                reference[embedding].to_numpy(dtype=np.float64), current[embedding].to_numpy(dtype=np.float64), FAMILIAR_QUANTILE
+            )
+        if num_classes is None and PREDICTED_CLASS in reference.columns:
+            num_classes = reference[PREDICTED_CLASS].nunique()
+        chance = 1.0 / num_classes if num_classes else 0.0
         estimate = estimate_accuracy(
-            calibration, current["confidence"].to_numpy(), estimator, familiar, chance, seed=config.seed
+            calibration, current["confidence"].to_numpy(), estimator, familiar, chance, 1.0 - FAMILIAR_QUANTILE, seed=config.seed
         )
-        harmful = estimate.drop_pp >= config.harm_pp
+        # Harmful: the estimate lost at least harm_pp, and even its interval's top is below the held-out accuracy.
+        harmful = estimate.drop_pp >= config.harm_pp and estimate.high < estimate.reference_accuracy
     notes = _notes(current, categorical)
     detail = (
         f"{len(drifted)} of {len(columns)} columns drifted at p < {level:.2g} each"
         + (f"; embedding MMD p = {multivariate.p_value:.3g} (level {multivariate.level:.2g})" if multivariate else "")
+        + "".join(
+            f"; {n.share:.1%} novel rows ({'embedding' if n.columns == embedding else 'all columns'}) vs "
+            f"{n.expected_share:.1%} expected, p = {n.p_value:.3g} (level {n.level:.2g})"
+            for n in novelty
+        )
         + f"; false-alarm rate of this run {config.false_alarm_rate:.1%}"
     )
     return DriftResult(
@@ -182,6 +278,7 @@ def detect_drift(
         prediction_drift=prediction,
         columns=results,
         embedding=multivariate,
+        novelty=novelty,
         estimate=estimate,
         harmful=harmful,
         notes=notes,
@@ -215,8 +312,9 @@ def _numerical_test(reference: pd.Series, current: pd.Series, column: str, level
 def chi2_two_sample(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
     """p-value and Jensen-Shannon distance of two samples of a categorical column.
 
-    Categories seen fewer than 5 times in the two samples together are pooled, so the
-    chi-square approximation holds for small windows too.
+    Categories are pooled (rarest first, into one "other" column) until every expected cell of
+    the 2 x K table is at least 5, where the chi-square approximation holds; with a small window
+    next to a large reference, that is what keeps the test at its level.
     """
     from scipy.spatial.distance import jensenshannon
     from scipy.stats import chi2_contingency
@@ -224,12 +322,26 @@ def chi2_two_sample(reference: pd.Series, current: pd.Series) -> tuple[float, fl
     ref, cur = reference.astype(str).value_counts(), current.astype(str).value_counts()
     table = pd.concat([ref, cur], axis=1).fillna(0).to_numpy(dtype=np.float64).T
     effect = float(jensenshannon(table[0] / table[0].sum(), table[1] / table[1].sum(), base=2))
-    common = table.sum(axis=0) >= 5
-    pooled = np.column_stack([table[:, common], table[:, ~common].sum(axis=1)]) if (~common).any() else table
-    pooled = pooled[:, pooled.sum(axis=0) > 0]
-    if pooled.shape[1] < 2:
+    rows = table.sum(axis=1)
+    # A column's smallest expected cell is (its total) x (the smaller row total) / N.
+    needed = 5.0 * table.sum() / rows.min()
+    totals = table.sum(axis=0)
+    order = np.argsort(totals)
+    kept, pooled = [], np.zeros(2)
+    for index in order:
+        if totals[index] >= needed:
+            kept.append(table[:, index])
+        else:
+            pooled += table[:, index]
+    columns = kept[::-1]
+    if pooled.sum() > 0:
+        if pooled.sum() >= needed or not columns:
+            columns.append(pooled)
+        else:
+            columns[-1] = columns[-1] + pooled  # too small alone: into the smallest kept category
+    if len(columns) < 2:
         return 1.0, effect
-    return float(chi2_contingency(pooled, correction=False).pvalue), effect
+    return float(chi2_contingency(np.column_stack(columns), correction=False).pvalue), effect
 
 
 def _categorical_test(reference: pd.Series, current: pd.Series, column: str, level: float) -> ColumnDrift:
@@ -265,6 +377,42 @@ def mmd_permutation_test(
     return observed, float((1 + np.sum(null >= observed - 1e-12)) / (permutations + 1))
 
 
+def novelty_test(
+    reference: np.ndarray, current: np.ndarray, columns: list[str], tail: float, level: float, rng: np.random.Generator
+) -> NoveltyDrift:
+    """Is the share of window rows unlike every reference row larger than exchangeable data would give?
+
+    Split conformal: half the reference rows define the score (distance to the nearest of them,
+    features scaled by their spread), the other half calibrate it. A window row is novel when its
+    score exceeds the k-th largest calibration score, k = floor(tail * (calibration rows + 1)). For
+    exchangeable data the chance of that is Beta(k, m - k + 1) distributed (m calibration rows), so
+    the number of novel rows among n is beta-binomial: an exact test at any window size, which the
+    sampling noise of a small reference makes conservative rather than wrong. A few far-away rows
+    (5 % of a window inverted, rotated or noisy) move it long before any single column moves.
+    """
+    from scipy.stats import betabinom
+    from sklearn.neighbors import NearestNeighbors
+
+    order = rng.permutation(len(reference))
+    half = len(reference) // 2
+    fit, calibrate = reference[order[:half]], reference[order[half:]]
+    k = int(np.floor(tail * (len(calibrate) + 1)))
+    if half < 2 or k < 1:
+        return NoveltyDrift(columns=columns, share=0.0, expected_share=0.0, p_value=1.0, level=level, rows=len(current), drifted=False)
+    spread = fit.std(axis=0)
+    spread[spread == 0] = 1.0
+    index = NearestNeighbors(n_neighbors=1).fit(fit / spread)
+    calibration = np.sort(index.kneighbors(calibrate / spread)[0][:, 0])
+    threshold = calibration[-k]
+    novel = int(np.sum(index.kneighbors(current / spread)[0][:, 0] > threshold))
+    m = len(calibrate)
+    p_value = float(betabinom.sf(novel - 1, len(current), k, m - k + 1))
+    return NoveltyDrift(
+        columns=columns, share=novel / len(current), expected_share=k / (m + 1), p_value=p_value, level=level,
+        rows=len(current), drifted=p_value < level,
+    )
+
+
 def _embedding_test(
     reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], config: DriftConfig, rng: np.random.Generator
 ) -> EmbeddingDrift:
@@ -298,13 +446,13 @@ def write_drift_report(
     result: DriftResult,
     title: str,
     html_path: Path,
-    sample_rows: int,
-    seed: int = 0,
+    config: DriftConfig,
 ) -> Path:
     """Evidently's per-column report of the same tests, opened by the verdict; returns ``html_path``.
 
-    Evidently runs the same SciPy tests at the same levels (the two-sample chi-square is
-    registered with it), so its per-column pass/fail agrees with the verdict above it.
+    Evidently runs the same SciPy tests at the same levels on the same rows (the two-sample
+    chi-square is registered with it; :func:`prepare_window` draws the same sample), so its
+    per-column pass/fail agrees with the verdict above it.
     """
     import warnings
 
@@ -312,9 +460,9 @@ def write_drift_report(
     from evidently.metrics import ValueDrift
 
     _register_chi2_two_sample()
-    if len(current) > sample_rows:
-        current = current.sample(n=sample_rows, random_state=seed)
-    level = result.columns[0].level if result.columns else 0.05
+    prepared = prepare_window(reference, current, numerical, categorical, config)
+    numerical = prepared.numerical
+    level = config.column_level(len(numerical + categorical))
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     metrics = [ValueDrift(column=c, method="ks", threshold=level) for c in numerical] + [
         ValueDrift(column=c, method=TWO_SAMPLE_CHI2, threshold=level) for c in categorical
@@ -324,8 +472,8 @@ def write_drift_report(
         # Constant columns (all images one size) make numpy warn inside the distribution plots.
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = Report(metrics, include_tests=True).run(
-            current_data=Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
-            reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
+            current_data=Dataset.from_pandas(prepared.tested[columns].reset_index(drop=True), data_definition=definition),
+            reference_data=Dataset.from_pandas(prepared.reference[columns].reset_index(drop=True), data_definition=definition),
         )
     html_path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(html_path))
@@ -340,8 +488,14 @@ def prepend_to_body(html_path: Path, fragment: str) -> Path:
     return html_path
 
 
+_registered = False
+
+
 def _register_chi2_two_sample() -> None:
-    """Make the two-sample chi-square available to Evidently by name (idempotent)."""
+    """Make the two-sample chi-square available to Evidently by name (once per process)."""
+    global _registered
+    if _registered:
+        return
     from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
     from evidently.legacy.core import ColumnType
 
@@ -353,6 +507,7 @@ def _register_chi2_two_sample() -> None:
         StatTest(name=TWO_SAMPLE_CHI2, display_name="chi-square two-sample p_value", allowed_feature_types=[ColumnType.Categorical]),
         default_impl=test,
     )
+    _registered = True
 
 
 def verdict_html(result: DriftResult, title: str) -> str:
@@ -371,6 +526,12 @@ def verdict_html(result: DriftResult, title: str) -> str:
         lines.append(
             f"<p>Embedding ({len(m.columns)} components, {m.rows} window rows): {e(m.test)}; MMD&sup2; {m.statistic:.4g}, "
             f"p = {m.p_value:.3g} at level {m.level:.2g}: <b>{'drifted' if m.drifted else 'no drift'}</b>.</p>"
+        )
+    for n in result.novelty:
+        lines.append(
+            f"<p>Novel rows ({len(n.columns)} columns, {n.rows} window rows): {n.share:.1%} unlike every reference row, "
+            f"{n.expected_share:.1%} expected; {e(n.test)}; p = {n.p_value:.3g} at level {n.level:.2g}: "
+            f"<b>{'drifted' if n.drifted else 'no drift'}</b>.</p>"
         )
     if result.estimate is not None:
         harm = "" if result.harmful is None else (" <b>Likely harmful.</b>" if result.harmful else " No harm estimated.")

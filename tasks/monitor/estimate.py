@@ -63,11 +63,12 @@ def fit_accuracy_calibration(
 
 
 def _threshold(confidence: np.ndarray, correct: np.ndarray) -> float:
-    """The confidence above which the share of rows equals the accuracy."""
-    accuracy = correct.mean()
-    if accuracy >= 1.0:
+    """The confidence above which the share of rows equals the accuracy (as nearly as whole rows allow)."""
+    right = int(round(correct.mean() * confidence.size))
+    if right >= confidence.size:
         return float(np.nextafter(confidence.min(), -np.inf))  # every row counts as right
-    return float(np.quantile(confidence, 1.0 - accuracy, method="higher"))
+    # The (n - right)-th smallest confidence: exactly ``right`` rows lie strictly above it (without ties).
+    return float(np.sort(confidence)[confidence.size - right - 1])
 
 
 def _bin_accuracy(confidence: np.ndarray, correct: np.ndarray, edges: np.ndarray, fallback: float) -> list[float]:
@@ -96,7 +97,8 @@ class AccuracyEstimate(BaseModel):
 
     def describe(self) -> str:
         unfamiliar = (
-            f"; {self.unfamiliar_share:.0%} of rows unlike any held-out row, counted at chance" if self.unfamiliar_share else ""
+            f"; {self.unfamiliar_share:.0%} of rows with an embedding unlike any held-out row, those beyond the usual 1 % "
+            "counted at chance" if self.unfamiliar_share > 0.01 else ""
         )
         return (
             f"estimated accuracy {self.accuracy:.1%} (95 % interval {self.low:.1%}-{self.high:.1%}, {self.rows} rows, "
@@ -110,6 +112,7 @@ def estimate_accuracy(
     estimator: Estimator = "atc",
     familiar: np.ndarray | None = None,
     chance: float = 0.0,
+    expected_unfamiliar: float = 0.0,
     level: float = 0.95,
     seed: int = 0,
 ) -> AccuracyEstimate:
@@ -117,8 +120,9 @@ def estimate_accuracy(
 
     ``familiar`` marks the rows that look like held-out data (see :func:`familiar_rows`). The
     calibration holds only for those: a model is often sure and wrong on inputs unlike anything
-    it was validated on (an inverted image), so unfamiliar rows are counted at ``chance``
-    (1 / number of classes) in the estimate, and anywhere from 0 to 1 in its interval.
+    it was validated on (an inverted image). Held-out data itself has ``expected_unfamiliar`` of
+    its rows flagged, so only the share beyond that is counted at ``chance`` (1 / number of
+    classes) in the estimate, and anywhere from 0 to 1 in its interval.
 
     Raises:
         ValueError: no rows, or ``binned`` asked of a calibration without bins (older releases).
@@ -146,7 +150,7 @@ def estimate_accuracy(
     rng = np.random.default_rng(seed)
     point = estimate(known, None)
     if known.size and fits:
-        # Resamples larger than this change the interval no further; capping keeps a 50k-row run fast.
+        # Capped resamples keep a 50k-row run fast; for larger windows they make the interval a little wider, not narrower.
         size = min(known.size, 20_000)
         estimates = np.array([estimate(known[rng.integers(0, known.size, size=size)], fit) for fit in range(fits)])
         tail = (1.0 - level) / 2.0
@@ -154,11 +158,12 @@ def estimate_accuracy(
     else:
         low = high = point
     low, high = min(low, point), max(high, point)
+    excess = max(0.0, (1.0 - share) - expected_unfamiliar)
     return AccuracyEstimate(
         estimator=estimator,
-        accuracy=share * point + (1.0 - share) * chance,
-        low=share * low,
-        high=share * high + (1.0 - share),
+        accuracy=(1.0 - excess) * point + excess * chance,
+        low=(1.0 - excess) * low,
+        high=(1.0 - excess) * high + excess,
         reference_accuracy=calibration.accuracy,
         rows=int(confidence.size),
         unfamiliar_share=1.0 - share,

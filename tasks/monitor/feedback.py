@@ -63,27 +63,44 @@ def read_label_tables(paths: list[Path]) -> pd.DataFrame:
             raise LabelFileError(
                 f"{path.name}: has columns {list(table.columns)}; a label table needs 'label' and one id column of {list(ID_COLUMNS)}"
             )
+        # Origins are 1-based data rows (a CSV's header is not counted), the same for both formats.
         frames.append(
             pd.DataFrame(
                 {
-                    "id": table[id_column].astype(str).str.strip(),
-                    "label": table["label"].astype(str).str.strip(),
-                    "origin": [f"{path.name}:{i + 2 if path.suffix.lower() == '.csv' else i}" for i in range(len(table))],
+                    "id": _text(table[id_column]),
+                    "label": _text(table["label"]),
+                    "origin": [f"{path.name}:row {i + 1}" for i in range(len(table))],
                 }
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "label", "origin"])
 
 
+def _text(column: pd.Series) -> pd.Series:
+    """Ids or labels as text: missing values empty, whole numbers without '.0' (Parquet integer columns with nulls are floats)."""
+    def one(value: object) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+            return ""
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return str(int(value))
+        return str(value).strip()
+
+    return column.astype(object).map(one)
+
+
 def label_rows(rows: list[LabelRow]) -> pd.DataFrame:
     """Inline labels as the same frame as :func:`read_label_tables`."""
     return pd.DataFrame(
-        {"id": [r.id.strip() for r in rows], "label": [r.label.strip() for r in rows], "origin": [f"parameter:{i}" for i in range(len(rows))]}
+        {"id": [r.id.strip() for r in rows], "label": [r.label.strip() for r in rows], "origin": [f"labels[{i}]" for i in range(len(rows))]}
     )
 
 
 def clean_labels(labels: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame, list[LabelProblem]]:
-    """One label per id: empty, unknown-class and conflicting labels become problems; exact repeats count once."""
+    """One label per id: empty, unknown-class and conflicting labels become problems; exact repeats count once.
+
+    A sha256 id is compared in lower case, so one input given in both spellings is one id.
+    """
+    labels = labels.assign(id=[i.lower() if SHA256.match(i.lower()) else i for i in labels["id"]])
     problems = []
     empty = (labels["id"] == "") | (labels["label"] == "")
     for row in labels.loc[empty].itertuples():
@@ -104,24 +121,46 @@ def clean_labels(labels: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame
 
 
 def join_labels(labels: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[LabelProblem]]:
-    """Logged predictions that have a label (by content hash, or by logged file name), and labels for nothing scored.
+    """Logged predictions that have a label (by content hash, or by logged file name), and the labels that found none.
 
-    An input scored in several batches has a row per scoring, each with its label.
+    A file name logged for more than one content (two batches with a ``0/img_1.png``) is
+    ambiguous: its label is a problem, not a guess. An input whose hash label and name label
+    disagree is a conflict: neither is used. An input scored in several batches keeps every
+    prediction row (each is a logged prediction), marked by ``release_version``.
     """
     problems = []
-    by_hash = labels["id"].str.lower().str.fullmatch(SHA256.pattern)
-    joined = []
+    by_hash = labels["id"].str.fullmatch(SHA256.pattern)
+    frames = []
     if len(predictions):
-        hashed = labels.loc[by_hash].assign(image_sha256=lambda f: f["id"].str.lower())
-        joined.append(predictions.merge(hashed[["image_sha256", "label", "id"]], on="image_sha256"))
-        named = labels.loc[~by_hash].rename(columns={"id": "file"})
-        joined.append(predictions.merge(named[["file", "label"]], on="file").assign(id=lambda f: f["file"]))
-    frame = pd.concat(joined, ignore_index=True) if joined else pd.DataFrame(columns=[*predictions.columns, "label", "id"])
-    matched = set(frame["id"]) if len(frame) else set()
+        hashed = labels.loc[by_hash].assign(image_sha256=lambda f: f["id"])
+        frames.append(predictions.merge(hashed[["image_sha256", "label", "id", "origin"]], on="image_sha256"))
+        contents = predictions.groupby("file")["image_sha256"].nunique()
+        ambiguous = set(contents[contents > 1].index)
+        named = labels.loc[~by_hash]
+        for row in named.loc[named["id"].isin(ambiguous)].itertuples():
+            problems.append(
+                LabelProblem(id=row.id, origin=row.origin, reason="ambiguous: this file name was logged for different contents; label it by image_sha256")
+            )
+        named = named.loc[~named["id"].isin(ambiguous)].rename(columns={"id": "file"})
+        frames.append(predictions.merge(named[["file", "label", "origin"]], on="file").assign(id=lambda f: f["file"]))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*predictions.columns, "label", "id", "origin"])
+    matched = set(frame["id"])
+    if len(frame):
+        per_input = frame.groupby("image_sha256")["label"].nunique()
+        conflicting = set(per_input[per_input > 1].index)
+        for row in frame.loc[frame["image_sha256"].isin(conflicting)].drop_duplicates(["image_sha256", "id"]).itertuples():
+            others = sorted(set(frame.loc[frame["image_sha256"] == row.image_sha256, "label"]))
+            problems.append(
+                LabelProblem(id=row.id, origin=row.origin, reason=f"conflicting labels for one input (by hash and by name): {others}")
+            )
+        frame = frame.loc[~frame["image_sha256"].isin(conflicting)]
+        # The same prediction matched by its hash and by its name counts once.
+        frame = frame.drop_duplicates(["scored_at", "image_sha256", "file"] if "scored_at" in frame else ["image_sha256", "file"])
+    reported = {p.id for p in problems}
     for row in labels.itertuples():
-        if row.id not in matched:
+        if row.id not in matched and row.id not in reported:
             problems.append(LabelProblem(id=row.id, origin=row.origin, reason="never scored: no logged prediction has this id"))
-    return frame, problems
+    return frame.drop(columns=["origin"]).reset_index(drop=True), problems
 
 
 class RealizedPerformance(BaseModel):

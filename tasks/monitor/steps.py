@@ -125,7 +125,9 @@ def check_drift(
     reference = reference_rows(pd.read_parquet(production.release_dir / monitoring.reference), monitoring.reference_splits)
     current = pd.read_parquet(window.path) if window.rows else pd.DataFrame(columns=reference.columns)
     numerical, categorical = monitoring.numerical_columns, monitoring.categorical_columns
-    result = detect_drift(reference, current, numerical, categorical, config, monitoring.calibration)
+    result = detect_drift(
+        reference, current, numerical, categorical, config, monitoring.calibration, num_classes=len(production.manifest.classes)
+    )
     if monitoring.calibration is None:
         result.notes.append("release built before label-free accuracy estimation: no estimate")
     for note in result.quarantined + result.notes:
@@ -135,7 +137,7 @@ def check_drift(
         return result, None
     html = work_dir / "monitor" / production.model / f"drift-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.html"
     title = f"Drift of {production.model} release {production.version}"
-    write_drift_report(reference, current, numerical, categorical, result, title, html, config.sample_rows, config.seed)
+    write_drift_report(reference, current, numerical, categorical, result, title, html, config)
     return result, html
 
 
@@ -268,6 +270,11 @@ def measure_performance(
     """The realized accuracy of production's release on its labelled predictions, tested against its test accuracy."""
     joined = pd.read_parquet(window.path)
     mine = joined.loc[joined["release_version"] == production.version] if len(joined) else joined
+    # An input scored twice by one release got the same prediction twice: one trial, not two.
+    repeats = len(mine) - mine["image_sha256"].nunique() if len(mine) else 0
+    if repeats:
+        get_run_logger().info("%d repeated scorings of the same inputs counted once", repeats)
+        mine = mine.drop_duplicates("image_sha256")
     metrics = production.manifest.metrics
     result = realized_performance(
         (mine["label"] == mine["predicted_class"]).to_numpy() if len(mine) else [],

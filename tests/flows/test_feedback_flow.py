@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from flows.build import build
-from flows.config import FeedbackConfig, ScoreConfig
+from flows.cli import run
+from flows.config import BuildConfig, FeedbackConfig, ScoreConfig
 from flows.feedback import feedback
 from flows.score import score
 from tasks.monitor.feedback import LabelFileError
@@ -34,7 +35,7 @@ def brightened(source: Path, dest: Path, offset: int) -> dict[str, str]:
     return truth
 
 
-def test_labels_measure_the_harm_fire_the_event_and_feed_the_next_build(tmp_path: Path) -> None:
+def test_labels_measure_the_harm_fire_the_event_and_feed_the_next_build(tmp_path: Path, capsys) -> None:
     images = write_class_images(tmp_path / "imgs", {"dark": 40, "mid": 40, "light": 40}, seed=5)
     config = folder_build(tmp_path, images, "fed")
     first = build(config)
@@ -89,6 +90,10 @@ def test_labels_measure_the_harm_fire_the_event_and_feed_the_next_build(tmp_path
     # A second event within the cool-down: that run ends Cancelled, saying why, and releases nothing.
     state = build(triggered, return_state=True)
     assert state.is_cancelled() and "cool-down" in state.message and second.version in state.message
+    # The command line says so and exits 0: skipping is not a failure.
+    (tmp_path / "triggered.json").write_text(triggered.model_dump_json())
+    assert run(build, BuildConfig, ["--config", str(tmp_path / "triggered.json")]) == 0
+    assert "build skipped:" in capsys.readouterr().out
     assert len(list_versions(open_store(config.store), "fed")) == 2
 
 

@@ -48,7 +48,7 @@ WINDOWS, MAX_ALARMS = 150, 6
 
 @pytest.mark.parametrize("rows", [100, 5000])
 def test_clean_windows_alarm_at_the_stated_rate(rows: int) -> None:
-    config = DriftConfig(permutations=399)
+    config = DriftConfig()
     assert binom.sf(MAX_ALARMS, WINDOWS, config.false_alarm_rate) < 1e-3
     alarms = [detect_drift(REFERENCE, draw(1000 + s, rows), NUMERICAL, CATEGORICAL, config).drift for s in range(WINDOWS)]
     assert sum(alarms) <= MAX_ALARMS
@@ -64,7 +64,7 @@ def test_clean_windows_alarm_at_the_stated_rate(rows: int) -> None:
 
 
 def test_a_contaminated_window_is_caught_by_the_embedding_test() -> None:
-    config = DriftConfig(permutations=399)
+    config = DriftConfig()
     results = [detect_drift(REFERENCE, draw(2000 + s, 1000, 0.10), NUMERICAL, CATEGORICAL, config) for s in range(20)]
     assert sum(r.drift for r in results) >= 18
     assert sum(r.embedding.drifted for r in results) >= 18
@@ -72,8 +72,22 @@ def test_a_contaminated_window_is_caught_by_the_embedding_test() -> None:
     assert sum(bool(r.drifted_columns) for r in results) < sum(r.embedding.drifted for r in results)
 
 
+def test_a_few_far_away_rows_are_caught_by_the_novelty_test() -> None:
+    results = []
+    for seed in range(20):
+        window = draw(3000 + seed, 1000)
+        window.loc[:49, "statistic_2"] += 6.0  # 5 % of the rows far outside on one statistic
+        results.append(detect_drift(REFERENCE, window, NUMERICAL, CATEGORICAL, DriftConfig()))
+    # The view of every column sees it (the embedding view does not: the statistic is not in it).
+    assert [n.columns for n in results[0].novelty] == [NUMERICAL, EMBEDDING]
+    assert sum(r.novelty[0].drifted for r in results) >= 18
+    assert sum(r.drift for r in results) >= 18 and sum("statistic_2" in r.drifted_columns for r in results) <= 5
+    assert all(r.novelty[0].share > 3 * r.novelty[0].expected_share for r in results)
+    assert all(abs(r.novelty[0].expected_share - 0.01) < 0.005 for r in results)
+
+
 def test_a_moved_column_and_a_skewed_class_mix_are_named() -> None:
-    config = DriftConfig(permutations=399)
+    config = DriftConfig()
     moved = draw(7, 600).assign(statistic_0=lambda f: f["statistic_0"] + 0.5)
     result = detect_drift(REFERENCE, moved, NUMERICAL, CATEGORICAL, config)
     assert result.drift and result.drifted_columns == ["statistic_0"] and not result.prediction_drift
@@ -83,7 +97,7 @@ def test_a_moved_column_and_a_skewed_class_mix_are_named() -> None:
 
 
 def test_bad_windows_are_explained_not_crashed(tmp_path: Path) -> None:
-    config = DriftConfig(permutations=399)
+    config = DriftConfig()
     window = draw(9, 300)
     window.loc[:9, "statistic_1"] = np.nan
     window.loc[10:14, "embedding_3"] = np.inf
@@ -96,7 +110,7 @@ def test_bad_windows_are_explained_not_crashed(tmp_path: Path) -> None:
     assert few.status == "not enough data" and "at least 100" in few.detail
     with pytest.raises(ValueError, match=r"current data lacks monitoring columns \['x9'\]"):
         detect_drift(REFERENCE.assign(x9=0.0), window, NUMERICAL + ["x9"], [], config)
-    html = write_drift_report(REFERENCE, one_class, NUMERICAL, CATEGORICAL, result, "Drift of m", tmp_path / "r.html", 5000)
+    html = write_drift_report(REFERENCE, one_class, NUMERICAL, CATEGORICAL, result, "Drift of m", tmp_path / "r.html", config)
     page = html.read_text()
     # The verdict comes before Evidently's report, and names what drifted.
     body = page[page.index("<body") :]
@@ -104,7 +118,7 @@ def test_bad_windows_are_explained_not_crashed(tmp_path: Path) -> None:
 
 
 def test_large_windows_are_sampled() -> None:
-    result = detect_drift(REFERENCE, draw(11, 20_000), NUMERICAL, CATEGORICAL, DriftConfig(sample_rows=1000, permutations=399))
+    result = detect_drift(REFERENCE, draw(11, 20_000), NUMERICAL, CATEGORICAL, DriftConfig(sample_rows=1000))
     assert (result.rows, result.rows_tested, result.embedding.rows) == (20_000, 1000, 1000)
 
 
@@ -146,5 +160,5 @@ def test_the_estimate_interval_widens_for_small_windows() -> None:
 
 
 def test_config_refuses_too_few_permutations() -> None:
-    with pytest.raises(ValueError, match="at least 1999 permutations"):
+    with pytest.raises(ValueError, match="at least 2499 permutations"):
         DriftConfig(false_alarm_rate=0.002, permutations=200)

@@ -37,7 +37,14 @@ def test_label_tables_are_read_by_either_id_and_bad_tables_are_named(tmp_path: P
     (tmp_path / "by-hash.csv").write_text(f"image_sha256,label\n{SHA['a.png']},cat\n{SHA['b.png'].upper()},dog\n")
     pd.DataFrame({"file": ["c.png"], "label": ["cat"]}).to_parquet(tmp_path / "by-name.parquet")
     frame = read_label_tables([tmp_path / "by-hash.csv", tmp_path / "by-name.parquet"])
-    assert frame["label"].tolist() == ["cat", "dog", "cat"] and frame["origin"].tolist() == ["by-hash.csv:2", "by-hash.csv:3", "by-name.parquet:0"]
+    assert frame["label"].tolist() == ["cat", "dog", "cat"]
+    assert frame["origin"].tolist() == ["by-hash.csv:row 1", "by-hash.csv:row 2", "by-name.parquet:row 1"]
+    # Integer class names in Parquet, with a missing one: whole numbers stay whole, the gap is an empty label.
+    pd.DataFrame({"file": ["a.png", "b.png"], "label": pd.array([3, None], dtype="Int64")}).to_parquet(tmp_path / "ints.parquet")
+    ints = read_label_tables([tmp_path / "ints.parquet"])
+    assert ints["label"].tolist() == ["3", ""]
+    kept, problems = clean_labels(ints, ["0", "3"])
+    assert kept["label"].tolist() == ["3"] and [(p.id, p.reason) for p in problems] == [("b.png", "empty id or label")]
     (tmp_path / "wrong.csv").write_text("name,class\nx,cat\n")
     with pytest.raises(LabelFileError, match=r"wrong.csv: has columns \['name', 'class'\]; a label table needs 'label'"):
         read_label_tables([tmp_path / "wrong.csv"])
@@ -89,3 +96,29 @@ def test_degradation_needs_significance_and_a_minimum_drop() -> None:
     assert tiny.p_value < 0.05 and tiny.status == "not degraded"
     few = realized_performance(np.ones(10, bool), "v1", test_accuracy=0.97, test_images=400)
     assert few.status == "not enough labels" and "at least 30" in few.detail
+
+
+def test_ambiguous_names_and_hash_name_conflicts_are_problems_not_guesses() -> None:
+    logged = pd.concat(
+        [predictions(), pd.DataFrame({"file": ["a.png"], "image_sha256": ["f" * 64], "predicted_class": ["dog"], "release_version": "v1"})],
+        ignore_index=True,
+    )
+    labels = label_rows(
+        [
+            LabelRow(id="a.png", label="cat"),  # a.png was logged for two contents
+            LabelRow(id=SHA["b.png"], label="dog"),
+            LabelRow(id="b.png", label="cat"),  # the same input by name, another label
+            LabelRow(id=SHA["c.png"], label="dog"),
+            LabelRow(id="c.png", label="dog"),  # the same input and label both ways: one labelled prediction
+        ]
+    )
+    kept, problems = clean_labels(labels, CLASSES)
+    assert not problems
+    joined, problems = join_labels(kept, logged)
+    assert joined[["file", "label"]].values.tolist() == [["c.png", "dog"]]
+    reasons = sorted((p.id, p.reason.split(":")[0]) for p in problems)
+    assert reasons == [
+        ("a.png", "ambiguous"),
+        ("b.png", "conflicting labels for one input (by hash and by name)"),
+        (SHA["b.png"], "conflicting labels for one input (by hash and by name)"),
+    ]
