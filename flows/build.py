@@ -14,7 +14,7 @@ from tasks.data.steps import ingest, prepare_source
 from tasks.export.steps import evaluate_variants, export_fp32
 from tasks.monitor.steps import feedback_source, monitoring_reference
 from tasks.registry.release import Release
-from tasks.registry.steps import gate, promote, publish, recent_triggered_build, score_current_production
+from tasks.registry.steps import claim_cooldown, gate, promote, publish, score_current_production
 from tasks.train.steps import train
 
 
@@ -22,11 +22,12 @@ from tasks.train.steps import train
 def build(config: BuildConfig = BuildConfig()) -> Release | State:
     """Build a classifier from raw data and release it; promote it if it passes the gate.
 
-    With ``cooldown_hours`` (set by the drift/performance trigger), the run ends Cancelled when an
-    event-triggered build of the model released within that time: one retrain per cool-down.
+    With ``cooldown_hours`` (set by the drift/performance trigger), the run first claims the
+    model's retrain period in the store, and ends Cancelled, saying why, when another retrain holds
+    it: one retrain per model per cool-down.
     """
     if config.cooldown_hours:
-        skip = recent_triggered_build(config.store, config.model_name, config.cooldown_hours)
+        skip = claim_cooldown(config.store, config.model_name, config.cooldown_hours, config.reason)
         if skip:
             return Cancelled(message=skip)
     source = prepare_source(config.data, config.work_dir)

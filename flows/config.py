@@ -35,7 +35,7 @@ class BuildConfig(BaseModel):
     )
     cooldown_hours: float | None = Field(
         None, gt=0, le=24 * 30,
-        description="Skip this run if an event-triggered build of the model released within N hours (set by triggers)",
+        description="Retrain at most once per N hours: skip this run if another claimed the model's period (set by triggers)",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,9 @@ def free_port() -> int:
 def start_server() -> tuple[subprocess.Popen, dict[str, str]]:
     port = free_port()
     prefect_home = HOME / "prefect"
+    # A fresh server each drill: runs, automations and concurrency state of an earlier drill (or of
+    # one that was killed) must not decide this one.
+    shutil.rmtree(prefect_home, ignore_errors=True)
     prefect_home.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -115,6 +119,7 @@ def main() -> int:
         from flows.monitor import monitor
         from flows.score import score
         from tasks.data.shift import write_shifted
+        from tasks.hashing import sha256_file
         from tasks.registry.aliases import read_alias
         from tasks.registry.serving import fetch_production, release_split
         from tasks.registry.store import open_store
@@ -157,10 +162,12 @@ def main() -> int:
         if not report.event_id:
             say("result", "no drift event: nothing to retrain")
             return 1
-        say("4 labels", "the true labels of the shifted batch arrive (a CSV of file -> label)")
+        say("4 labels", "the true labels of the shifted batch arrive (a CSV of image_sha256 -> label)")
         labels = HOME / "batches" / f"{stamp}-{args.shift}-labels.csv"
-        # write_shifted names copy i "{i:05d}-{stem}.png"; the labels come from the release's dataset manifest.
-        labels.write_text("file,label\n" + "".join(f"{i:05d}-{f.path.stem}.png,{f.label}\n" for i, f in enumerate(labelled)))
+        # Labelled by content hash (the clean and shifted copies share file names); write_shifted wrote
+        # copy i of the batch as "{i:05d}-{stem}.png", and the labels come from the release's dataset manifest.
+        rows = [f"{sha256_file(shifted / f'{i:05d}-{f.path.stem}.png')},{f.label}\n" for i, f in enumerate(labelled)]
+        labels.write_text("image_sha256,label\n" + "".join(rows))
         fed = feedback(FeedbackConfig(source=str(labels), work_dir=config.work_dir, store=config.store))
         print(f"realized: {fed.result.status.upper()} - {fed.result.detail}")
         print(f"labelled inputs kept for the retrain: {fed.kept_for_training}; report: {fed.report_uri}")
@@ -168,18 +175,25 @@ def main() -> int:
         say("5 trigger", "the drift event starts one retrain; the performance event falls in the same cool-down")
         api = env["PREFECT_API_URL"]
         build_id = next(d["id"] for d in httpx.post(f"{api}/deployments/filter", json={}).json() if d["name"] == "build")
+        events = [e for e in (report.event_id, fed.event_id) if e]
+
+        def started_by_this_drill() -> list[dict]:
+            # The run's reason names the event that started it; earlier drills' runs are on this server too.
+            runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [build_id]}}}).json()
+            return [r for r in runs if any(e in r["parameters"].get("config", {}).get("reason", "") for e in events)]
+
         run = None
         deadline = time.monotonic() + 120
         while run is None and time.monotonic() < deadline:
-            runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [build_id]}}}).json()
-            run = max(runs, key=lambda r: r["created"]) if runs else None
+            runs = started_by_this_drill()
+            run = runs[0] if runs else None
             time.sleep(1)
         if run is None:
             say("result", "the event did not start a build run within 120 s")
             return 1
-        time.sleep(10)  # the performance event arrived too: give a second run the chance to appear
-        runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [build_id]}}}).json()
-        print(f"build run {run['name']} ({run['id']}) created by the trigger; build runs for the two events: {len(runs)}")
+        time.sleep(10)  # both events are in: give a second run the chance to appear
+        runs = started_by_this_drill()
+        print(f"build run {run['name']} ({run['id']}) created by the trigger; build runs for the {len(events)} events: {len(runs)}")
         print(f"parameters: {json.dumps(run['parameters'])}")
         if args.no_wait:
             return 0
@@ -190,7 +204,7 @@ def main() -> int:
             if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
             time.sleep(3)
-        print(f"build run {run['name']}: {state['type']}")
+        print(f"build run {run['name']}: {state['type']}" + (f" ({state['message']})" if state.get("message") else ""))
         # The gate's verdict (with its interval and the number of test images) is the run's release-gate artifact.
         artifacts = httpx.post(
             f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["release-gate"]}, "flow_run_id": {"any_": [run["id"]]}}}

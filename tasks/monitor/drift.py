@@ -257,8 +257,9 @@ def detect_drift(
         estimate = estimate_accuracy(
             calibration, current["confidence"].to_numpy(), estimator, familiar, chance, 1.0 - FAMILIAR_QUANTILE, seed=config.seed
         )
-        # Harmful: the estimate lost at least harm_pp, and even its interval's top is below the held-out accuracy.
-        harmful = estimate.drop_pp >= config.harm_pp and estimate.high < estimate.reference_accuracy
+        # Harmful: the estimate lost at least harm_pp, and even its interval's top (unfamiliar rows at
+        # chance, as in the estimate) is below the held-out accuracy: not the noise of a small window.
+        harmful = estimate.drop_pp >= config.harm_pp and estimate.high_at_chance < estimate.reference_accuracy
     notes = _notes(current, categorical)
     detail = (
         f"{len(drifted)} of {len(columns)} columns drifted at p < {level:.2g} each"

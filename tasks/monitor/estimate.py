@@ -89,6 +89,8 @@ class AccuracyEstimate(BaseModel):
     reference_accuracy: float
     rows: int
     unfamiliar_share: float = 0.0
+    # The interval's top when unfamiliar rows are at chance, as in the estimate (``high`` lets them be anything).
+    high_at_chance: float | None = None
 
     @property
     def drop_pp(self) -> float:
@@ -164,6 +166,7 @@ def estimate_accuracy(
         accuracy=(1.0 - excess) * point + excess * chance,
         low=(1.0 - excess) * low,
         high=(1.0 - excess) * high + excess,
+        high_at_chance=(1.0 - excess) * high + excess * chance,
         reference_accuracy=calibration.accuracy,
         rows=int(confidence.size),
         unfamiliar_share=1.0 - share,

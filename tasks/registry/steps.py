@@ -16,10 +16,11 @@ from tasks.export.measure import predicted_classes
 from tasks.registry.aliases import default_actor, promote_if_unchanged
 from tasks.registry.assemble import draft_manifest, release_files
 from tasks.registry.config import GateConfig, StoreConfig
+from tasks.registry.cooldown import claim_retrain
 from tasks.registry.gate import GateDecision, ProductionScore, decide, score_production
 from tasks.registry.lineage import model_card
 from tasks.registry.manifest import MonitoringReference
-from tasks.registry.release import Release, list_versions, publish_release
+from tasks.registry.release import Release, publish_release
 from tasks.registry.rollback import RollbackResult, roll_back
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.serving import fetch_production as fetch_production_release
@@ -167,28 +168,10 @@ def rollback_production(
     return result
 
 
-EVENT_REASON_PREFIX = "event "
-
-
 @task(**STORE_RETRIES)
-def recent_triggered_build(store_config: StoreConfig, model: str, hours: float) -> str | None:
-    """Why an event-triggered build must not run now: one of this model already released within ``hours``, or None.
-
-    Releases record their build's reason; the deployment trigger writes reasons starting with
-    ``event `` (``prefect.yaml``), so only builds started by events count against the cool-down.
-    """
-    from datetime import datetime, timedelta, timezone
-
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
-    for manifest in reversed(list_versions(open_store(store_config), model)):
-        if manifest.created_at < since:
-            break
-        reason = str((manifest.config or {}).get("reason", ""))
-        if reason.startswith(EVENT_REASON_PREFIX):
-            message = (
-                f"cool-down: {model} release {manifest.version} was built for an event at {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC, "
-                f"within the last {hours:g} h; this event-triggered build is skipped"
-            )
-            get_run_logger().warning(message)
-            return message
-    return None
+def claim_cooldown(store_config: StoreConfig, model: str, hours: float, reason: str) -> str | None:
+    """Claim the model's retrain cool-down; the reason to skip this run when another retrain holds it."""
+    skip = claim_retrain(open_store(store_config), model, hours, reason, by=run_actor())
+    if skip:
+        get_run_logger().warning(skip)
+    return skip

@@ -97,6 +97,21 @@ def test_automations_post_failures_drift_degradation_and_refusals(prefect_server
         assert failed["flow_run_id"] == run_id and failed["deployment"] == "rollback" and failed["message"] == "disk full"
     finally:
         server.shutdown()
+        # The drift and performance events also started a build run (the build trigger): not for a worker of a later test.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = [
+                r for r in httpx.post(
+                    f"{prefect_server.api_url}/flow_runs/filter",
+                    json={"flow_runs": {"deployment_id": {"any_": [deployed["build"]["id"]]}}},
+                ).json()
+                if r["parameters"].get("config", {}).get("model_name") == "alerted"
+            ]
+            if runs:
+                for run in runs:
+                    httpx.delete(f"{prefect_server.api_url}/flow_runs/{run['id']}")
+                break
+            time.sleep(1)
         for automation in automations(prefect_server):
             httpx.delete(f"{prefect_server.api_url}/automations/{automation['id']}")
 

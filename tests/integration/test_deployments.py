@@ -33,7 +33,8 @@ def test_prefect_yaml_declares_the_deployment(name: str, config) -> None:
 
 
 def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer, deployed, tmp_path: Path) -> None:
-    images = write_class_images(tmp_path / "imgs", {"dark": 25, "light": 25}, seed=7)
+    # Enough test images for the gate to tell the model from always predicting one class.
+    images = write_class_images(tmp_path / "imgs", {"dark": 40, "light": 40}, seed=7)
     registry = tmp_path / "registry"
     config = folder_build(
         tmp_path, images, "from-deployment", compress={"int8": {"calibration_size": 20}},
