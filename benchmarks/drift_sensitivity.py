@@ -132,7 +132,7 @@ def reference_of(production) -> tuple[pd.DataFrame, list[str], list[str]]:
 
 
 def run_monitor(reference, window, numerical, categorical, calibration, config, num_classes: int) -> dict:
-    """One monitor verdict (timed), and the ATC estimate of the same window next to the default binned one."""
+    """One monitor verdict (timed; its harm uses the default estimator), and both estimators on the same window."""
     from tasks.monitor.drift import FAMILIAR_QUANTILE, detect_drift
     from tasks.monitor.estimate import estimate_accuracy, familiar_rows
 
@@ -141,11 +141,15 @@ def run_monitor(reference, window, numerical, categorical, calibration, config, 
     seconds = time.perf_counter() - start
     embedding = [c for c in numerical if c.startswith("embedding_")]
     familiar = familiar_rows(reference[embedding].to_numpy(np.float64), window[embedding].to_numpy(np.float64), FAMILIAR_QUANTILE)
-    chance = 1.0 / num_classes
-    atc = estimate_accuracy(calibration, window["confidence"].to_numpy(), "atc", familiar, chance, 1.0 - FAMILIAR_QUANTILE)
+    estimates = {
+        estimator: estimate_accuracy(
+            calibration, window["confidence"].to_numpy(), estimator, familiar, 1.0 / num_classes, 1.0 - FAMILIAR_QUANTILE
+        ).accuracy
+        for estimator in ("binned", "atc")
+    }
     return {
-        "drift": result.drift, "seconds": seconds, "binned": result.estimate.accuracy, "atc": atc.accuracy,
-        "harmful": bool(result.harmful), "unfamiliar": result.estimate.unfamiliar_share,
+        "drift": result.drift, "seconds": seconds, **estimates, "harmful": bool(result.harmful),
+        "unfamiliar": result.estimate.unfamiliar_share,
         "novel": result.novelty[0].share if result.novelty else 0.0,
         "novel_embedding": result.novelty[-1].share if result.novelty else 0.0,
     }

@@ -103,7 +103,7 @@ def main() -> int:
         prefect(env, "work-pool", "create", "lepton-process", "--type", "process", "--overwrite")
         prefect(env, "deploy", "--all")
         prefect(env, "deployment", "schedule", "pause", "--all")  # the drill sets the pace, not the schedules
-        say("deploy", "deployments build (with the drift trigger), score, monitor, rollback on pool lepton-process")
+        say("deploy", "deployments build (with the drift and performance trigger), score, monitor, feedback, rollback on pool lepton-process")
         worker_log = open(HOME / "worker.log", "w")
         worker = subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", "lepton-process"],

@@ -66,8 +66,10 @@ class DriftConfig(BaseModel):
     embedding_rows: int = Field(1000, ge=50, le=20_000, description="Window rows in the embedding test (seeded sample)")
     sample_rows: int = Field(5000, ge=100, le=1_000_000, description="Window rows in the per-column tests (seeded sample)")
     min_rows: int = Field(100, ge=10, description="Fewer rows than this in the window: 'not enough data', no verdict")
+    # ATC by default: in the drift sensitivity benchmark its worst error on global shifts was lower
+    # (blurred shapes: 16 pp vs 49 pp); binned is exact when a shift only makes the model less sure.
     accuracy_estimator: Literal["atc", "binned"] = Field(
-        "binned", description="Label-free accuracy estimate: binned (calibrated confidence) or atc (thresholded confidence)"
+        "atc", description="Label-free accuracy estimate: atc (thresholded confidence) or binned (calibrated confidence)"
     )
     harm_pp: float = Field(
         2.0, ge=0.0, le=100.0, description="Estimated accuracy loss (pp) that makes drift harmful"

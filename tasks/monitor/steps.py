@@ -13,7 +13,9 @@ from pydantic import BaseModel
 
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.errors import STORE_RETRIES, LeptonError
+from tasks.events import model_event
 from tasks.export.evaluate import Evaluation
+from tasks import events
 from tasks.data.imagefolder import merge_imagefolders
 from tasks.hashing import sha256_bytes, sha256_file
 from tasks.monitor.config import DriftConfig, LabelRow, PerformanceConfig, ReferenceConfig
@@ -37,7 +39,6 @@ from tasks.score.inputs import collect_batch
 from tasks.score.logs import read_window
 from tasks.train.trained import TrainedModel
 
-DRIFT_EVENT = "lepton.model.drift.detected"
 
 
 class NoReferenceData(LeptonError):
@@ -170,32 +171,31 @@ def publish_drift_report(
     return DriftReport(model=production.model, release_version=production.version, result=result, report_uri=uri)
 
 
+def _emit(name: str, model: str, payload: dict, what: str) -> str | None:
+    """Emit one of the model's events; its id (None when Prefect could not take it)."""
+    event = emit_event(**model_event(name, model, payload))
+    get_run_logger().warning("%s: emitted %s for lepton.model.%s", what, name, model)
+    return str(event.id) if event else None
+
+
 @task
 def emit_drift_event(report: DriftReport) -> DriftReport:
     """Emit ``lepton.model.drift.detected`` for a drift verdict; the build deployment's trigger listens for it."""
     if not report.result.drift:
         return report
-    event = emit_event(
-        event=DRIFT_EVENT,
-        resource={"prefect.resource.id": f"lepton.model.{report.model}", "prefect.resource.name": report.model},
-        payload={
-            "model": report.model,
-            "release_version": report.release_version,
-            "drift_share": round(report.result.drift_share or 0.0, 4),
-            "drifted_columns": report.result.drifted_columns,
-            "prediction_drift": report.result.prediction_drift,
-            "embedding_p_value": report.result.embedding.p_value if report.result.embedding else None,
-            "estimated_accuracy": round(report.result.estimate.accuracy, 4) if report.result.estimate else None,
-            "harmful": report.result.harmful,
-            "rows": report.result.rows,
-            "report_uri": report.report_uri,
-        },
-    )
-    get_run_logger().warning("drift: emitted %s for lepton.model.%s", DRIFT_EVENT, report.model)
-    return report.model_copy(update={"event_id": str(event.id) if event else None})
-
-
-PERFORMANCE_EVENT = "lepton.model.performance.degraded"
+    result = report.result
+    payload = {
+        "release_version": report.release_version,
+        "drift_share": round(result.drift_share or 0.0, 4),
+        "drifted_columns": result.drifted_columns,
+        "prediction_drift": result.prediction_drift,
+        "embedding_p_value": result.embedding.p_value if result.embedding else None,
+        "estimated_accuracy": round(result.estimate.accuracy, 4) if result.estimate else None,
+        "harmful": result.harmful,
+        "rows": result.rows,
+        "report_uri": report.report_uri,
+    }
+    return report.model_copy(update={"event_id": _emit(events.DRIFT, report.model, payload, "drift")})
 
 
 class NoLabels(LeptonError):
@@ -379,22 +379,16 @@ def emit_performance_event(report: FeedbackReport) -> FeedbackReport:
     if not report.result.degraded:
         return report
     result = report.result
-    event = emit_event(
-        event=PERFORMANCE_EVENT,
-        resource={"prefect.resource.id": f"lepton.model.{report.model}", "prefect.resource.name": report.model},
-        payload={
-            "model": report.model,
-            "release_version": report.release_version,
-            "accuracy": round(result.accuracy, 4),
-            "test_accuracy": round(result.test_accuracy, 4),
-            "drop_pp": round(result.drop_pp, 2),
-            "p_value": result.p_value,
-            "rows": result.rows,
-            "report_uri": report.report_uri,
-        },
-    )
-    get_run_logger().warning("performance degraded: emitted %s for lepton.model.%s", PERFORMANCE_EVENT, report.model)
-    return report.model_copy(update={"event_id": str(event.id) if event else None})
+    payload = {
+        "release_version": report.release_version,
+        "accuracy": round(result.accuracy, 4),
+        "test_accuracy": round(result.test_accuracy, 4),
+        "drop_pp": round(result.drop_pp, 2),
+        "p_value": result.p_value,
+        "rows": result.rows,
+        "report_uri": report.report_uri,
+    }
+    return report.model_copy(update={"event_id": _emit(events.PERFORMANCE_DEGRADED, report.model, payload, "performance degraded")})
 
 
 @task(**STORE_RETRIES)

@@ -9,8 +9,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
+from tasks import events
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.errors import STORE_RETRIES
+from tasks.events import model_event
 from tasks.export.evaluate import Evaluation
 from tasks.export.measure import predicted_classes
 from tasks.registry.aliases import default_actor, promote_if_unchanged
@@ -26,9 +28,6 @@ from tasks.registry.serving import FetchedRelease
 from tasks.registry.serving import fetch_production as fetch_production_release
 from tasks.registry.store import open_store
 from tasks.train.trained import TrainedModel
-
-
-REFUSED_EVENT = "lepton.model.promotion.refused"
 
 
 def run_actor() -> str:
@@ -104,16 +103,17 @@ def gate(
     logger.info("gate: %s (%s)", verdict, decision.reason)
     if not decision.promote and production.version != release.version:
         emit_event(
-            event=REFUSED_EVENT,
-            resource={"prefect.resource.id": f"lepton.model.{release.model}", "prefect.resource.name": release.model},
-            payload={
-                "model": release.model,
-                "candidate_version": release.version,
-                "production_version": decision.production_version,
-                "candidate_accuracy": round(decision.candidate_accuracy, 4),
-                "test_images": decision.test_images,
-                "reason": decision.reason[:1000],
-            },
+            **model_event(
+                events.PROMOTION_REFUSED,
+                release.model,
+                {
+                    "candidate_version": release.version,
+                    "production_version": decision.production_version,
+                    "candidate_accuracy": round(decision.candidate_accuracy, 4),
+                    "test_images": decision.test_images,
+                    "reason": decision.reason[:1000],
+                },
+            )
         )
     create_markdown_artifact(
         key="release-gate",

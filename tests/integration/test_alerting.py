@@ -121,3 +121,16 @@ def test_a_bad_automation_file_names_the_automation_and_field(prefect_server: Pr
     bad.write_text("automations:\n  - name: broken\n    trigger: {type: event, posture: Sideways}\n    actions: []\n")
     result = apply(prefect_server, "--file", str(bad), "--webhook-url", "http://127.0.0.1:9/hook")
     assert result.returncode == 2 and "automation 'broken', field trigger" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_trigger_and_the_alerts_name_the_events_lepton_emits() -> None:
+    import yaml
+
+    from tasks import events
+
+    deployments = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+    build = next(d for d in deployments if d["name"] == "build")
+    assert set(build["triggers"][0]["expect"]) == {events.DRIFT, events.PERFORMANCE_DEGRADED}
+    alerts = yaml.safe_load((PROJECT / "infra" / "automations.yaml").read_text())["automations"]
+    expected = {event for alert in alerts for event in alert["trigger"]["expect"]}
+    assert {events.DRIFT, events.PERFORMANCE_DEGRADED, events.PROMOTION_REFUSED} <= expected
