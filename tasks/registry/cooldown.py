@@ -37,9 +37,12 @@ def claim_retrain(
     key = claim_key(model)
     try:
         data, tag = store.get_bytes(key)
-        held = RetrainClaim.model_validate_json(data)
     except ObjectNotFound:
-        held, tag = None, None
+        data, tag = None, None
+    try:
+        held = RetrainClaim.model_validate_json(data) if data is not None else None
+    except ValueError:
+        held = None  # an unreadable claim holds nothing; it is replaced (conditionally, on its tag) below
     if held is not None and now - held.at < timedelta(hours=hours):
         return (
             f"cool-down: a retrain of {model} started at {held.at:%Y-%m-%d %H:%M:%S} UTC, within the last {hours:g} h "

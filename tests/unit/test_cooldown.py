@@ -36,3 +36,10 @@ def test_of_runs_racing_for_a_period_exactly_one_wins(tmp_path: Path) -> None:
         outcomes = list(pool.map(run, range(8)))
     assert outcomes.count(None) == 1
     assert all(o.startswith("cool-down: ") for o in outcomes if o is not None)
+
+
+def test_an_unreadable_claim_is_replaced_not_obeyed(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.put_bytes(claim_key("m"), b"{not json")
+    assert claim_retrain(store, "m", 1.0, "event drift", now=NOW) is None
+    assert claim_retrain(store, "m", 1.0, "event drift again", now=NOW) is not None
