@@ -172,9 +172,12 @@ def run(
         print(f"{name} failed: {exc}", file=sys.stderr)
         return 2
     except CancelledRun as exc:
-        # A run that decided not to go ahead (the build's cool-down) is not a failure: say why.
-        print(f"{name} skipped: {exc}")
-        return 0
+        if "cool-down:" in str(exc):
+            # A build that decided not to go ahead (another retrain holds the period) is not a failure.
+            print(f"{name} skipped: {exc}")
+            return 0
+        print(f"{name} cancelled: {exc}", file=sys.stderr)
+        return 2
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)

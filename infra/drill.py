@@ -186,6 +186,8 @@ def main() -> int:
         deadline = time.monotonic() + 120
         while run is None and time.monotonic() < deadline:
             runs = started_by_this_drill()
+            # The run that builds, not one the cool-down cancelled (if a second event got through).
+            runs.sort(key=lambda r: r.get("state_type") == "CANCELLED")
             run = runs[0] if runs else None
             time.sleep(1)
         if run is None:

@@ -211,6 +211,8 @@ def detect_drift(
     prepared = prepare_window(reference, current, numerical, categorical, config)
     reference, current, tested, numerical = prepared.reference, prepared.current, prepared.tested, prepared.numerical
     columns = numerical + categorical
+    if not columns:
+        raise ReferenceTooSmall(f"no monitoring column is usable: {'; '.join(prepared.quarantined) or 'none given'}")
     embedding = [c for c in numerical if c.startswith("embedding_")] if embedding is None else [c for c in embedding if c in numerical]
     base = dict(
         rows=len(current), reference_rows=len(reference), false_alarm_rate=config.false_alarm_rate,
@@ -228,18 +230,22 @@ def detect_drift(
     multivariate = None
     if embedding and config.embedding_share > 0:
         multivariate = _embedding_test(reference[embedding], current[embedding], embedding, config, rng)
-    novelty = []
+    novelty, skipped = [], []
     if config.novelty_share > 0:
         # Two views, half the budget each: every statistic (a dimmed or noisy image), and the model's
         # own embedding (a rotated digit keeps its statistics but not its place in the embedding).
         views = [numerical] + ([embedding] if embedding else [])
         for view in views:
-            novelty.append(
-                novelty_test(
-                    reference[view].to_numpy(np.float64), tested[view].to_numpy(np.float64), view,
-                    config.novelty_tail, config.novelty_level / len(views), rng,
-                )
+            outcome = novelty_test(
+                reference[view].to_numpy(np.float64), tested[view].to_numpy(np.float64), view,
+                config.novelty_tail, config.novelty_level / len(views), rng,
             )
+            if outcome is None:
+                skipped.append(
+                    f"novel-row test not run: {len(reference)} reference rows are too few for novelty_tail={config.novelty_tail}"
+                )
+            else:
+                novelty.append(outcome)
     drifted = [r.column for r in results if r.drifted]
     prediction = any(r.drifted for r in results if r.column == PREDICTED_CLASS)
     is_drift = bool(drifted) or bool(multivariate and multivariate.drifted) or any(n.drifted for n in novelty)
@@ -260,7 +266,7 @@ def detect_drift(
         # Harmful: the estimate lost at least harm_pp, and even its interval's top (unfamiliar rows at
         # chance, as in the estimate) is below the held-out accuracy: not the noise of a small window.
         harmful = estimate.drop_pp >= config.harm_pp and estimate.high_at_chance < estimate.reference_accuracy
-    notes = _notes(current, categorical)
+    notes = _notes(current, categorical) + sorted(set(skipped))
     detail = (
         f"{len(drifted)} of {len(columns)} columns drifted at p < {level:.2g} each"
         + (f"; embedding MMD p = {multivariate.p_value:.3g} (level {multivariate.level:.2g})" if multivariate else "")
@@ -313,9 +319,9 @@ def _numerical_test(reference: pd.Series, current: pd.Series, column: str, level
 def chi2_two_sample(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
     """p-value and Jensen-Shannon distance of two samples of a categorical column.
 
-    Categories are pooled (rarest first, into one "other" column) until every expected cell of
-    the 2 x K table is at least 5, where the chi-square approximation holds; with a small window
-    next to a large reference, that is what keeps the test at its level.
+    Categories are pooled (rarest first, into bins) until every expected cell of the 2 x K table
+    is at least 5, where the chi-square approximation holds; with a small window next to a large
+    reference, that is what keeps the test at its level.
     """
     from scipy.spatial.distance import jensenshannon
     from scipy.stats import chi2_contingency
@@ -327,19 +333,19 @@ def chi2_two_sample(reference: pd.Series, current: pd.Series) -> tuple[float, fl
     # A column's smallest expected cell is (its total) x (the smaller row total) / N.
     needed = 5.0 * table.sum() / rows.min()
     totals = table.sum(axis=0)
-    order = np.argsort(totals)
-    kept, pooled = [], np.zeros(2)
-    for index in order:
-        if totals[index] >= needed:
-            kept.append(table[:, index])
+    # Rarest first, categories fill "other" bins until each is big enough: several bins, so a
+    # window of only rare classes still differs. Bins depend on the totals only: the level holds.
+    columns, current = [], np.zeros(2)
+    for index in np.argsort(totals, kind="stable"):
+        current = current + table[:, index]
+        if current.sum() >= needed:
+            columns.append(current)
+            current = np.zeros(2)
+    if current.sum() > 0:
+        if columns:
+            columns[-1] = columns[-1] + current  # the last, too small alone: into the previous bin
         else:
-            pooled += table[:, index]
-    columns = kept[::-1]
-    if pooled.sum() > 0:
-        if pooled.sum() >= needed or not columns:
-            columns.append(pooled)
-        else:
-            columns[-1] = columns[-1] + pooled  # too small alone: into the smallest kept category
+            columns.append(current)
     if len(columns) < 2:
         return 1.0, effect
     return float(chi2_contingency(np.column_stack(columns), correction=False).pvalue), effect
@@ -380,7 +386,7 @@ def mmd_permutation_test(
 
 def novelty_test(
     reference: np.ndarray, current: np.ndarray, columns: list[str], tail: float, level: float, rng: np.random.Generator
-) -> NoveltyDrift:
+) -> NoveltyDrift | None:
     """Is the share of window rows unlike every reference row larger than exchangeable data would give?
 
     Split conformal: half the reference rows define the score (distance to the nearest of them,
@@ -390,6 +396,7 @@ def novelty_test(
     the number of novel rows among n is beta-binomial: an exact test at any window size, which the
     sampling noise of a small reference makes conservative rather than wrong. A few far-away rows
     (5 % of a window inverted, rotated or noisy) move it long before any single column moves.
+    None when the reference is too small for the tail (fewer than 1 / tail calibration rows).
     """
     from scipy.stats import betabinom
     from sklearn.neighbors import NearestNeighbors
@@ -398,8 +405,8 @@ def novelty_test(
     half = len(reference) // 2
     fit, calibrate = reference[order[:half]], reference[order[half:]]
     k = int(np.floor(tail * (len(calibrate) + 1)))
-    if half < 2 or k < 1:
-        return NoveltyDrift(columns=columns, share=0.0, expected_share=0.0, p_value=1.0, level=level, rows=len(current), drifted=False)
+    if half < 2 or k < 1 or not columns:
+        return None
     spread = fit.std(axis=0)
     spread[spread == 0] = 1.0
     index = NearestNeighbors(n_neighbors=1).fit(fit / spread)

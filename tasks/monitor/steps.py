@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -174,8 +176,11 @@ def publish_drift_report(
 def _emit(name: str, model: str, payload: dict, what: str) -> str | None:
     """Emit one of the model's events; its id (None when Prefect could not take it)."""
     event = emit_event(**model_event(name, model, payload))
+    if event is None:
+        get_run_logger().warning("%s: %s for lepton.model.%s could not be emitted (no Prefect API?)", what, name, model)
+        return None
     get_run_logger().warning("%s: emitted %s for lepton.model.%s", what, name, model)
-    return str(event.id) if event else None
+    return str(event.id)
 
 
 @task
@@ -405,6 +410,7 @@ def feedback_source(source: Path, store_config: StoreConfig, model: str, work_di
         logger.info("no labelled production inputs kept for %s yet: training on %s alone", model, source)
         return source
     extra = work_dir / "datasets" / f"{model}-feedback"
+    wanted, kept = set(), 0
     for key in keys:
         label, name = key[len(prefix):].split("/")
         target = extra / label / f"feedback-{name}"
@@ -415,6 +421,22 @@ def feedback_source(source: Path, store_config: StoreConfig, model: str, work_di
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-    merged = merge_imagefolders([source, extra], work_dir / "datasets" / f"{model}-with-feedback")
-    logger.info("training data: %s plus %d labelled production inputs (%s)", source, len(keys), merged)
+        wanted.add(target)
+        kept += 1
+    # An input removed from the store (a wrong label taken back) is no longer trained on.
+    for stale in [p for p in extra.rglob("*") if p.is_file() and p not in wanted]:
+        stale.unlink()
+    # Named by what it holds (every file of both, by path, size and time): two builds of the same
+    # inputs share it, neither deletes the other's, and a changed source gives a new one.
+    listing = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(source.rglob("*")) if p.is_file()]
+    digest = sha256_bytes("\n".join([str(source.resolve()), *listing, *sorted(str(p) for p in wanted)]).encode())[:12]
+    merged = work_dir / "datasets" / f"{model}-with-feedback-{digest}"
+    if not merged.is_dir():
+        partial = merged.with_name(f".{merged.name}.{os.getpid()}.partial")
+        merge_imagefolders([source, extra], partial)
+        try:
+            partial.rename(merged)
+        except OSError:  # another build finished the same folder first
+            shutil.rmtree(partial, ignore_errors=True)
+    logger.info("training data: %s plus %d labelled production inputs (%s)", source, kept, merged)
     return merged

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from tasks.registry.config import validate_name
 from tasks.registry.store import ArtifactStore, ConditionalWriteFailed, ObjectNotFound
@@ -23,6 +23,11 @@ class RetrainClaim(BaseModel):
     at: datetime
     reason: str
     by: str = ""
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # a hand-written time: UTC
 
 
 def claim_key(model: str) -> str:
@@ -43,6 +48,8 @@ def claim_retrain(
         held = RetrainClaim.model_validate_json(data) if data is not None else None
     except ValueError:
         held = None  # an unreadable claim holds nothing; it is replaced (conditionally, on its tag) below
+    if held is not None and by and held.by == by:
+        return None  # this run's own claim, read again by a retry after its write went through
     if held is not None and now - held.at < timedelta(hours=hours):
         return (
             f"cool-down: a retrain of {model} started at {held.at:%Y-%m-%d %H:%M:%S} UTC, within the last {hours:g} h "

@@ -226,9 +226,12 @@ def decide(
     if comparison.low_pp < -tolerance <= comparison.high_pp:
         # The interval shrinks as 1/sqrt(images); it decides once its half-width is below the
         # distance from the estimate to -tolerance.
-        half_width = (comparison.high_pp - comparison.low_pp) / 2.0
-        distance = max(abs(comparison.difference_pp + tolerance), 0.1)
-        needed = int(np.ceil(images * (half_width / distance) ** 2))
+        # The side of the interval that reaches past -tolerance, against how far the estimate is from it.
+        reach = comparison.difference_pp - comparison.low_pp if comparison.difference_pp >= -tolerance else (
+            comparison.high_pp - comparison.difference_pp
+        )
+        distance = max(abs(comparison.difference_pp + tolerance), 0.05 * max(tolerance, 0.1))
+        needed = max(images + 1, int(np.ceil(images * (reach / distance) ** 2)))
         warnings.append(
             f"{images} test images are too few to decide at a {tolerance} pp tolerance: the interval "
             f"({comparison.low_pp:+.2f} to {comparison.high_pp:+.2f} pp) spans -{tolerance} pp; about {needed} would be needed"

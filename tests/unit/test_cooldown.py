@@ -43,3 +43,12 @@ def test_an_unreadable_claim_is_replaced_not_obeyed(tmp_path: Path) -> None:
     store.put_bytes(claim_key("m"), b"{not json")
     assert claim_retrain(store, "m", 1.0, "event drift", now=NOW) is None
     assert claim_retrain(store, "m", 1.0, "event drift again", now=NOW) is not None
+
+
+def test_a_retry_of_the_claiming_run_keeps_its_claim(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    assert claim_retrain(store, "m", 1.0, "event drift", by="run-1@host", now=NOW) is None
+    assert claim_retrain(store, "m", 1.0, "event drift", by="run-1@host", now=NOW + timedelta(seconds=5)) is None
+    assert claim_retrain(store, "m", 1.0, "event drift", by="run-2@host", now=NOW + timedelta(seconds=6)) is not None
+    store.put_bytes(claim_key("m"), b'{"at": "2026-11-29T12:00:00", "reason": "by hand"}')  # no time zone: UTC
+    assert "by hand" in claim_retrain(store, "m", 1.0, "event", by="run-3@host", now=NOW + timedelta(minutes=5))

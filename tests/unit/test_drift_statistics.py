@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import binom, chisquare
 
 from tasks.monitor.config import DriftConfig
-from tasks.monitor.drift import chi2_two_sample, detect_drift, write_drift_report
+from tasks.monitor.drift import ReferenceTooSmall, chi2_two_sample, detect_drift, write_drift_report
 from tasks.monitor.estimate import estimate_accuracy, fit_accuracy_calibration
 
 STATISTICS = [f"statistic_{i}" for i in range(5)] + ["width"]
@@ -128,6 +128,28 @@ def test_two_sample_chi_square_pools_rare_classes() -> None:
     assert p_value > 0.1 and 0 < distance < 0.2
     p_value, distance = chi2_two_sample(reference, pd.Series(["a"] * 90 + ["b"] * 10))
     assert p_value < 1e-6 and distance > 0.3
+
+
+def test_many_classes_and_a_small_window_keep_the_class_test_alive() -> None:
+    # 40 classes, 5,000 reference rows, 100 window rows: no single class is big enough alone, so the
+    # rare ones are pooled into several bins, and a window of one class still stands out.
+    rng = np.random.default_rng(4)
+    reference = pd.Series(rng.choice([f"c{i}" for i in range(40)], size=5000))
+    p_value, _ = chi2_two_sample(reference, pd.Series(["c0"] * 100))
+    assert p_value < 1e-6
+    p_value, _ = chi2_two_sample(reference, pd.Series(rng.choice([f"c{i}" for i in range(40)], size=100)))
+    assert p_value > 1e-3
+
+
+def test_a_reference_too_small_or_without_usable_columns_is_a_clear_error() -> None:
+    with pytest.raises(ReferenceTooSmall, match="the reference has 10 usable rows; at least 20"):
+        detect_drift(REFERENCE.head(10), draw(12, 200), NUMERICAL, CATEGORICAL, DriftConfig())
+    broken = REFERENCE.assign(statistic_0=np.nan)
+    result = detect_drift(broken, draw(13, 200), NUMERICAL, CATEGORICAL, DriftConfig())
+    assert "statistic_0" not in [c.column for c in result.columns]
+    assert result.quarantined[0] == "columns ['statistic_0'] are NaN or infinite in every reference row: not tested"
+    with pytest.raises(ReferenceTooSmall, match="no monitoring column is usable"):
+        detect_drift(broken, draw(13, 200), ["statistic_0"], [], DriftConfig())
 
 
 def calibrated_model(seed: int, rows: int, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
