@@ -240,12 +240,10 @@ def detect_drift(
                 reference[view].to_numpy(np.float64), tested[view].to_numpy(np.float64), view,
                 config.novelty_tail, config.novelty_level / len(views), rng,
             )
-            if outcome is None:
-                skipped.append(
-                    f"novel-row test not run: {len(reference)} reference rows are too few for novelty_tail={config.novelty_tail}"
-                )
-            else:
-                novelty.append(outcome)
+            if outcome is None:  # the reference is too small for the tail: the same for every view
+                skipped = [f"novel-row test not run: {len(reference)} reference rows are too few for novelty_tail={config.novelty_tail}"]
+                break
+            novelty.append(outcome)
     drifted = [r.column for r in results if r.drifted]
     prediction = any(r.drifted for r in results if r.column == PREDICTED_CLASS)
     is_drift = bool(drifted) or bool(multivariate and multivariate.drifted) or any(n.drifted for n in novelty)
@@ -266,7 +264,7 @@ def detect_drift(
         # Harmful: the estimate lost at least harm_pp, and even its interval's top (unfamiliar rows at
         # chance, as in the estimate) is below the held-out accuracy: not the noise of a small window.
         harmful = estimate.drop_pp >= config.harm_pp and estimate.high_at_chance < estimate.reference_accuracy
-    notes = _notes(current, categorical) + sorted(set(skipped))
+    notes = _notes(current, categorical) + skipped
     detail = (
         f"{len(drifted)} of {len(columns)} columns drifted at p < {level:.2g} each"
         + (f"; embedding MMD p = {multivariate.p_value:.3g} (level {multivariate.level:.2g})" if multivariate else "")

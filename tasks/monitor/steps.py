@@ -13,14 +13,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel
 
+from tasks.data.imagefolder import merge_imagefolders
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.errors import STORE_RETRIES, LeptonError
-from tasks.events import model_event
+from tasks.events import DRIFT, PERFORMANCE_DEGRADED, model_event
 from tasks.export.evaluate import Evaluation
-from tasks import events
-from tasks.data.imagefolder import merge_imagefolders
 from tasks.hashing import sha256_bytes, sha256_file
 from tasks.monitor.config import DriftConfig, LabelRow, PerformanceConfig, ReferenceConfig
+from tasks.monitor.drift import DriftResult, detect_drift, reference_rows, write_drift_report
 from tasks.monitor.feedback import (
     LabelProblem,
     RealizedPerformance,
@@ -31,7 +31,6 @@ from tasks.monitor.feedback import (
     realized_performance,
     write_performance_report,
 )
-from tasks.monitor.drift import DriftResult, detect_drift, reference_rows, write_drift_report
 from tasks.monitor.reference import build_reference
 from tasks.registry.config import StoreConfig
 from tasks.registry.manifest import MonitoringReference
@@ -40,7 +39,6 @@ from tasks.registry.store import ConditionalWriteFailed, open_store
 from tasks.score.inputs import collect_batch
 from tasks.score.logs import read_window
 from tasks.train.trained import TrainedModel
-
 
 
 class NoReferenceData(LeptonError):
@@ -200,7 +198,7 @@ def emit_drift_event(report: DriftReport) -> DriftReport:
         "rows": result.rows,
         "report_uri": report.report_uri,
     }
-    return report.model_copy(update={"event_id": _emit(events.DRIFT, report.model, payload, "drift")})
+    return report.model_copy(update={"event_id": _emit(DRIFT, report.model, payload, "drift")})
 
 
 class NoLabels(LeptonError):
@@ -393,7 +391,7 @@ def emit_performance_event(report: FeedbackReport) -> FeedbackReport:
         "rows": result.rows,
         "report_uri": report.report_uri,
     }
-    return report.model_copy(update={"event_id": _emit(events.PERFORMANCE_DEGRADED, report.model, payload, "performance degraded")})
+    return report.model_copy(update={"event_id": _emit(PERFORMANCE_DEGRADED, report.model, payload, "performance degraded")})
 
 
 @task(**STORE_RETRIES)

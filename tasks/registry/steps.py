@@ -9,10 +9,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
-from tasks import events
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.errors import STORE_RETRIES
-from tasks.events import model_event
+from tasks.events import PROMOTION_REFUSED, model_event
 from tasks.export.evaluate import Evaluation
 from tasks.export.measure import predicted_classes
 from tasks.registry.aliases import default_actor, promote_if_unchanged
@@ -104,7 +103,7 @@ def gate(
     if not decision.promote and production.version != release.version:
         emit_event(
             **model_event(
-                events.PROMOTION_REFUSED,
+                PROMOTION_REFUSED,
                 release.model,
                 {
                     "candidate_version": release.version,
