@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # The demo's temporary Prefect API can take longer than Prefect's 20 s default to start on a busy laptop.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: demo test test-slow test-all install clean serve drill
+.PHONY: demo test test-slow test-all install clean serve serve-model drill
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: install
 ## The loop on this machine: Prefect server on 127.0.0.1, work pool, every deployment, a worker.
 serve: install
 	BIN=$(BIN) infra/serve.sh
+
+## The online model server on the production release (http://127.0.0.1:8080/v2; LEPTON_SERVE_TOKEN for auth).
+serve-model: install
+	$(BIN)/python -m serve $(ARGS)
 
 ## Drift drill: build -> clean batch -> shifted batch -> drift event -> triggered build run.
 drill: install

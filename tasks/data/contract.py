@@ -81,6 +81,11 @@ class ImageInput(BaseModel):
         """The per-input statistics monitoring compares (from :meth:`statistics`)."""
         return list(STATISTIC_COLUMNS)
 
+    @property
+    def optional_statistics(self) -> list[str]:
+        """Statistics an input sent as a tensor (already resized) cannot carry: its size on disk. NaN in its row."""
+        return ["original_width", "original_height", "aspect"]
+
     def describe(self) -> str:
         """One line for people: the model card and logs."""
         return (
@@ -88,22 +93,22 @@ class ImageInput(BaseModel):
             f"({self.resize} resize), {self.layout} {self.dtype}, scaled as {self.scale}"
         )
 
-    def decode(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-        """One file's uint8 C x H x W pixels and its (width, height) before resizing.
+    def decode(self, source: Path | bytes, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """One file's (or its bytes') uint8 C x H x W pixels and its (width, height) before resizing.
 
         Raises:
-            BadImage: the file is not a usable image; ``reason`` says why.
+            BadImage: the file is not a usable image (or has more than ``max_pixels``); ``reason`` says why.
         """
-        return decode_image(path, self.image_size, self.channels)
+        return decode_image(source, self.image_size, self.channels, max_pixels)
 
-    def read(self, paths: Sequence[Path]) -> DecodedInputs:
-        """Decode every file; an unusable one is a failure with its reason, never an exception."""
+    def read(self, sources: Sequence[Path | bytes], max_pixels: int | None = None) -> DecodedInputs:
+        """Decode every file (or file's bytes); an unusable one is a failure with its reason, never an exception."""
         import pandas as pd
 
         pixels, sizes, source, failures = [], [], [], []
-        for index, path in enumerate(paths):
+        for index, path in enumerate(sources):
             try:
-                image, size = self.decode(path)
+                image, size = self.decode(path, max_pixels)
             except BadImage as bad:
                 failures.append((index, bad.reason))
                 continue

@@ -8,6 +8,7 @@ through ``decode_image``, so the same file gives the same pixels everywhere.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,33 +47,50 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
-def decode_image(path: Path, image_size: int, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode ``path`` fully: the uint8 (channels, image_size, image_size) array and the original (width, height).
+def decode_image(
+    source: Path | bytes, image_size: int, channels: int, max_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode a file (or the bytes of one, as a request carries it) fully.
+
+    Returns the uint8 (channels, image_size, image_size) array and the original (width, height).
+    ``max_pixels`` refuses a larger image from its header, before any pixel is decoded (the
+    server's guard against decompression bombs; PIL's own limit still applies without it).
 
     Raises:
         BadImage: zero-byte, unreadable, not an image, truncated, corrupt or
             oversized files, with a reason a person can act on.
     """
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise BadImage("not a regular file")
-        if size == 0:
+    if isinstance(source, bytes):
+        if not source:
             raise BadImage("zero-byte file")
-        with open(path, "rb") as handle:
-            handle.read(1)
-    except BadImage:
-        raise
-    except OSError as exc:
-        raise BadImage(f"unreadable: {exc.strerror or exc}") from None
+        opened = io.BytesIO(source)
+    else:
+        try:
+            size = source.stat().st_size
+            if not source.is_file():
+                raise BadImage("not a regular file")
+            if size == 0:
+                raise BadImage("zero-byte file")
+            with open(source, "rb") as handle:
+                handle.read(1)
+        except BadImage:
+            raise
+        except OSError as exc:
+            raise BadImage(f"unreadable: {exc.strerror or exc}") from None
+        opened = source
     try:
         with warnings.catch_warnings():
             # Turn PIL's decompression-bomb warning into a quarantine entry, not a log line.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(opened) as img:
+                width, height = img.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise BadImage(f"image too large: {width}x{height} pixels; at most {max_pixels} are allowed")
                 img.load()
                 original_size = img.size
                 normalised = _to_mode(img, channels)
+    except BadImage:
+        raise
     except UnidentifiedImageError:
         raise BadImage("not an image (no decoder recognises it)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -25,6 +25,7 @@ the verdict.
 from __future__ import annotations
 
 import html as html_escape
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -148,10 +149,18 @@ class PreparedWindow:
 
 
 def prepare_window(
-    reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str], categorical: list[str], config: DriftConfig
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    config: DriftConfig,
+    optional: Sequence[str] = (),
 ) -> PreparedWindow:
     """Check the columns, leave out non-finite values (saying so), and draw the seeded sample the tests use.
 
+    ``optional`` columns may be NaN in a row that did not measure them (an image sent to the
+    server as a tensor has no size on disk): such a row is kept, and those columns are tested on
+    the rows that measured them. A NaN anywhere else, or an infinity anywhere, leaves the row out.
     The drift verdict and its report both call this, so the report's per-column tests run on
     exactly the rows the verdict tested.
 
@@ -169,9 +178,16 @@ def prepare_window(
     if broken:
         quarantined.append(f"columns {broken} are NaN or infinite in every reference row: not tested")
     usable = [c for c in numerical if c not in broken]
-    current, dropped = _finite(current, usable)
+    current, dropped = _finite(current, usable, optional)
     if dropped:
         quarantined.append(f"{dropped} window rows with a NaN or infinite value left out")
+    unmeasured = [c for c in usable if c in optional and len(current) and current[c].isna().any()]
+    if unmeasured:
+        rows = int(current[unmeasured].isna().any(axis=1).sum())
+        quarantined.append(
+            f"{rows} window rows do not measure {unmeasured} (inputs sent as tensors): those columns are tested on the "
+            f"{len(current) - rows} rows that do"
+        )
     reference, dropped = _finite(reference, usable)
     if dropped:
         quarantined.append(f"{dropped} reference rows with a NaN or infinite value left out")
@@ -196,21 +212,24 @@ def detect_drift(
     calibration: AccuracyCalibration | None = None,
     embedding: list[str] | None = None,
     num_classes: int | None = None,
+    optional: Sequence[str] = (),
 ) -> DriftResult:
     """Test ``current`` against ``reference`` on the given columns.
 
     ``embedding`` names the columns of the multivariate test (default: the numerical columns
     named ``embedding_*``). Rows with a NaN or infinite value are left out and reported in
     ``quarantined``. ``num_classes`` (default: the predicted classes seen in the reference) sets
-    the chance accuracy unfamiliar rows are counted at.
+    the chance accuracy unfamiliar rows are counted at. ``optional`` columns may be unmeasured
+    (NaN) in some rows; see :func:`prepare_window`.
 
     Raises:
         ValueError: a column missing from either frame.
         ReferenceTooSmall: fewer than 20 usable reference rows.
     """
-    prepared = prepare_window(reference, current, numerical, categorical, config)
+    prepared = prepare_window(reference, current, numerical, categorical, config, optional)
     reference, current, tested, numerical = prepared.reference, prepared.current, prepared.tested, prepared.numerical
     columns = numerical + categorical
+    measured = [c for c in numerical if tested[c].notna().any()]
     if not columns:
         raise ReferenceTooSmall(f"no monitoring column is usable: {'; '.join(prepared.quarantined) or 'none given'}")
     embedding = [c for c in numerical if c.startswith("embedding_")] if embedding is None else [c for c in embedding if c in numerical]
@@ -225,7 +244,7 @@ def detect_drift(
         )
     rng = np.random.default_rng([config.seed, 1])
     level = config.column_level(len(columns))
-    results = [_numerical_test(reference[c], tested[c], c, level) for c in numerical]
+    results = [_numerical_test(reference[c], tested[c].dropna(), c, level) for c in measured]
     results += [_categorical_test(reference[c], tested[c], c, level) for c in categorical]
     multivariate = None
     if embedding and config.embedding_share > 0:
@@ -234,7 +253,7 @@ def detect_drift(
     if config.novelty_share > 0:
         # Two views, half the budget each: every statistic (a dimmed or noisy image), and the model's
         # own embedding (a rotated digit keeps its statistics but not its place in the embedding).
-        views = [numerical] + ([embedding] if embedding else [])
+        views = [[c for c in numerical if tested[c].notna().all()]] + ([embedding] if embedding else [])
         for view in views:
             outcome = novelty_test(
                 reference[view].to_numpy(np.float64), tested[view].to_numpy(np.float64), view,
@@ -265,6 +284,8 @@ def detect_drift(
         # chance, as in the estimate) is below the held-out accuracy: not the noise of a small window.
         harmful = estimate.drop_pp >= config.harm_pp and estimate.high_at_chance < estimate.reference_accuracy
     notes = _notes(current, categorical) + skipped
+    if len(measured) < len(numerical):
+        notes.append(f"not tested: no window row measures {[c for c in numerical if c not in measured]}")
     detail = (
         f"{len(drifted)} of {len(columns)} columns drifted at p < {level:.2g} each"
         + (f"; embedding MMD p = {multivariate.p_value:.3g} (level {multivariate.level:.2g})" if multivariate else "")
@@ -292,11 +313,13 @@ def detect_drift(
     )
 
 
-def _finite(frame: pd.DataFrame, numerical: list[str]) -> tuple[pd.DataFrame, int]:
-    """The rows without NaN/inf in ``numerical``, and how many were dropped."""
+def _finite(frame: pd.DataFrame, numerical: list[str], optional: Sequence[str] = ()) -> tuple[pd.DataFrame, int]:
+    """The rows without NaN/inf in ``numerical`` (NaN allowed in ``optional``), and how many were dropped."""
     if frame.empty:
         return frame, 0
-    keep = np.isfinite(frame[numerical].to_numpy(dtype=np.float64)).all(axis=1)
+    values = frame[numerical].to_numpy(dtype=np.float64)
+    unmeasured = np.isnan(values) & np.isin(np.asarray(numerical), list(optional))[None, :]
+    keep = (np.isfinite(values) | unmeasured).all(axis=1)
     return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
 
 
@@ -453,6 +476,7 @@ def write_drift_report(
     title: str,
     html_path: Path,
     config: DriftConfig,
+    optional: Sequence[str] = (),
 ) -> Path:
     """Evidently's per-column report of the same tests, opened by the verdict; returns ``html_path``.
 
@@ -466,9 +490,10 @@ def write_drift_report(
     from evidently.metrics import ValueDrift
 
     _register_chi2_two_sample()
-    prepared = prepare_window(reference, current, numerical, categorical, config)
-    numerical = prepared.numerical
-    level = config.column_level(len(numerical + categorical))
+    prepared = prepare_window(reference, current, numerical, categorical, config, optional)
+    level = config.column_level(len(prepared.numerical + categorical))
+    # Evidently drops a column's NaN (unmeasured) values itself; a column no window row measures is left out.
+    numerical = [c for c in prepared.numerical if prepared.tested[c].notna().any()]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     metrics = [ValueDrift(column=c, method="ks", threshold=level) for c in numerical] + [
         ValueDrift(column=c, method=TWO_SAMPLE_CHI2, threshold=level) for c in categorical

@@ -126,8 +126,11 @@ def check_drift(
     reference = reference_rows(pd.read_parquet(production.release_dir / monitoring.reference), monitoring.reference_splits)
     current = pd.read_parquet(window.path) if window.rows else pd.DataFrame(columns=reference.columns)
     numerical, categorical = monitoring.numerical_columns, monitoring.categorical_columns
+    # Rows the online server logged for tensor requests do not measure the inputs' size on disk.
+    optional = production.manifest.input.optional_statistics
     result = detect_drift(
-        reference, current, numerical, categorical, config, monitoring.calibration, num_classes=len(production.manifest.classes)
+        reference, current, numerical, categorical, config, monitoring.calibration,
+        num_classes=len(production.manifest.classes), optional=optional,
     )
     if monitoring.calibration is None:
         result.notes.append("release built before label-free accuracy estimation: no estimate")
@@ -138,7 +141,7 @@ def check_drift(
         return result, None
     html = work_dir / "monitor" / production.model / f"drift-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.html"
     title = f"Drift of {production.model} release {production.version}"
-    write_drift_report(reference, current, numerical, categorical, result, title, html, config)
+    write_drift_report(reference, current, numerical, categorical, result, title, html, config, optional)
     return result, html
 
 
