@@ -67,7 +67,8 @@ def summarize(config: BuildConfig, release: Release) -> str:
     from tasks.registry.store import open_store
 
     manifest = read_manifest(open_store(config.store), release.model, release.version)
-    return "\n" + release_summary(manifest, release)
+    serve = f"serve production over HTTP: .venv/bin/python -m serve --model {release.model} --store {config.store.uri}"
+    return "\n" + release_summary(manifest, release) + "\n" + serve
 
 
 def main(argv: list[str] | None = None) -> int:

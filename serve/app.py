@@ -23,17 +23,20 @@ import json
 import logging
 import secrets
 import time
-import uuid
+import itertools
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from serve.config import ServeConfig
 from serve.follower import ModelHost
@@ -138,6 +141,8 @@ class Guard:
     def __init__(self, app: Any, server: Server) -> None:
         self.app = app
         self.server = server
+        # Request ids: this process's random prefix and a counter (no system call per request).
+        self._prefix, self._ids = os.urandom(4).hex(), itertools.count(1)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -145,7 +150,7 @@ class Guard:
             return
         server, start = self.server, time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
+        request_id = headers.get("x-request-id", "")[:64] or f"{self._prefix}-{next(self._ids)}"
         response: dict[str, Any] = {"status": 500, "version": None, "started": False}
 
         async def send_with_id(message: dict) -> None:
@@ -217,12 +222,12 @@ class Guard:
         return None
 
 
-def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | None = None) -> FastAPI:
+def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | None = None) -> Guard:
     """The server app; the model is loaded (and followed) from the app's startup on."""
     server = Server(config, token, store or open_store(config.store))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.request_log.start()
         follower = asyncio.get_running_loop().create_task(server.host.follow(), name="lepton-alias-follower")
         try:
@@ -233,63 +238,50 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
             await server.host.close()
             await asyncio.to_thread(server.request_log.stop, config.drain_seconds)
 
-    app = FastAPI(title="Lepton model server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.server = server
-
-    @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.headers)
 
-    @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
         limit = config.limits.max_body_bytes
         return error_response(413, f"request body over {limit} bytes; at most {limit} are allowed")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
         message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
         return error_response(exc.status_code, message.get(exc.status_code, str(exc.detail)))
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         request_id = request.scope.get("state", {}).get("request_id", "?")
         log.exception("request %s failed", request_id)
         return error_response(500, f"internal error; the server log has the details (request id {request_id})")
 
-    @app.get("/v2/health/live")
-    async def live() -> Response:
+    async def live(request: Request) -> Response:
         return json_response({"live": True})
 
-    @app.get("/v2/health/ready")
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         if server.host.current is None:
             return json_response({"ready": False, "reason": server.not_ready_reason()}, 503)
         return json_response({"ready": True})
 
-    @app.get("/v2")
-    async def server_metadata() -> Response:
+    async def server_metadata(request: Request) -> Response:
         return json_response({"name": "lepton", "version": "1", "extensions": ["binary_tensor_data"]})
 
-    @app.get("/v2/models/{name}")
-    @app.get("/v2/models/{name}/versions/{version}")
-    async def metadata(name: str, version: str | None = None) -> Response:
+    async def metadata(request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
         server.check_name(name, version)
         loaded = server.serving().loaded
         body = model_metadata(name, loaded.version, loaded.runtime, loaded.contract, loaded.classes)
         return json_response(body.model_dump(), headers={"X-Model-Version": loaded.version})
 
-    @app.get("/v2/models/{name}/ready")
-    @app.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str | None = None) -> Response:
+    async def model_ready(request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
         server.check_name(name, version)
         current = server.host.current
         if current is None:
             return json_response({"name": name, "ready": False, "reason": server.not_ready_reason()}, 503)
         return json_response({"name": name, "ready": True}, headers={"X-Model-Version": current.version})
 
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    async def infer(request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
         server.check_name(name, version)
         server.arriving += 1
         arrived = False
@@ -322,15 +314,9 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
                 server.arriving -= 1
         probabilities = softmax(logits)
         request_id = parsed.id or request.scope["state"]["request_id"]
-        pixels = np.clip(np.rint(tensor * 255.0), 0, 255).astype(np.uint8)  # the pixels a contract-scaled tensor came from
         server.request_log.record(ServedRows(
-            version=loaded,
-            files=[f"request:{request_id}/{i}" for i in range(len(tensor))],
-            sha256=[sha256_bytes(row.tobytes()) for row in tensor],
-            raw=pixels,
-            sizes=np.full((len(tensor), 2), np.nan),
-            logits=logits,
-            embeddings=embeddings,
+            version=loaded, files=[f"request:{request_id}/{i}" for i in range(len(tensor))], logits=logits,
+            embeddings=embeddings, tensor=tensor,
         ))
         answer, blobs = infer_response(name, loaded.version, parsed.id, outputs, logits, probabilities, loaded.classes)
         if not blobs:
@@ -341,8 +327,8 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
             media_type="application/octet-stream",
         )
 
-    @app.post("/v1/models/{name}:predict-image")
-    async def predict_image(name: str, request: Request) -> Response:
+    async def predict_image(request: Request) -> Response:
+        name = request.path_params["name"]
         server.check_name(name)
         server.arriving += 1
         arrived = False
@@ -373,13 +359,8 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
         probabilities = softmax(logits)
         hashes = [sha256_bytes(data) for _, data in images]
         server.request_log.record(ServedRows(
-            version=loaded,
-            files=[file for file, _ in images],
-            sha256=hashes,
-            raw=decoded.raw,
-            sizes=decoded.meta[["original_width", "original_height"]].to_numpy(dtype=np.float64),
-            logits=logits,
-            embeddings=embeddings,
+            version=loaded, files=[file for file, _ in images], logits=logits, embeddings=embeddings, raw=decoded.raw,
+            sizes=decoded.meta[["original_width", "original_height"]].to_numpy(dtype=np.float64), sha256=hashes,
         ))
         classes = loaded.classes
         predictions = [
@@ -397,11 +378,28 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
             headers={"X-Model-Version": loaded.version},
         )
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Guard(app, server)  # type: ignore[return-value] - an ASGI app around the FastAPI one
+    routes = [
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/models/{name}", metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v1/models/{name}:predict-image", predict_image, methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: _api_error, BodyTooLarge: _too_large, HTTPException: _http_error, Exception: _unexpected},
+    )
+    return Guard(app, server)
 
 
 async def _images(request: Request, max_images: int) -> list[tuple[str, bytes]]:

@@ -36,15 +36,30 @@ MAX_BACKOFF_S = 60.0
 
 @dataclass
 class ServedRows:
-    """The rows of one request as served: what the monitoring row of each input is computed from."""
+    """The rows of one request as served: what the monitoring row of each input is computed from.
+
+    Image requests carry the decoded pixels, their sizes and the files' hashes. Tensor requests
+    carry the tensor only; its pixels and hashes are derived on the writer thread, off the request's path.
+    """
 
     version: LoadedVersion
     files: list[str]
-    sha256: list[str]
-    raw: np.ndarray  # uint8 N x C x H x W, as the input contract decoded (or the tensor quantised back to pixels)
-    sizes: np.ndarray  # N x 2 (width, height) before resizing; NaN where the request did not carry them (tensors)
     logits: np.ndarray
     embeddings: np.ndarray | None
+    raw: np.ndarray | None = None  # uint8 N x C x H x W as the input contract decoded
+    sizes: np.ndarray | None = None  # N x 2 (width, height) before resizing; None: not carried (tensors)
+    sha256: list[str] | None = None
+    tensor: np.ndarray | None = None  # the float32 model input of a tensor request
+
+    def complete(self) -> None:
+        """Derive what a tensor request did not carry: the pixels it scales, its rows' hashes, unknown sizes."""
+        if self.raw is None:
+            # A contract-scaled tensor is pixel / 255: these are the pixels it came from.
+            self.raw = np.clip(np.rint(self.tensor * 255.0), 0, 255).astype(np.uint8)
+        if self.sha256 is None:
+            self.sha256 = [sha256_bytes(row.tobytes()) for row in self.tensor]
+        if self.sizes is None:
+            self.sizes = np.full((len(self.files), 2), np.nan)
 
 
 @dataclass
@@ -155,6 +170,8 @@ class RequestLog:
 
     def _write(self, batch: str, group: list[ServedRows], retried: bool) -> None:
         loaded = group[0].version
+        for rows in group:
+            rows.complete()
         raw = np.concatenate([g.raw for g in group])
         sizes = np.concatenate([g.sizes for g in group])
         logits = np.concatenate([g.logits for g in group])

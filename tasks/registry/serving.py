@@ -42,9 +42,9 @@ class FetchedRelease(BaseModel):
         """Whether the release carries a monitoring reference (releases built before monitoring do not)."""
         return self.manifest.monitoring is not None
 
-    def open(self, variant: str | None = None, threads: int | None = None) -> Backend:
+    def open(self, variant: str | None = None, threads: int | None = None, spin: bool = True) -> Backend:
         """A back end for one of its variants (default: the served one); see :func:`open_variant`."""
-        return open_variant(self.manifest, self.release_dir, variant, threads)
+        return open_variant(self.manifest, self.release_dir, variant, threads, spin)
 
 
 class LabelledFile(BaseModel):
@@ -56,7 +56,9 @@ class LabelledFile(BaseModel):
     label: str
 
 
-def open_variant(manifest: ReleaseManifest, release_dir: Path, name: str | None = None, threads: int | None = None) -> Backend:
+def open_variant(
+    manifest: ReleaseManifest, release_dir: Path, name: str | None = None, threads: int | None = None, spin: bool = True
+) -> Backend:
     """A back end for variant ``name`` (default: the served one) of a release downloaded into ``release_dir``.
 
     Raises:
@@ -74,7 +76,7 @@ def open_variant(manifest: ReleaseManifest, release_dir: Path, name: str | None 
 
         return build_model(manifest.training.model, len(manifest.classes), manifest.input)
 
-    return open_backend(variant.runtime, path, threads, torch_model=architecture)
+    return open_backend(variant.runtime, path, threads, torch_model=architecture, spin=spin)
 
 
 def fetch_release(

@@ -460,8 +460,8 @@ def test_a_failing_store_never_blocks_requests_and_their_rows_are_written_once_i
     def served(tag: str, n: int) -> ServedRows:
         pixels = rng.integers(0, 256, size=(n, 1, 8, 8), dtype=np.uint8)
         logits, embeddings = loaded.run(pixels.astype(np.float32) / 255)
-        return ServedRows(loaded, [f"{tag}/{i}" for i in range(n)], [f"{tag}{i}" for i in range(n)], pixels,
-                          np.full((n, 2), 12.0), logits, embeddings)
+        return ServedRows(loaded, [f"{tag}/{i}" for i in range(n)], logits, embeddings, raw=pixels,
+                          sizes=np.full((n, 2), 12.0), sha256=[f"{tag}{i}" for i in range(n)])
 
     s3_server.fail_from(len(s3_server.requests), "error")
     try:
@@ -488,3 +488,32 @@ def test_a_failing_store_never_blocks_requests_and_their_rows_are_written_once_i
     assert sorted(predictions["file"]) == expected and sorted(monitoring["file"]) == expected  # each row once
     assert set(monitoring["release_version"]) == {registry.versions[0]}
     assert log.counters.written_rows == 30 and log.counters.write_failures >= 1
+
+
+def test_a_server_without_a_production_release_is_live_but_not_ready_until_one_is_promoted(registry: Registry, tmp_path: Path) -> None:
+    from tasks.registry.aliases import alias_key
+
+    copy = tmp_path / "registry"
+    shutil.copytree(Path(registry.uri.removeprefix("file://")), copy)
+    (copy / alias_key(MODEL, "production")).unlink()
+    empty = Registry(registry.root, registry.images, f"file://{copy}", registry.versions)
+    with running_server(empty.args(tmp_path / "work"), tmp_path, ready=False) as server:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if server.client.get("/v2/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.1)
+        time.sleep(0.5)  # a few polls of the missing alias
+        ready = server.client.get("/v2/health/ready")
+        assert ready.status_code == 503 and "no production release" in ready.json()["reason"]
+        answer = server.client.post(f"/v2/models/{MODEL}/infer", json=tensor_request(np.zeros((1, 1, 8, 8), np.float32)))
+        assert answer.status_code == 503 and "no production release" in answer.json()["error"]
+        assert server.client.get(f"/v2/models/{MODEL}/ready").status_code == 503
+        empty.promote(registry.versions[1])
+        server.wait_ready()
+        answer = server.client.post(f"/v2/models/{MODEL}/infer", json=tensor_request(np.zeros((1, 1, 8, 8), np.float32)))
+        assert answer.status_code == 200 and answer.json()["model_version"] == registry.versions[1]
+        assert server.log().count("no production release") == 1  # said once, not at every poll

@@ -184,3 +184,32 @@ def test_the_estimate_interval_widens_for_small_windows() -> None:
 def test_config_refuses_too_few_permutations() -> None:
     with pytest.raises(ValueError, match="at least 2499 permutations"):
         DriftConfig(false_alarm_rate=0.002, permutations=200)
+
+
+def test_rows_that_do_not_measure_an_optional_column_are_kept_and_tested_on_the_rest(tmp_path: Path) -> None:
+    # Inputs sent to the server as tensors carry no size on disk: NaN there, everything else measured.
+    config = DriftConfig()
+    window = draw(11, 400)
+    window.loc[:149, "width"] = np.nan
+    result = detect_drift(REFERENCE, window, NUMERICAL, CATEGORICAL, config, optional=["width"])
+    assert result.rows == 400 and result.status == "no drift"
+    assert result.quarantined == ["150 window rows do not measure ['width'] (inputs sent as tensors): those columns are tested on the 250 rows that do"]
+    # Without the declaration the same rows are quarantined, as any NaN is.
+    strict = detect_drift(REFERENCE, window, NUMERICAL, CATEGORICAL, config)
+    assert strict.rows == 250 and strict.quarantined == ["150 window rows with a NaN or infinite value left out"]
+    # The measured rows still carry the column's test: a changed width among them is caught.
+    moved = window.copy()
+    moved.loc[150:, "width"] = 20.0
+    drifted = detect_drift(REFERENCE, moved, NUMERICAL, CATEGORICAL, config, optional=["width"])
+    assert "width" in drifted.drifted_columns
+    # A window no row of which measures the column: every other test runs, and the report says what was not tested.
+    unmeasured = window.assign(width=np.nan)
+    result = detect_drift(REFERENCE, unmeasured, NUMERICAL, CATEGORICAL, config, optional=["width"])
+    assert result.status == "no drift" and "width" not in [c.column for c in result.columns]
+    assert "not tested: no window row measures ['width']" in result.notes
+    html = write_drift_report(REFERENCE, unmeasured, NUMERICAL, CATEGORICAL, result, "t", tmp_path / "r.html", config, ["width"])
+    assert html.stat().st_size > 0
+    # NaN outside the optional columns is still quarantined.
+    broken = window.copy()
+    broken.loc[200:204, "statistic_0"] = np.nan
+    assert detect_drift(REFERENCE, broken, NUMERICAL, CATEGORICAL, config, optional=["width"]).rows == 395

@@ -131,3 +131,23 @@ def test_flows_that_use_a_release_import_no_training_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PROJECT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_server_uses_pure_modules_only_and_never_a_training_framework() -> None:
+    # serve/ builds on the registry and scoring stages' pure modules; it never trains or orchestrates.
+    files = {_module(f): f for f in (PROJECT / "serve").rglob("*.py")}
+    forbidden = ("prefect", "boto3", "botocore", "torch", "lightning", "torchvision", "nncf", "flows")
+    offenders = sorted(
+        (module, name)
+        for module, path in files.items()
+        for name in _imports(path)
+        if name.split(".")[0] in forbidden or name.endswith(".steps")
+    )
+    assert offenders == []
+    code = (
+        "import sys, serve.app, serve.__main__\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'prefect', 'nncf') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PROJECT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
