@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import logging
 import os
 import signal
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, access_log=False, log_level="info",
-        timeout_graceful_shutdown=int(config.drain_seconds) or None, lifespan="on",
+        timeout_graceful_shutdown=math.ceil(config.drain_seconds), lifespan="on",
     ))
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler it found: a quiet one
     # makes a graceful shutdown exit 0 (no KeyboardInterrupt traceback on Ctrl-C).

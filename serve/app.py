@@ -34,13 +34,14 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from serve.config import ServeConfig
 from serve.follower import ModelHost
 from serve.metrics import ServerMetrics
+from serve.batching import BatcherClosed
 from serve.model import ServedModel
 from serve.protocol import (
     BINARY_HEADER,
@@ -61,8 +62,6 @@ log = logging.getLogger("lepton.serve")
 access = logging.getLogger("lepton.serve.access")
 
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
-# Images this large or more are decoded off the event loop.
-DECODE_INLINE_BYTES = 256 * 1024
 
 
 class ApiError(Exception):
@@ -127,10 +126,27 @@ class Server:
             return f"{name} {self.host.alias_version} was refused: {refusal.reason}"
         return f"{name} {self.host.alias_version} is loading"
 
+    def acquire(self, version: str | None) -> ServedModel:
+        """The serving version, held for this request; it must be ``version`` when the request names one.
+
+        Checked after the body is read: a swap while it arrived must not answer a pinned request
+        with another version.
+        """
+        model = self.host.acquire()
+        if model is None:
+            raise ApiError(503, self.not_ready_reason())
+        if version is not None and model.version != version:
+            model.release()
+            raise ApiError(404, f"version {version!r} of {self.config.model_name} is not in service (serving: {model.version})")
+        return model
+
     async def run(self, model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         self.metrics.queue_depth.set(model.batcher.queued_rows + len(batch))
         try:
             return await model.batcher.submit(batch)
+        except BatcherClosed:
+            # Only after a drain ran out of time: the version was retired under this request.
+            raise ApiError(503, f"{model.version} was retired while this request waited; send it again") from None
         finally:
             self.metrics.queue_depth.set(model.batcher.queued_rows)
 
@@ -193,6 +209,9 @@ class Guard:
                 except BodyTooLarge:
                     if not response["started"]:
                         await reply(error_response(413, f"request body over {limit} bytes; at most {limit} are allowed"))
+                except Exception:  # noqa: BLE001 - the app's error handler answered (and logged) already
+                    if not response["started"]:
+                        await reply(error_response(500, f"internal error; the server log has the details (request id {request_id})"))
         finally:
             server.metrics.in_flight.dec()
             route = scope.get("route")
@@ -236,7 +255,7 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
             await server.host.close()
-            await asyncio.to_thread(server.request_log.stop, config.drain_seconds)
+            await asyncio.to_thread(server.request_log.stop, config.request_log.shutdown_seconds)
 
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.headers)
@@ -247,7 +266,10 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
 
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
-        return error_response(exc.status_code, message.get(exc.status_code, str(exc.detail)))
+        return error_response(exc.status_code, message.get(exc.status_code, str(exc.detail)), exc.headers)
+
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it, the access log does
 
     async def _unexpected(request: Request, exc: Exception) -> Response:
         request_id = request.scope.get("state", {}).get("request_id", "?")
@@ -259,7 +281,9 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
 
     async def ready(request: Request) -> Response:
         if server.host.current is None:
-            return json_response({"ready": False, "reason": server.not_ready_reason()}, 503)
+            # Open to anyone: with auth on, why is for those with the token (the model's ready endpoint, logs).
+            body = {"ready": False} if server.token else {"ready": False, "reason": server.not_ready_reason()}
+            return json_response(body, 503)
         return json_response({"ready": True})
 
     async def server_metadata(request: Request) -> Response:
@@ -295,9 +319,7 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
                 raise ApiError(400, f"the body is not JSON: {exc}") from None
             except ProtocolError as exc:
                 raise ApiError(400, str(exc)) from None
-            model = server.host.acquire()
-            if model is None:
-                raise ApiError(503, server.not_ready_reason())
+            model = server.acquire(version)
             try:
                 loaded = model.loaded
                 try:
@@ -334,17 +356,13 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
         arrived = False
         try:
             images = await _images(request, config.limits.max_rows)
-            model = server.host.acquire()
-            if model is None:
-                raise ApiError(503, server.not_ready_reason())
+            model = server.acquire(None)
             try:
                 loaded = model.loaded
-                sources = [data for _, data in images]
-                max_pixels = config.limits.max_image_pixels
-                if sum(map(len, sources)) >= DECODE_INLINE_BYTES:
-                    decoded = await asyncio.to_thread(loaded.contract.read, sources, max_pixels)
-                else:
-                    decoded = loaded.contract.read(sources, max_pixels)
+                # Off the event loop: a few kilobytes of PNG can hold megapixels of work.
+                decoded = await asyncio.to_thread(
+                    loaded.contract.read, [data for _, data in images], config.limits.max_image_pixels
+                )
                 if decoded.failures:
                     problems = "; ".join(f"{images[i][0]}: {reason}" for i, reason in decoded.failures[:5])
                     raise ApiError(422, f"{len(decoded.failures)} of {len(images)} images cannot be used: {problems}")
@@ -397,7 +415,10 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, BodyTooLarge: _too_large, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={
+            ApiError: _api_error, BodyTooLarge: _too_large, HTTPException: _http_error, ClientDisconnect: _gone,
+            Exception: _unexpected,
+        },
     )
     return Guard(app, server)
 

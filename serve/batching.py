@@ -100,6 +100,19 @@ class DynamicBatcher:
         return await asyncio.wait_for(self._queue.get(), timeout)
 
     async def _consume(self) -> None:
+        try:
+            await self._batches()
+        finally:
+            # However the consumer ends, nothing may wait on it: later submits are refused, queued ones failed.
+            self._closed = True
+            leftover = [self._carry] if self._carry else []
+            while not self._queue.empty():
+                leftover.append(self._queue.get_nowait())
+            for pending in leftover:
+                if pending is not None and not pending.future.done():
+                    pending.future.set_exception(BatcherClosed("the model's batcher stopped"))
+
+    async def _batches(self) -> None:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
@@ -132,18 +145,17 @@ class DynamicBatcher:
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], rows: int) -> None:
         self.queued_rows -= rows
-        self._on_batch(rows)
-        inputs = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
         try:
+            self._on_batch(rows)
+            inputs = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
             outputs = await loop.run_in_executor(self._executor, self._run, inputs)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting request, not swallowed
+            start = 0
+            for pending in batch:
+                end = start + len(pending.rows)
+                if not pending.future.done():  # a client that went away cancelled its future
+                    pending.future.set_result(tuple(o[start:end] if o is not None else None for o in outputs))
+                start = end
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request; the consumer lives on
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
-            return
-        start = 0
-        for pending in batch:
-            end = start + len(pending.rows)
-            if not pending.future.done():  # a client that went away cancelled its future
-                pending.future.set_result(tuple(o[start:end] if o is not None else None for o in outputs))
-            start = end

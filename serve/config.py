@@ -52,6 +52,10 @@ class RequestLogConfig(BaseModel):
     max_pending_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Rows kept while the store is unreachable; beyond, they are dropped and counted"
     )
+    max_pending_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, le=64 * 1024**3, description="... and at most this many bytes of them (inputs held in memory)"
+    )
+    shutdown_seconds: float = Field(10.0, ge=0, le=600, description="Longest the last write at shutdown may take")
 
 
 class ServeConfig(BaseModel):

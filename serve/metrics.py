@@ -42,12 +42,13 @@ class ServerMetrics:
         with self._lock:
             self._observe(counters)
 
-    def _observe(self, counters: LogCounters) -> None:
+    def _observe(self, live: LogCounters) -> None:
+        counters = LogCounters(**vars(live))  # one snapshot: the writer thread may move on meanwhile
         self.log_rows.inc(counters.written_rows - self._seen.written_rows)
         self.log_failures.inc(counters.write_failures - self._seen.write_failures)
         self.log_dropped.inc(counters.dropped_rows - self._seen.dropped_rows)
         self.log_pending.set(counters.pending_rows)
-        self._seen = LogCounters(**vars(counters))
+        self._seen = counters
 
     def swapped(self, model: str, old: str | None, new: str) -> None:
         if old is not None:

@@ -127,10 +127,11 @@ class ServedModel:
 
     async def drain(self, timeout: float) -> bool:
         """Wait for every request holding this version, then stop its batcher; False if time ran out first."""
-        try:
-            await asyncio.wait_for(self._released.wait(), timeout)
-            drained = True
-        except TimeoutError:
-            drained = False
+        drained = True
+        if self.holders:
+            try:
+                await asyncio.wait_for(self._released.wait(), timeout)
+            except TimeoutError:
+                drained = False
         await self.batcher.stop()
         return drained

@@ -51,6 +51,12 @@ class ServedRows:
     sha256: list[str] | None = None
     tensor: np.ndarray | None = None  # the float32 model input of a tensor request
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the rows hold while they wait."""
+        arrays = (self.logits, self.embeddings, self.raw, self.sizes, self.tensor)
+        return sum(a.nbytes for a in arrays if a is not None)
+
     def complete(self) -> None:
         """Derive what a tensor request did not carry: the pixels it scales, its rows' hashes, unknown sizes."""
         if self.raw is None:
@@ -60,6 +66,7 @@ class ServedRows:
             self.sha256 = [sha256_bytes(row.tobytes()) for row in self.tensor]
         if self.sizes is None:
             self.sizes = np.full((len(self.files), 2), np.nan)
+        self.tensor = None  # four times the pixels' size; not needed once they are derived
 
 
 @dataclass
@@ -71,6 +78,7 @@ class LogCounters:
     write_failures: int = 0
     dropped_rows: int = 0
     pending_rows: int = 0
+    pending_bytes: int = 0
 
 
 class RequestLog:
@@ -106,19 +114,24 @@ class RequestLog:
         """Queue a request's rows for the next object (dropped and counted when the buffer is full)."""
         if not self.config.enabled:
             return
-        n = len(rows.files)
+        n, size = len(rows.files), rows.nbytes
         with self._lock:
-            if self.counters.pending_rows + n > self.config.max_pending_rows:
-                self.counters.dropped_rows += n
+            counters = self.counters
+            if counters.pending_rows + n > self.config.max_pending_rows or counters.pending_bytes + size > self.config.max_pending_bytes:
+                counters.dropped_rows += n
                 dropped = True
             else:
                 self._pending.append(rows)
-                self.counters.pending_rows += n
+                counters.pending_rows += n
+                counters.pending_bytes += size
                 self._oldest = self._oldest or time.monotonic()
                 dropped = False
-            full = self.counters.pending_rows >= self.config.flush_rows
+            full = counters.pending_rows >= self.config.flush_rows
         if dropped:
-            log.warning("request log buffer full (%d rows): %d served rows not logged", self.config.max_pending_rows, n)
+            log.warning(
+                "request log buffer full (%d rows, %d bytes at most): %d served rows not logged",
+                self.config.max_pending_rows, self.config.max_pending_bytes, n,
+            )
         self._on_change(self.counters)
         if full:
             self._wake.set()
@@ -162,9 +175,9 @@ class RequestLog:
                 )
         with self._lock:
             self._retry = failed
-            self.counters.pending_rows = sum(len(r.files) for r in self._pending) + sum(
-                len(r.files) for _, group, _ in failed for r in group
-            )
+            waiting = self._pending + [r for _, group, _ in failed for r in group]
+            self.counters.pending_rows = sum(len(r.files) for r in waiting)
+            self.counters.pending_bytes = sum(r.nbytes for r in waiting)
         self._on_change(self.counters)
         return not failed
 

@@ -8,6 +8,7 @@ ignores it, and publishing the same content again completes it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -195,5 +196,8 @@ def download_release(
             partial.rename(cached)
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, target)
+        # Replaced, not rewritten: a runtime that memory-mapped the old file (a version still draining) keeps it.
+        staged = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        shutil.copyfile(cached, staged)
+        os.replace(staged, target)
     return manifest

@@ -84,6 +84,10 @@ def tensor_request(rows: np.ndarray, **extra) -> dict:
     return {"inputs": [{"name": "images", "shape": list(rows.shape), "datatype": "FP32", "data": rows.reshape(-1).tolist()}], **extra}
 
 
+def ImageInputOf(registry: Registry, version: str):  # noqa: ANN201, N802 - the release's input contract
+    return read_manifest(registry.store, MODEL, version).input
+
+
 def expected_logits(registry: Registry, version: str, rows: np.ndarray, work: Path) -> np.ndarray:
     """What a version computes for ``rows``, in this process, through the registry's one way to open it."""
     fetched = fetch_release(registry.store, MODEL, version, work, monitoring=False)
@@ -210,9 +214,12 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(registry: Re
     args = registry.args(tmp_path / "work", "--max-batch-size", "16", "--max-queue-delay-ms", "30", "--no-request-log")
     with running_server(args, tmp_path) as server:
         answers: list = [None] * len(inputs)
+        start = threading.Barrier(len(inputs))
 
         def call(i: int) -> None:
             with httpx.Client(base_url=server.url, timeout=30) as http:
+                http.get("/v2/health/live")  # connected before the barrier: the posts leave together
+                start.wait()
                 answers[i] = http.post(f"/v2/models/{MODEL}/infer", json=tensor_request(inputs[i], outputs=[{"name": "logits"}]))
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
@@ -229,8 +236,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(registry: Re
         rows = metrics[("lepton_serve_batch_size_sum", ())]
         # Warm-up does not count; every row ran once, and concurrent requests shared calls.
         assert rows == sum(len(x) for x in inputs)
-        assert calls < len(inputs)
-        assert metrics[("lepton_serve_batch_size_bucket", (("le", "1.0"),))] < calls or calls < len(inputs) / 2
+        assert calls < len(inputs)  # some calls ran rows of several requests
 
 
 def test_versions_swap_under_load_without_an_error_and_every_answer_names_its_version(registry: Registry, tmp_path: Path) -> None:
@@ -261,7 +267,30 @@ def test_versions_swap_under_load_without_an_error_and_every_answer_names_its_ve
                     consistent = answer.headers["x-model-version"] == version and np.allclose(got, expected[version], atol=1e-5)
                     outcomes.append((answer.status_code, version, consistent))
 
-        clients = [threading.Thread(target=client) for _ in range(8)]
+        image = registry.files(1)[0].read_bytes()
+        expected_class = {}
+        for v in (v1, v2):
+            probabilities = softmax(expected_logits(registry, v, ImageInputOf(registry, v).decode(image)[0][None].astype(np.float32) / 255, tmp_path / "ref"))
+            expected_class[v] = float(probabilities.max())
+
+        def image_client() -> None:
+            # Decoding runs off the event loop between taking the version and batching: a swap can land there.
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                while not stop.is_set():
+                    try:
+                        answer = http.post(f"/v1/models/{MODEL}:predict-image", files=[("files", ("x.png", image, "image/png"))])
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                        continue
+                    if answer.status_code != 200:
+                        failures.append(answer.text)
+                        continue
+                    body = answer.json()
+                    version = body["model_version"]
+                    consistent = abs(body["predictions"][0]["confidence"] - expected_class[version]) < 1e-5
+                    outcomes.append((200, version, consistent))
+
+        clients = [threading.Thread(target=client) for _ in range(6)] + [threading.Thread(target=image_client) for _ in range(2)]
         for c in clients:
             c.start()
         try:
@@ -361,11 +390,12 @@ def test_oversized_bodies_images_and_batches_get_4xx_and_the_server_keeps_servin
             assert streamed.status_code == 413
         except httpx.TransportError:
             pass  # the server may close the connection while the client is still sending: refused either way
-        # A decompression bomb: 400 million pixels in a small PNG, refused from its header.
-        bomb = _png(Image.new("1", (20_000, 20_000)))
-        assert len(bomb) < 2_000_000
+        # A decompression bomb: 25 million pixels in a 4 kB PNG (below Pillow's own limit), refused by the
+        # server's limit from its header.
+        bomb = _png(Image.new("1", (5_000, 5_000)))
+        assert len(bomb) < 100_000
         answer = server.client.post(endpoint, files=[("files", ("bomb.png", bomb, "image/png"))])
-        assert answer.status_code == 422 and "bomb.png" in answer.json()["error"] and "too large" in answer.json()["error"]
+        assert answer.status_code == 422 and "bomb.png" in answer.json()["error"] and "at most 16000000" in answer.json()["error"]
         corrupt = server.client.post(endpoint, files=[("files", ("half.png", _png(Image.new("L", (8, 8)))[:40], "image/png"))])
         assert corrupt.status_code == 422 and "half.png" in corrupt.json()["error"]
         many = [("files", (f"{i}.png", _png(Image.new("L", (8, 8))), "image/png")) for i in range(257)]
@@ -488,6 +518,19 @@ def test_a_failing_store_never_blocks_requests_and_their_rows_are_written_once_i
     assert sorted(predictions["file"]) == expected and sorted(monitoring["file"]) == expected  # each row once
     assert set(monitoring["release_version"]) == {registry.versions[0]}
     assert log.counters.written_rows == 30 and log.counters.write_failures >= 1
+
+    # Half an object: the predictions land, the monitoring rows fail. The retry completes it, writing neither twice.
+    half = RequestLog(store, "half", RequestLogConfig())
+    half.record(served("e", 7))
+    s3_server.fail_from(len(s3_server.requests) + 1, "error")
+    try:
+        assert half.flush() is False
+    finally:
+        s3_server.heal()
+    assert len(read_window(store, "predictions", "half")) == 7 and read_window(store, "monitoring", "half").empty
+    assert half.flush() is True
+    assert sorted(read_window(store, "predictions", "half")["file"]) == [f"e/{i}" for i in range(7)]
+    assert sorted(read_window(store, "monitoring", "half")["file"]) == [f"e/{i}" for i in range(7)]
 
 
 def test_a_server_without_a_production_release_is_live_but_not_ready_until_one_is_promoted(registry: Registry, tmp_path: Path) -> None:

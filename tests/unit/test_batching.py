@@ -131,3 +131,24 @@ def test_stop_answers_everything_queued_then_refuses_new_requests() -> None:
             await batcher.submit(rows(0, 1))
 
     asyncio.run(scenario())
+
+
+def test_a_failure_outside_the_model_call_fails_that_call_only() -> None:
+    # A metrics hook (or concatenation) that raises must not kill the consumer and leave later requests waiting.
+    calls = {"n": 0}
+
+    def flaky_hook(rows: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("hook failed")
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(Model(), max_batch_size=4, max_queue_delay=0.0, on_batch=flaky_hook)
+        batcher.start()
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(batcher.submit(rows(0, 1)), 5)
+        doubled, _ = await asyncio.wait_for(batcher.submit(rows(3, 1)), 5)
+        np.testing.assert_array_equal(doubled, rows(3, 1) * 2)
+        await batcher.stop()
+
+    asyncio.run(scenario())
