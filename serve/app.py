@@ -151,6 +151,39 @@ class Server:
             self.metrics.queue_depth.set(model.batcher.queued_rows)
 
 
+class Arrival:
+    """A request on its way to the model: counted as arriving until it submits its rows (the batcher
+    waits for arriving requests), holding the version it took until its response is ready."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.model: ServedModel | None = None
+        self.arrived = False
+        server.arriving += 1
+
+    def take(self, version: str | None) -> ServedModel:
+        """The serving version, held for this request (see :meth:`Server.acquire`)."""
+        self.model = self.server.acquire(version)
+        return self.model
+
+    async def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._arrive()
+        return await self.server.run(self.model, batch)
+
+    def _arrive(self) -> None:
+        if not self.arrived:
+            self.arrived = True
+            self.server.arriving -= 1
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._arrive()
+        if self.model is not None:
+            self.model.release()
+
+
 class Guard:
     """Pure ASGI middleware: request ids, auth, the body limit, metrics and the access log for every request."""
 
@@ -307,9 +340,7 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
     async def infer(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         server.check_name(name, version)
-        server.arriving += 1
-        arrived = False
-        try:
+        with Arrival(server) as arrival:
             body = await request.body()
             try:
                 header, binary = split_body(body, request.headers.get(BINARY_HEADER))
@@ -319,21 +350,12 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
                 raise ApiError(400, f"the body is not JSON: {exc}") from None
             except ProtocolError as exc:
                 raise ApiError(400, str(exc)) from None
-            model = server.acquire(version)
+            loaded = arrival.take(version).loaded
             try:
-                loaded = model.loaded
-                try:
-                    tensor = input_tensor(parsed, loaded.contract, config.limits.max_rows, binary)
-                except ProtocolError as exc:
-                    raise ApiError(400, str(exc)) from None
-                server.arriving -= 1
-                arrived = True
-                logits, embeddings = await server.run(model, tensor)
-            finally:
-                model.release()
-        finally:
-            if not arrived:
-                server.arriving -= 1
+                tensor = input_tensor(parsed, loaded.contract, config.limits.max_rows, binary)
+            except ProtocolError as exc:
+                raise ApiError(400, str(exc)) from None
+            logits, embeddings = await arrival.run(tensor)
         probabilities = softmax(logits)
         request_id = parsed.id or request.scope["state"]["request_id"]
         server.request_log.record(ServedRows(
@@ -352,28 +374,15 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
     async def predict_image(request: Request) -> Response:
         name = request.path_params["name"]
         server.check_name(name)
-        server.arriving += 1
-        arrived = False
-        try:
+        with Arrival(server) as arrival:
             images = await _images(request, config.limits.max_rows)
-            model = server.acquire(None)
-            try:
-                loaded = model.loaded
-                # Off the event loop: a few kilobytes of PNG can hold megapixels of work.
-                decoded = await asyncio.to_thread(
-                    loaded.contract.read, [data for _, data in images], config.limits.max_image_pixels
-                )
-                if decoded.failures:
-                    problems = "; ".join(f"{images[i][0]}: {reason}" for i, reason in decoded.failures[:5])
-                    raise ApiError(422, f"{len(decoded.failures)} of {len(images)} images cannot be used: {problems}")
-                server.arriving -= 1
-                arrived = True
-                logits, embeddings = await server.run(model, loaded.contract.to_model_input(decoded.raw))
-            finally:
-                model.release()
-        finally:
-            if not arrived:
-                server.arriving -= 1
+            loaded = arrival.take(None).loaded
+            # Off the event loop: a few kilobytes of PNG can hold megapixels of work.
+            decoded = await asyncio.to_thread(loaded.contract.read, [data for _, data in images], config.limits.max_image_pixels)
+            if decoded.failures:
+                problems = "; ".join(f"{images[i][0]}: {reason}" for i, reason in decoded.failures[:5])
+                raise ApiError(422, f"{len(decoded.failures)} of {len(images)} images cannot be used: {problems}")
+            logits, embeddings = await arrival.run(loaded.contract.to_model_input(decoded.raw))
         probabilities = softmax(logits)
         hashes = [sha256_bytes(data) for _, data in images]
         server.request_log.record(ServedRows(

@@ -84,10 +84,6 @@ def tensor_request(rows: np.ndarray, **extra) -> dict:
     return {"inputs": [{"name": "images", "shape": list(rows.shape), "datatype": "FP32", "data": rows.reshape(-1).tolist()}], **extra}
 
 
-def ImageInputOf(registry: Registry, version: str):  # noqa: ANN201, N802 - the release's input contract
-    return read_manifest(registry.store, MODEL, version).input
-
-
 def expected_logits(registry: Registry, version: str, rows: np.ndarray, work: Path) -> np.ndarray:
     """What a version computes for ``rows``, in this process, through the registry's one way to open it."""
     fetched = fetch_release(registry.store, MODEL, version, work, monitoring=False)
@@ -250,47 +246,39 @@ def test_versions_swap_under_load_without_an_error_and_every_answer_names_its_ve
         outcomes: list[tuple[int, str | None, bool]] = []
         failures: list[str] = []
 
-        def client() -> None:
+        def hammer(call, check) -> None:  # noqa: ANN001 - (client -> response), (body -> (version, consistent))
             with httpx.Client(base_url=server.url, timeout=30) as http:
                 while not stop.is_set():
                     try:
-                        answer = http.post(f"/v2/models/{MODEL}/infer", json=tensor_request(rows, outputs=[{"name": "logits"}]))
+                        answer = call(http)
                     except httpx.HTTPError as exc:
                         failures.append(repr(exc))
                         continue
                     if answer.status_code != 200:
                         failures.append(answer.text)
                         continue
-                    body = answer.json()
-                    version = body["model_version"]
-                    got = np.asarray(body["outputs"][0]["data"], dtype=np.float32).reshape(2, -1)
-                    consistent = answer.headers["x-model-version"] == version and np.allclose(got, expected[version], atol=1e-5)
-                    outcomes.append((answer.status_code, version, consistent))
+                    version, consistent = check(answer.json())
+                    outcomes.append((200, version, consistent and answer.headers["x-model-version"] == version))
+
+        def tensor_answer(body: dict) -> tuple[str, bool]:
+            got = np.asarray(body["outputs"][0]["data"], dtype=np.float32).reshape(2, -1)
+            return body["model_version"], np.allclose(got, expected[body["model_version"]], atol=1e-5)
 
         image = registry.files(1)[0].read_bytes()
-        expected_class = {}
+        confidence = {}
         for v in (v1, v2):
-            probabilities = softmax(expected_logits(registry, v, ImageInputOf(registry, v).decode(image)[0][None].astype(np.float32) / 255, tmp_path / "ref"))
-            expected_class[v] = float(probabilities.max())
+            pixels = read_manifest(registry.store, MODEL, v).input.decode(image)[0][None].astype(np.float32) / 255
+            confidence[v] = float(softmax(expected_logits(registry, v, pixels, tmp_path / "ref")).max())
 
-        def image_client() -> None:
-            # Decoding runs off the event loop between taking the version and batching: a swap can land there.
-            with httpx.Client(base_url=server.url, timeout=30) as http:
-                while not stop.is_set():
-                    try:
-                        answer = http.post(f"/v1/models/{MODEL}:predict-image", files=[("files", ("x.png", image, "image/png"))])
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-                        continue
-                    if answer.status_code != 200:
-                        failures.append(answer.text)
-                        continue
-                    body = answer.json()
-                    version = body["model_version"]
-                    consistent = abs(body["predictions"][0]["confidence"] - expected_class[version]) < 1e-5
-                    outcomes.append((200, version, consistent))
+        def image_answer(body: dict) -> tuple[str, bool]:
+            return body["model_version"], abs(body["predictions"][0]["confidence"] - confidence[body["model_version"]]) < 1e-5
 
-        clients = [threading.Thread(target=client) for _ in range(6)] + [threading.Thread(target=image_client) for _ in range(2)]
+        infer = (lambda http: http.post(f"/v2/models/{MODEL}/infer", json=tensor_request(rows, outputs=[{"name": "logits"}])), tensor_answer)
+        # Decoding runs off the event loop between taking the version and batching: a swap can land there.
+        predict = (lambda http: http.post(f"/v1/models/{MODEL}:predict-image", files=[("files", ("x.png", image, "image/png"))]),
+                   image_answer)
+        clients = [threading.Thread(target=hammer, args=infer) for _ in range(6)]
+        clients += [threading.Thread(target=hammer, args=predict) for _ in range(2)]
         for c in clients:
             c.start()
         try:
