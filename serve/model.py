@@ -80,7 +80,7 @@ def load_version(store: ArtifactStore, config: ServeConfig, version: str) -> Loa
             f"the server runs {', '.join(SERVABLE_RUNTIMES)} only"
         )
     fetched = fetch_release(store, config.model_name, version, config.work_dir, manifest=manifest)
-    backend = fetched.open(threads=config.threads, spin=False)  # the event loop needs the cores between calls
+    backend = fetched.open(threads=config.runtime_threads, spin=False)  # the event loop needs the cores between calls
     projection = load_projection(fetched.release_dir / manifest.monitoring.projection) if fetched.monitored else None
     loaded = LoadedVersion(config.model_name, version, manifest, backend, projection, fetched.release_dir)
     for rows in sorted({1, config.batching.max_batch_size}):
