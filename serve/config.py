@@ -90,8 +90,8 @@ class ServeConfig(BaseModel):
     def runtime_threads(self) -> int:
         """The runtime's threads: ``threads``, or every CPU this process may use but one, left to the event loop.
 
-        Measured in benchmarks/serving.py on 2 CPUs: one runtime thread served 2.9k requests/s at
-        concurrency 32 where two (the runtime's default) served 2.0k, and answered sooner at concurrency 1.
+        Measured with benchmarks/serving.py on 2 CPUs: one runtime thread served more requests at every
+        concurrency than two (the runtime's default), and answered sooner at concurrency 1 (README).
         """
         if self.threads is not None:
             return self.threads
