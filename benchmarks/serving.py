@@ -47,7 +47,7 @@ from flows.config import BuildConfig  # noqa: E402
 from tasks.export.measure import measuring_host  # noqa: E402
 from tasks.registry.aliases import move_alias, read_alias  # noqa: E402
 from tasks.registry.release import list_versions  # noqa: E402
-from tasks.registry.serving import fetch_production, fetch_release  # noqa: E402
+from tasks.registry.serving import fetch_production  # noqa: E402
 from tasks.registry.store import open_store  # noqa: E402
 from tasks.tables import text_table  # noqa: E402
 from tests.serve_process import running_server  # noqa: E402

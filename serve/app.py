@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import json
 import logging
+import os
 import secrets
 import time
-import itertools
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,10 +38,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from serve.batching import BatcherClosed
 from serve.config import ServeConfig
 from serve.follower import ModelHost
 from serve.metrics import ServerMetrics
-from serve.batching import BatcherClosed
 from serve.model import ServedModel
 from serve.protocol import (
     BINARY_HEADER,
