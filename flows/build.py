@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled, Completed, State
 
 from flows.config import BuildConfig
 from tasks.compress.steps import distill_student, prune_model, quantize_int8
@@ -57,7 +57,9 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
     decision = gate(evaluation, trained, snapshot, production, config.gate, release)
     if decision.promote:
         return promote(config.store, release, decision)
-    return release.model_copy(update={"gate_reason": decision.reason})
+    # A run that changed nothing in production says so in the run list, not only in its logs.
+    kept = release.model_copy(update={"gate_reason": decision.reason})
+    return Completed(name="Kept production", message=f"kept production: {decision.reason}", data=kept)
 
 
 def summarize(config: BuildConfig, release: Release) -> str:

@@ -20,10 +20,7 @@ from tasks.train.config import TrainConfig
 
 
 class BuildConfig(BaseModel):
-    """Everything the build flow needs; the defaults build the embedded digits demo.
-
-    Rendered by the Prefect UI as the build deployment's parameter form.
-    """
+    """Everything a build needs; the defaults build the embedded digits demo."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,15 +34,15 @@ class BuildConfig(BaseModel):
         None, gt=0, le=24 * 30,
         description="Retrain at most once per N hours: skip this run if another claimed the model's period (set by triggers)",
     )
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    compress: CompressConfig = Field(default_factory=CompressConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    data: DataConfig = Field(default_factory=DataConfig, description="Where the images come from, how they are read and split")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The model and how it is trained")
+    compress: CompressConfig = Field(default_factory=CompressConfig, description="Smaller and faster variants: distillation, pruning, INT8")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="How variants are measured and which one is served")
     reference: ReferenceConfig = Field(
         default_factory=ReferenceConfig, description="What the release keeps as its monitoring reference"
     )
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The registry: file://path or s3://bucket/prefix")
+    gate: GateConfig = Field(default_factory=GateConfig, description="When the new release may replace production")
 
     @field_validator("model_name")
     @classmethod
@@ -67,7 +64,7 @@ class ModelTarget(BaseModel):
 
     model_name: str = Field("digits-classifier", description="Registry name of the model")
     work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: verified downloads and their cache")
-    store: StoreConfig = Field(default_factory=StoreConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The registry: file://path or s3://bucket/prefix")
 
     @field_validator("model_name")
     @classmethod
@@ -76,7 +73,7 @@ class ModelTarget(BaseModel):
 
 
 class RollbackConfig(ModelTarget):
-    """Which model to roll back, and to what; rendered by the Prefect UI as the rollback form."""
+    """Which model to roll back, and to what."""
 
     to_version: str | None = Field(None, description="Version to serve; empty for the one before the current")
     reason: str = Field("manual rollback", min_length=1, max_length=500, description="Recorded in the alias history")
@@ -88,7 +85,7 @@ class RollbackConfig(ModelTarget):
 
 
 class ScoreConfig(ModelTarget):
-    """Which images to score with production; rendered by the Prefect UI as the score form."""
+    """Which images to score with production."""
 
     source: str = Field(".lepton/incoming", description="Folder of images, or s3://bucket/prefix on the store's endpoint")
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
@@ -100,22 +97,22 @@ class ScoreConfig(ModelTarget):
 
 
 class MonitorConfig(ModelTarget):
-    """Which production logs to check for drift, and how; rendered by the Prefect UI as the monitor form."""
+    """Which production logs to check for drift, and how."""
 
     window_hours: float | None = Field(24.0, gt=0, le=24 * 366, description="Rows logged in the last N hours; empty: all")
     window_rows: int | None = Field(None, ge=1, description="At most the last N rows of the window")
-    drift: DriftConfig = Field(default_factory=DriftConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="The drift tests: false-alarm rate, window sampling, estimates")
 
 
 class ExplainConfig(ModelTarget):
-    """What to explain with production's artifact; rendered by the Prefect UI as the explain form."""
+    """What to explain with production's artifact."""
 
     source: str = Field(
         "test-split",
         description="test-split (the release's held-out images), latest-batch (last scored), a folder, or s3://bucket/prefix",
     )
     num_images: int = Field(8, ge=1, le=500, description="Images explained: the least confident quarter, then by class")
-    lime: LimeConfig = Field(default_factory=LimeConfig)
+    lime: LimeConfig = Field(default_factory=LimeConfig, description="LIME's superpixels and samples")
 
     @field_validator("source")
     @classmethod
@@ -124,7 +121,7 @@ class ExplainConfig(ModelTarget):
 
 
 class FeedbackConfig(ModelTarget):
-    """True labels that arrived after scoring; rendered by the Prefect UI as the feedback form."""
+    """True labels that arrived after scoring."""
 
     source: str | None = Field(
         None, description="CSV/Parquet label table (label + image_sha256 or file), a folder of them, or s3://bucket/prefix"
@@ -133,7 +130,7 @@ class FeedbackConfig(ModelTarget):
     window_hours: float | None = Field(
         None, gt=0, le=24 * 366, description="Only predictions logged in the last N hours; empty: all"
     )
-    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig, description="When realized accuracy counts as degraded")
     keep_for_training: bool = Field(
         True, description="Keep labelled inputs in the store so a build with include_feedback trains on them"
     )

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.states import Completed, State
 
 from flows.config import MonitorConfig
 from tasks.monitor.steps import DriftReport, check_drift, emit_drift_event, publish_drift_report, read_production_window
@@ -13,14 +14,18 @@ from tasks.registry.steps import fetch_production
 
 
 @flow(name="monitor", log_prints=True)
-def monitor(config: MonitorConfig = MonitorConfig()) -> DriftReport:
+def monitor(config: MonitorConfig = MonitorConfig()) -> DriftReport | State:
     """Two-sample drift tests of the window at a stated false-alarm rate, a label-free accuracy estimate,
     the report; ``lepton.model.drift.detected`` on drift."""
     production = fetch_production(config.store, config.model_name, config.work_dir)
     window = read_production_window(config.store, production, config.window_hours, config.window_rows, config.work_dir)
     result, html = check_drift(production, window, config.drift, config.work_dir)
     report = publish_drift_report(config.store, production, result, html)
-    return emit_drift_event(report)
+    report = emit_drift_event(report)
+    if report.result.status != "not enough data":
+        return report
+    # No verdict is not a clean bill of health: the run list says so.
+    return Completed(name="Not enough data", message=report.result.detail, data=report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.states import Completed, State
 
 from flows.config import ScoreConfig
 from tasks.registry.steps import fetch_production
@@ -14,11 +15,15 @@ from tasks.score.steps import collect_inputs, score_batch
 
 
 @flow(name="score", log_prints=True)
-def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult:
+def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
     """Score every file in ``config.source``; write predictions and monitoring rows to the store."""
     production = fetch_production(config.store, config.model_name, config.work_dir)
     batch = collect_inputs(config.source, config.store, config.work_dir)
-    return score_batch(production, batch, config.store, config.batch_size)
+    result = score_batch(production, batch, config.store, config.batch_size)
+    if result.scored == 0:
+        # Nothing new was scored (an empty inbox, a batch seen before, no readable file): visible in the run list.
+        return Completed(name="Nothing scored", message=result.note or "no input was scored", data=result)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,8 @@ class DistillConfig(BaseModel):
     alpha: float = Field(
         0.7, ge=0.0, le=1.0, description="Weight of the teacher's soft targets; 1 - alpha weighs the hard labels"
     )
-    max_epochs: int = Field(40, ge=1, le=10_000)
-    learning_rate: float = Field(5e-3, gt=0.0, le=10.0)
+    max_epochs: int = Field(40, ge=1, le=10_000, description="Most passes of the student over the training images")
+    learning_rate: float = Field(5e-3, gt=0.0, le=10.0, description="The student's AdamW step size")
 
 
 class PruneConfig(BaseModel):
@@ -44,7 +44,7 @@ class PruneConfig(BaseModel):
         ),
     )
     finetune_epochs: int = Field(15, ge=0, le=10_000, description="Fine-tune after pruning; 0 skips it")
-    finetune_learning_rate: float = Field(2e-3, gt=0.0, le=10.0)
+    finetune_learning_rate: float = Field(2e-3, gt=0.0, le=10.0, description="AdamW step size of the fine-tune after pruning")
     teacher_alpha: float = Field(
         0.5,
         ge=0.0,
@@ -99,9 +99,9 @@ class CompressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan: list[Step] = Field(["distill", "prune", "int8"], description="Any of distill, prune, int8, in that order")
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    prune: PruneConfig = Field(default_factory=PruneConfig)
-    int8: Int8Config = Field(default_factory=Int8Config)
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation into a smaller student model")
+    prune: PruneConfig = Field(default_factory=PruneConfig, description="Structured (channel) pruning and its fine-tune")
+    int8: Int8Config = Field(default_factory=Int8Config, description="INT8 quantization (ONNX Runtime and NNCF) and its calibration")
 
     @field_validator("plan")
     @classmethod

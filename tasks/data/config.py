@@ -24,8 +24,8 @@ class DataConfig(BaseModel):
     image_size: int = Field(16, ge=8, le=1024, description="Images are resized to image_size x image_size pixels")
     channels: int = Field(1, description="1 (grayscale) or 3 (RGB)")
     min_images_per_class: int = Field(5, ge=1, description="A class with fewer valid images fails the run")
-    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of the images kept for validation (early stopping, calibration)")
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of the images kept for the test: accuracy, the gate, the reference")
     split_salt: str = Field("lepton", min_length=1, description="Change it to draw a different (still stable) split")
     max_quarantine_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="Fail when more than this share of files is quarantined"

@@ -27,4 +27,4 @@ class LimeConfig(BaseModel):
         description="What a switched-off superpixel becomes. lime's default (segment-mean) leaves a uniform bright "
         "region as bright as before, hiding nothing; the image's mean colour removes local evidence",
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of LIME's perturbations: the same images, the same explanations")

@@ -48,5 +48,5 @@ class EvaluateConfig(BaseModel):
     parity_tolerance: float = Field(
         1e-3, gt=0.0, le=1.0, description="Max abs logit difference allowed between PyTorch and an FP32 export"
     )
-    latency: LatencyConfig = Field(default_factory=LatencyConfig)
-    policy: ServingPolicy = Field(default_factory=ServingPolicy)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig, description="How each variant's latency is timed")
+    policy: ServingPolicy = Field(default_factory=ServingPolicy, description="Which variant is served: the objective and the accuracy budget")

@@ -21,7 +21,7 @@ class ReferenceConfig(BaseModel):
 
     embedding_components: int = Field(8, ge=1, le=64, description="PCA components kept of the model's embedding")
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the embedding projection: the same seed, the same reference")
 
     @model_validator(mode="before")
     @classmethod
@@ -76,7 +76,7 @@ class DriftConfig(BaseModel):
     harm_pp: float = Field(
         2.0, ge=0.0, le=100.0, description="Estimated accuracy loss (pp) that makes drift harmful"
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the sampling and permutation tests: the same window, the same verdict")
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelName = Literal["small_cnn", "tiny_cnn", "resnet18", "mobilenet_v3_small"]
 
@@ -21,15 +21,27 @@ class TrainConfig(BaseModel):
 
     model: ModelName = Field("small_cnn", description="Architecture from the model zoo")
     weights_path: Path | None = Field(None, description="Optional local state_dict to start from; nothing is downloaded")
-    max_epochs: int = Field(30, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    learning_rate: float = Field(3e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    max_epochs: int = Field(30, ge=1, le=10_000, description="Most passes over the training images (early stopping may end sooner)")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Images per optimiser step")
+    learning_rate: float = Field(3e-3, gt=0.0, le=10.0, description="AdamW step size")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="AdamW weight decay (L2 shrinkage of the weights)")
     early_stopping_patience: int = Field(5, ge=1, description="Epochs without val_loss improvement before stopping")
-    seed: int = Field(0, ge=0)
-    accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
+    seed: int = Field(0, ge=0, description="Seed of weights, shuffling and augmentation: the same seed trains the same model")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="Where to train: cpu, gpu, or auto (a GPU if there is one)")
     devices: int | Literal["auto"] = Field(1, description="Lightning devices per node")
-    num_nodes: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1, description="Machines training together (with a distributed strategy such as ddp)")
     strategy: str = Field("auto", description="Lightning strategy, e.g. auto or ddp")
-    limit_train_batches: float | int = Field(1.0, gt=0, description="Lightning's limit; shrinks epochs in tests")
+    max_batches_per_epoch: int | None = Field(
+        None, ge=1, description="Train on at most this many batches per epoch (a quick trial); empty: every batch"
+    )
     resume_from: Path | None = Field(None, description="Lightning checkpoint to resume training from")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: object) -> object:
+        if isinstance(data, dict) and "limit_train_batches" in data:
+            # float | int changed meaning on the way through JSON and the UI form: 1.0 (all) arrived as 1 (one batch).
+            raise ValueError(
+                "limit_train_batches was removed: use max_batches_per_epoch (a number of batches; empty for all)"
+            )
+        return data

@@ -105,7 +105,7 @@ def fit_module(
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            limit_train_batches=config.limit_train_batches,
+            limit_train_batches=config.max_batches_per_epoch or 1.0,  # an int is a count, 1.0 all batches
             default_root_dir=out_dir,
             callbacks=[
                 checkpoint,

@@ -148,10 +148,14 @@ def test_the_served_variant_is_in_budget_and_the_manifest_says_why(demo) -> None
 def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     config, first, _, _ = demo
     weak = config.model_copy(
-        update={"train": config.train.model_copy(update={"max_epochs": 1, "limit_train_batches": 1, "learning_rate": 1e-4}),
+        update={"train": config.train.model_copy(update={"max_epochs": 1, "max_batches_per_epoch": 1, "learning_rate": 1e-4}),
                 "compress": config.compress.model_copy(update={"plan": []}), "reason": "weak"}
     )
-    second = build(weak)
+    state = build(weak, return_state=True)
+    second = state.result()
+    # Impossible to miss in the run list: the completed run is named for it, the reason is its message.
+    assert state.is_completed() and state.name == "Kept production"
+    assert state.message == f"kept production: {second.gate_reason}"
     store = open_store(config.store)
     alias, _ = read_alias(store, config.model_name)
     assert not second.promoted

@@ -129,13 +129,19 @@ def test_unreadable_and_odd_inputs_are_reported_per_file(demo, tmp_path: Path) -
 def test_empty_or_missing_sources_and_small_windows(demo, tmp_path: Path) -> None:
     config = demo[0]
     (tmp_path / "empty").mkdir()
-    result = score(ScoreConfig(source=str(tmp_path / "empty"), work_dir=config.work_dir, store=config.store))
+    state = score(ScoreConfig(source=str(tmp_path / "empty"), work_dir=config.work_dir, store=config.store), return_state=True)
+    result = state.result()
     assert result.scored == 0 and "no files" in result.note
+    # The run list shows it: a completed run named for what happened, with the reason as its message.
+    assert state.is_completed() and state.name == "Nothing scored" and "no files" in state.message
     with pytest.raises(InputNotFound, match="not an existing folder"):
         score(ScoreConfig(source=str(tmp_path / "missing"), work_dir=config.work_dir, store=config.store))
-    report = monitor(MonitorConfig(window_hours=None, window_rows=20, work_dir=config.work_dir, store=config.store))
+    state = monitor(MonitorConfig(window_hours=None, window_rows=20, work_dir=config.work_dir, store=config.store),
+                    return_state=True)
+    report = state.result()
     assert report.result.status == "not enough data" and report.event_id is None
     assert "at least 100" in report.result.detail
+    assert state.is_completed() and state.name == "Not enough data" and "at least 100" in state.message
 
 
 def test_models_without_production_or_reference_are_refused(demo, tmp_path: Path) -> None:
