@@ -118,7 +118,8 @@ def gate(
         key="release-gate",
         description=f"{release.model} {release.version}: {verdict}",
         markdown=(
-            f"# {release.model} {release.version}\n\n"
+            # The outcome first: a refused promotion must be the first thing anyone opening the run reads.
+            f"# {'Promoted' if decision.promote else 'Kept production'}: {release.model} {release.version}\n\n"
             f"- release: `{release.uri}`\n- serving variant: `{release.served_variant}`\n"
             f"- gate: **{verdict}** ({decision.reason})\n- test images: {decision.test_images}\n"
             + "".join(f"- warning: {w}\n" for w in decision.warnings)

@@ -166,7 +166,9 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     assert second.version in [m.version for m in list_versions(store, config.model_name)]
     with get_client(sync_client=True) as client:
         verdicts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-gate"])))
-    assert f"{config.model_name} {second.version}: keep production" in [a.description for a in verdicts]
+    refused = [a for a in verdicts if a.description == f"{config.model_name} {second.version}: keep production"]
+    assert len(refused) == 1
+    assert refused[0].data.splitlines()[0] == f"# Kept production: {config.model_name} {second.version}"
 
 
 def test_a_prune_only_plan_quantizes_the_last_model_and_serves_the_smallest_in_budget(demo, quick_build, tmp_path: Path) -> None:

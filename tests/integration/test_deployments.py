@@ -56,3 +56,14 @@ def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer
     assert [r["state_type"] for r in runs if r["parameters"]["config"]["model_name"] == "from-deployment"] == ["COMPLETED"]
     alias = json.loads((registry / "models" / "from-deployment" / "aliases" / "production.json").read_text())
     assert (registry / "models" / "from-deployment" / alias["version"] / "manifest.json").is_file()
+
+
+def test_the_build_trigger_says_in_words_what_starts_a_build(prefect_server: PrefectServer, deployed) -> None:
+    found = httpx.post(f"{prefect_server.api_url}/automations/filter", json={}).json()
+    starting_builds = [
+        a for a in found
+        if any(action.get("deployment_id") == deployed["build"]["id"] for action in a["actions"])
+    ]
+    assert [a["name"] for a in starting_builds] == ["retrain on drift or degraded accuracy"]
+    description = starting_builds[0]["description"]
+    assert "lepton.model.drift.detected" in description and "lepton.model.performance.degraded" in description
