@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
@@ -89,11 +89,22 @@ class ScoreConfig(ModelTarget):
 
     source: str = Field(".lepton/incoming", description="Folder of images, or s3://bucket/prefix on the store's endpoint")
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
+    processed: str | None = Field(
+        None,
+        description="Treat the source folder as an inbox: once logged, move each file to this folder under the "
+        "day's date (unusable ones under rejected/), so the next run scores only new files; empty: leave them",
+    )
 
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
         return check_source(value, "a local folder or s3://bucket/prefix")
+
+    @model_validator(mode="after")
+    def _inbox(self) -> "ScoreConfig":
+        if self.processed and self.source.startswith("s3://"):
+            raise ValueError("processed moves files out of a local inbox; with an s3:// source leave it empty")
+        return self
 
 
 class MonitorConfig(ModelTarget):

@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 from prefect.states import Completed, State
 
 from flows.config import ScoreConfig
 from tasks.registry.steps import fetch_production
 from tasks.score.scoring import ScoreResult
-from tasks.score.steps import collect_inputs, score_batch
+from tasks.score.steps import archive_batch, collect_inputs, score_batch
 
 
 @flow(name="score", log_prints=True)
@@ -20,6 +22,8 @@ def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
     production = fetch_production(config.store, config.model_name, config.work_dir)
     batch = collect_inputs(config.source, config.store, config.work_dir)
     result = score_batch(production, batch, config.store, config.batch_size)
+    if config.processed:
+        archive_batch(batch, result, Path(config.processed))
     if result.scored == 0:
         # Nothing new was scored (an empty inbox, a batch seen before, no readable file): visible in the run list.
         return Completed(name="Nothing scored", message=result.note or "no input was scored", data=result)

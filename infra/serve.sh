@@ -32,7 +32,7 @@ cat <<TXT
 
 Prefect UI:   http://127.0.0.1:$PORT   (Deployments -> build -> Run -> Custom run: the BuildConfig form)
 From a shell: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run build/build --params '{"config": {"reason": "manual"}}'
-Score:        drop images into .lepton/incoming/ (scored every hour) or run deployment score/score
+Score:        drop images into .lepton/incoming/ (scored every hour, then moved to .lepton/processed/<date>/)
 Drift:        monitor runs at :30 each hour; a drift event starts build/build by its trigger
 
 Starting a worker on pool lepton-process (Ctrl-C to stop everything).

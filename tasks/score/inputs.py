@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import shutil
+from datetime import date
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -74,3 +77,32 @@ def collect_batch(source: str, store_config: StoreConfig, work_dir: Path) -> Inp
     else:
         files = local_inputs(Path(source).expanduser())
     return InputBatch(source=source, batch_id=batch_id(files), files=files)
+
+
+def archive_inputs(files: list[InputFile], failed: list[FailedInput], inbox: Path, processed: Path, day: date) -> Path:
+    """Move a scored batch out of its inbox: into ``processed/{day}/``, unusable files into its ``rejected/``.
+
+    Names keep their path under the inbox; a name already taken that day gets the file's hash prefix.
+    ``rejected/reasons.csv`` says why each rejected file was not scored. Called only once the batch's
+    logs are written, so a failed run leaves its files in the inbox for the next one. Returns the day's folder.
+    """
+    folder = processed / day.isoformat()
+    reasons = {f.name: f.reason for f in failed}
+    for item in files:
+        source = inbox / item.name
+        if not source.is_file():
+            continue  # moved by an earlier attempt of this run
+        target = (folder / "rejected" if item.name in reasons else folder) / item.name
+        if target.exists():
+            target = target.with_name(f"{target.stem}-{item.sha256[:8]}{target.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, target)
+    if reasons:
+        log = folder / "rejected" / "reasons.csv"
+        new = not log.exists()
+        with log.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["file", "reason"])
+            writer.writerows(sorted(reasons.items()))
+    return folder

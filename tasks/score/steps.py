@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from tasks.registry.config import StoreConfig
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.store import open_store
 from tasks.score.features import load_projection
-from tasks.score.inputs import InputBatch, collect_batch
+from tasks.score.inputs import InputBatch, archive_inputs, collect_batch
 from tasks.score.logs import batch_logs, log_batch, scored_before
 from tasks.score.scoring import ScoreResult, score_files
 
@@ -83,3 +84,17 @@ def score_batch(production: FetchedRelease, batch: InputBatch, store_config: Sto
             "monitoring_uri": store.location(monitoring_key) if monitoring_key else None,
         }
     )
+
+
+@task
+def archive_batch(batch: InputBatch, result: ScoreResult, processed: Path) -> str:
+    """Move the scored batch out of its inbox (see :func:`archive_inputs`); nothing moves unless it was logged."""
+    logged = result.predictions_uri is not None or result.note.startswith("already scored")
+    all_rejected = bool(batch.files) and len(result.failed) == len(batch.files)
+    if not batch.files or not (logged or all_rejected):
+        return ""
+    folder = archive_inputs(
+        batch.files, result.failed, Path(batch.source).expanduser(), processed, datetime.now(timezone.utc).date()
+    )
+    get_run_logger().info("moved %d files from %s to %s", len(batch.files), batch.source, folder)
+    return str(folder)

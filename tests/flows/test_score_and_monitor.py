@@ -160,3 +160,30 @@ def test_models_without_production_or_reference_are_refused(demo, tmp_path: Path
     write_shifted(held_out_files(demo)[:5], images, "none")
     scored = score(ScoreConfig(model_name="older", source=str(images), work_dir=config.work_dir, store=config.store))
     assert scored.scored == 5 and scored.predictions_uri and scored.monitoring_uri is None
+
+
+def test_an_inbox_is_emptied_once_scored_so_each_file_is_scored_once(demo, tmp_path: Path) -> None:
+    config = demo[0]
+    inbox, processed = tmp_path / "inbox", tmp_path / "processed"
+    (inbox / "sub").mkdir(parents=True)
+    files = held_out_files(demo)
+    shutil.copy(files[0], inbox / "a.png")
+    shutil.copy(files[1], inbox / "sub" / "b.png")
+    (inbox / "broken.png").write_bytes(b"not a png")
+    inbox_config = ScoreConfig(source=str(inbox), processed=str(processed), work_dir=config.work_dir, store=config.store)
+    first = score(inbox_config)
+    assert first.scored == 2 and [f.name for f in first.failed] == ["broken.png"]
+    assert sorted(p.relative_to(inbox).as_posix() for p in inbox.rglob("*") if p.is_file()) == []
+    (day,) = processed.iterdir()
+    kept = sorted(p.relative_to(day).as_posix() for p in day.rglob("*") if p.is_file())
+    assert kept == ["a.png", "rejected/broken.png", "rejected/reasons.csv", "sub/b.png"]
+    assert "broken.png" in (day / "rejected" / "reasons.csv").read_text()
+    # The next run sees only what arrived since: one new file is scored once, the old ones not again.
+    shutil.copy(files[2], inbox / "c.png")
+    second = score(inbox_config)
+    assert second.scored == 1 and second.files == 1
+    shutil.copy(files[0], inbox / "a.png")  # the same name again the same day: kept beside the first
+    score(inbox_config)
+    assert len(list(day.glob("a*.png"))) == 2
+    with pytest.raises(ValueError, match="s3:// source"):
+        ScoreConfig(source="s3://bucket/inbox", processed=str(processed))
