@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel
 
@@ -156,6 +156,10 @@ def publish_drift_report(
         key = f"reports/{production.model}/drift/{html.name}"
         store.put_bytes(key, html.read_bytes())
         uri = store.location(key)
+        create_link_artifact(
+            key="drift-report", link=store.browser_link(key), link_text=f"drift report: {production.model} {result.status}",
+            description=f"{production.model} {production.version}: the Evidently report, opening with the verdict",
+        )
     lines = [f"- {result.detail}", f"- rows in window: {result.rows} (tested: {result.rows_tested}); reference rows: {result.reference_rows}"]
     if result.drift_share is not None:
         lines.append(f"- drifted columns: {', '.join(result.drifted_columns) or 'none'} (share {result.drift_share:.2f})")
@@ -334,6 +338,11 @@ def publish_feedback(
         key = f"reports/{production.model}/performance/{html.name}"
         store.put_bytes(key, html.read_bytes())
         report_uri = store.location(key)
+        create_link_artifact(
+            key="performance-report", link=store.browser_link(key),
+            link_text=f"performance report: {production.model} {result.status}",
+            description=f"{production.model} {production.version}: realized accuracy on labelled predictions",
+        )
     kept = 0
     if len(joined):
         labels_key = f"labels/{production.model}/{stamp}-{sha256_bytes(window.path.read_bytes())[:12]}.parquet"

@@ -113,6 +113,10 @@ class ArtifactStore(Protocol):
         """A URI a person can open for ``key``."""
         ...
 
+    def browser_link(self, key: str, expires_s: int = 3600) -> str:
+        """A URL a browser can fetch ``key`` from: a presigned GET on S3 (valid ``expires_s``), a file: URL locally."""
+        ...
+
 
 class FileStore:
     """A folder on local disk. Tags are content hashes; conditional writes hold a file lock."""
@@ -202,6 +206,10 @@ class FileStore:
     def location(self, key: str) -> str:
         return f"{self.uri}/{key}"
 
+    def browser_link(self, key: str, expires_s: int = 3600) -> str:
+        # Browsers open file: URLs typed or pasted into the address bar, not followed from an http page.
+        return (self.root / key).resolve().as_uri()
+
 
 class S3Store:
     """An ``s3://bucket/prefix`` on AWS or any S3-compatible endpoint, through boto3.
@@ -228,6 +236,8 @@ class S3Store:
                 retries={"max_attempts": config.max_attempts, "mode": "standard"},
                 connect_timeout=config.timeout_s,
                 read_timeout=config.timeout_s,
+                # SigV4 everywhere, presigned links included: SSE-KMS objects and newer regions accept no other.
+                signature_version="s3v4",
             ),
         )
 
@@ -332,6 +342,12 @@ class S3Store:
 
     def location(self, key: str) -> str:
         return f"{self.uri}/{key}"
+
+    def browser_link(self, key: str, expires_s: int = 3600) -> str:
+        # Signed with the caller's credentials; whoever holds the link may read this one object until it expires.
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+        )
 
 
 def open_store(config: StoreConfig) -> ArtifactStore:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from urllib.parse import unquote, urlparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from PIL import Image
 
 from flows.config import MonitorConfig, ScoreConfig
@@ -101,6 +104,12 @@ def test_shifted_batches_drift_and_emit_the_event(demo, tmp_path: Path, shift: s
     assert report.event_id is not None
     html = Path(report.report_uri.removeprefix("file://")).read_text()
     assert html.lstrip().lower().startswith("<!doctype html>")
+    # The run's link artifact opens the same report (a file: URL locally; presigned on S3).
+    with get_client(sync_client=True) as client:
+        links = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["drift-report"])))
+    urls = [a.data[a.data.index("](") + 2 : -1] for a in links]  # a link artifact is stored as [text](url)
+    opened = [Path(unquote(urlparse(url).path)).read_text() for url in urls]
+    assert html in opened
     body = html[html.index("<body") :]
     assert body.index("lepton-verdict") < body.lower().index("evidently")
     assert all(column in body[: body.lower().index("evidently")] for column in result.drifted_columns)

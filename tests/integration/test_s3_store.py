@@ -172,6 +172,15 @@ def test_alias_uses_conditional_writes(s3_config: StoreConfig, release_files) ->
     assert [h.reason for h in read_alias(store, "digits")[0].history] == ["first", "re-point"]
 
 
+def _all_logs(client) -> str:  # noqa: ANN001 - a sync Prefect client
+    """Every log line of the session, page by page (the API answers at most 200 at a time)."""
+    messages, offset = [], 0
+    while page := client.read_logs(limit=200, offset=offset):
+        messages += [log.message for log in page]
+        offset += len(page)
+    return " ".join(messages)
+
+
 def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path: Path) -> None:
     root = write_class_images(tmp_path / "imgs", {"dark": 30, "mid": 30, "light": 30}, seed=5)
     (root / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
@@ -186,7 +195,7 @@ def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path
     assert manifest.config["store"]["uri"] == s3_config.uri
     # Credentials come from the AWS chain and appear in no manifest, artifact or log line.
     with get_client(sync_client=True) as client:
-        logs = " ".join(log.message for log in client.read_logs())
+        logs = _all_logs(client)
         artifacts = " ".join(str(a.data) + str(a.description) for a in client.read_artifacts())
     for secret in (TEST_ACCESS_KEY, TEST_SECRET):
         assert secret not in manifest.model_dump_json() and secret not in logs and secret not in artifacts
@@ -214,6 +223,17 @@ def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path
     )
     assert drift.result.rows == 40 and drift.result.status in ("drift", "no drift")
     assert drift.report_uri.startswith(f"s3://{store.bucket}/team/registry/reports/brightness/drift/")
+    # The run links the report with a presigned URL a browser can follow; the secret appears nowhere, and the
+    # key id only inside that link (as in any presigned URL).
+    import httpx
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    (link,) = [a for a in artifacts if a.key == "drift-report"]
+    url = link.data[link.data.index("](") + 2 : -1]  # a link artifact is stored as [text](url)
+    assert httpx.get(url).text.lstrip().lower().startswith("<!doctype html>")
+    others = " ".join(str(a.data) + str(a.description) for a in artifacts if a.key != "drift-report")
+    assert TEST_SECRET not in link.data + others and TEST_ACCESS_KEY not in others
 
 
 def test_an_unreachable_endpoint_is_a_clear_error(s3_endpoint: str) -> None:  # s3_endpoint: test credentials
@@ -228,3 +248,16 @@ def test_an_unreachable_endpoint_is_a_clear_error(s3_endpoint: str) -> None:  # 
         read_alias(store, "digits")
     with pytest.raises(StoreUnavailable):
         store.put_bytes("x.json", b"{}")
+
+
+def test_a_report_link_opens_in_a_browser_for_a_while(s3_config: StoreConfig) -> None:
+    import httpx
+
+    store = S3Store(s3_config)
+    store.put_bytes("reports/m/drift/r.html", b"<!doctype html><p>verdict</p>")
+    link = store.browser_link("reports/m/drift/r.html", expires_s=600)
+    # A presigned GET: no credentials needed to follow it, only the link, and it names its expiry.
+    assert link.startswith(s3_config.endpoint_url) and "X-Amz-Expires=600" in link and "X-Amz-Signature=" in link
+    answer = httpx.get(link)
+    assert answer.status_code == 200 and answer.content == b"<!doctype html><p>verdict</p>"
+    assert httpx.get(link.replace("r.html", "other.html")).status_code in (403, 404)  # the signature is for one object
