@@ -58,7 +58,6 @@ class ModelHost:
         self._on_load_failure = on_load_failure
         self._on_swap = on_swap
         self._draining: set[asyncio.Task] = set()
-        self._polled = asyncio.Event()
 
     def acquire(self) -> ServedModel | None:
         """The serving version, held for one request (release it when the response is ready)."""
@@ -75,8 +74,6 @@ class ModelHost:
                 alias, _ = await asyncio.to_thread(read_alias, self.store, self.config.model_name)
             except Exception as exc:  # noqa: BLE001 - the store is unreachable: keep serving, try again
                 log.warning("cannot read the production alias of %s in %s: %s", self.config.model_name, self.store.uri, exc)
-                alias = None
-                self._polled.set()
                 await asyncio.sleep(self.config.poll_seconds)
                 continue
             self.alias_version = alias.version if alias else None
@@ -88,12 +85,7 @@ class ModelHost:
                 waiting_said = True
             if alias is not None and (self.current is None or alias.version != self.current.version):
                 await self._try_load(alias.version)
-            self._polled.set()
             await asyncio.sleep(self.config.poll_seconds)
-
-    async def polled(self) -> None:
-        """Wait until the alias was read at least once."""
-        await self._polled.wait()
 
     async def _try_load(self, version: str) -> None:
         refusal = self.refused.get(version)

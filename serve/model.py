@@ -7,8 +7,7 @@ drains (every request that holds it finishes) before its session is closed.
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,6 @@ class LoadedVersion:
     backend: Backend
     projection: Projection | None  # None: no monitoring rows (the release predates monitoring)
     release_dir: Path
-    loaded_at: float = field(default_factory=time.time)
 
     @property
     def contract(self) -> InputContract:

@@ -104,7 +104,6 @@ class RequestLog:
         self._stop = threading.Event()
         self._instance = uuid.uuid4().hex
         self._sequence = 0
-        self._failures_in_row = 0
         self._thread = threading.Thread(target=self._loop, name="lepton-request-log", daemon=True)
 
     def start(self) -> None:
