@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.compress.config import CompressConfig
 from tasks.data.config import DataConfig
 from tasks.explain.config import LimeConfig
 from tasks.export.config import EvaluateConfig
+from tasks.forms import FormModel
 from tasks.monitor.config import DriftConfig, LabelRow, PerformanceConfig, ReferenceConfig
 from tasks.registry.config import GateConfig, StoreConfig, validate_name
 from tasks.train.config import TrainConfig
 
 
-class BuildConfig(BaseModel):
+class BuildConfig(FormModel):
     """Everything a build needs; the defaults build the embedded digits demo."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model_name: str = Field("digits-classifier", description="Registry name: a-z, 0-9, '.', '_', '-'")
     work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: datasets, snapshots, runs, cache")
@@ -57,10 +56,8 @@ def check_source(value: str, allowed: str) -> str:
     return value
 
 
-class ModelTarget(BaseModel):
+class ModelTarget(FormModel):
     """What every flow after build names: the model, the local scratch folder, the store."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model_name: str = Field("digits-classifier", description="Registry name of the model")
     work_dir: Path = Field(Path(".lepton/work"), description="Local scratch: verified downloads and their cache")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from tasks.forms import FormModel
 from tasks.train.config import ModelName
 
 Step = Literal["distill", "prune", "int8"]
 STEP_ORDER: tuple[Step, ...] = ("distill", "prune", "int8")
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(FormModel):
     """Which student to train and how strongly it follows the teacher."""
-
-    model_config = ConfigDict(extra="forbid")
 
     student: ModelName = Field("tiny_cnn", description="Architecture from the model zoo; smaller than the teacher")
     temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens both logit sets before comparing them")
@@ -26,10 +25,8 @@ class DistillConfig(BaseModel):
     learning_rate: float = Field(5e-3, gt=0.0, le=10.0, description="The student's AdamW step size")
 
 
-class PruneConfig(BaseModel):
+class PruneConfig(FormModel):
     """How much of the network's compute to remove."""
-
-    model_config = ConfigDict(extra="forbid")
 
     keep_macs: float = Field(0.5, gt=0.05, lt=1.0, description="Fraction of the multiply-accumulates to keep")
     tolerance: float = Field(0.05, gt=0.0, le=0.2, description="Stop once MACs are within this of the target")
@@ -40,7 +37,7 @@ class PruneConfig(BaseModel):
         le=128,
         description=(
             "Keep channel counts multiples of this: CPU kernels (ONNX Runtime, OpenVINO) vectorise over blocks of "
-            "channels, and odd counts can make a pruned model slower than the original. Empty: any count"
+            "channels, and odd counts can make a pruned model slower than the original. None: any count"
         ),
     )
     finetune_epochs: int = Field(15, ge=0, le=10_000, description="Fine-tune after pruning; 0 skips it")
@@ -54,10 +51,8 @@ class PruneConfig(BaseModel):
     temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens logits for the teacher's targets")
 
 
-class Int8Config(BaseModel):
+class Int8Config(FormModel):
     """Static INT8 quantization of the ONNX (ONNX Runtime) and OpenVINO (NNCF) models."""
-
-    model_config = ConfigDict(extra="forbid")
 
     calibration_size: int = Field(300, ge=1, le=100_000, description="Train images used for calibration")
     onnx_calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
@@ -89,14 +84,12 @@ class Int8Config(BaseModel):
     seed: int = Field(0, ge=0, description="Seeds the choice of calibration images")
 
 
-class CompressConfig(BaseModel):
+class CompressConfig(FormModel):
     """The compression plan: steps run in the order distill -> prune -> int8, each optional.
 
     Every intermediate model becomes variants of its own (``distilled-onnx-fp32``,
     ``distilled-pruned-openvino-fp32``, ...); INT8 quantizes each of them (or the last one only).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     plan: list[Step] = Field(["distill", "prune", "int8"], description="Any of distill, prune, int8, in that order")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation into a smaller student model")

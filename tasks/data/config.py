@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from tasks.forms import FormModel
 
 EMBEDDED_DIGITS = "embedded://digits"
 
 
-class DataConfig(BaseModel):
+class DataConfig(FormModel):
     """Where the images come from and how they are normalised and split.
 
     ``source`` is an ImageFolder directory (one subfolder per class) or
@@ -17,8 +19,6 @@ class DataConfig(BaseModel):
     as PNG files into ``work_dir/datasets/digits`` on first use and ingested
     through the same path as any other folder.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     source: str = Field(EMBEDDED_DIGITS, description="ImageFolder directory, or embedded://digits")
     image_size: int = Field(16, ge=8, le=1024, description="Images are resized to image_size x image_size pixels")

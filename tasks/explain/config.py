@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from tasks.forms import FormModel
 
 Segmentation = Literal["auto", "grid", "slic", "quickshift"]
 
 
-class LimeConfig(BaseModel):
+class LimeConfig(FormModel):
     """How LIME perturbs and fits; defaults suit small images and run in seconds per image."""
-
-    model_config = ConfigDict(extra="forbid")
 
     num_samples: int = Field(1000, ge=50, le=50_000, description="Perturbed copies per image")
     top_labels: int = Field(3, ge=1, le=20, description="Classes explained per image (highest probability first)")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from tasks.forms import FormModel
 
 Objective = Literal["latency_b1", "latency_bn", "size"]
 Runtime = Literal["onnxruntime", "openvino"]
 
 
-class LatencyConfig(BaseModel):
+class LatencyConfig(FormModel):
     """How latency is measured: the same for every variant of a run, and recorded with it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     repeats: int = Field(30, ge=3, le=100_000, description="Timed calls at batch 1 (a quarter of that, at least 3, at batch N)")
     warmup: int = Field(5, ge=0, le=10_000, description="Untimed calls first: allocations, lazy kernel choice, caches")
@@ -23,10 +23,8 @@ class LatencyConfig(BaseModel):
     )
 
 
-class ServingPolicy(BaseModel):
+class ServingPolicy(FormModel):
     """Serve the best variant by ``objective`` among those within the accuracy budget of the FP32 model."""
-
-    model_config = ConfigDict(extra="forbid")
 
     objective: Objective = Field(
         "latency_b1",
@@ -40,10 +38,8 @@ class ServingPolicy(BaseModel):
     )
 
 
-class EvaluateConfig(BaseModel):
+class EvaluateConfig(FormModel):
     """Parity tolerance, latency measurement and the policy that picks the served variant."""
-
-    model_config = ConfigDict(extra="forbid")
 
     parity_tolerance: float = Field(
         1e-3, gt=0.0, le=1.0, description="Max abs logit difference allowed between PyTorch and an FP32 export"

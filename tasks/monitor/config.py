@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from tasks.forms import FormModel
 
 
-class ReferenceConfig(BaseModel):
+class ReferenceConfig(FormModel):
     """What a release keeps as its monitoring reference.
 
     The reference is the rows of the validation and test splits, which the model was not fitted
@@ -16,8 +18,6 @@ class ReferenceConfig(BaseModel):
     cannot: the model is surer of what it trained on, and a reference with them flags clean data
     once windows are large.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     embedding_components: int = Field(8, ge=1, le=64, description="PCA components kept of the model's embedding")
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
@@ -34,7 +34,7 @@ class ReferenceConfig(BaseModel):
         return data
 
 
-class DriftConfig(BaseModel):
+class DriftConfig(FormModel):
     """How drift is tested, and how often a window of in-distribution data may be flagged.
 
     Every test compares the window with the reference rows and is exact or conservative when the
@@ -49,8 +49,6 @@ class DriftConfig(BaseModel):
     sensitivity benchmark measures releases on fresh data; the retrain cool-down bounds what an
     unlucky one costs.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     false_alarm_rate: float = Field(
         0.01, gt=0.0, le=0.2, description="Chance that one run flags a window of in-distribution data (all tests together)"
@@ -122,19 +120,15 @@ class DriftConfig(BaseModel):
         return self.false_alarm_rate * (1.0 - self.embedding_share - self.novelty_share) / max(columns, 1)
 
 
-class LabelRow(BaseModel):
+class LabelRow(FormModel):
     """One label given inline (the feedback flow's parameter form): an input's id and its true class."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, description="The input's sha256 (as logged) or its logged file name")
     label: str = Field(min_length=1, description="The true class name")
 
 
-class PerformanceConfig(BaseModel):
+class PerformanceConfig(FormModel):
     """When labelled production predictions count as a performance degradation."""
-
-    model_config = ConfigDict(extra="forbid")
 
     significance: float = Field(0.05, gt=0.0, lt=0.5, description="Level of the one-sided test against the test accuracy")
     min_drop_pp: float = Field(1.0, ge=0.0, le=100.0, description="Smaller drops are not degradation, however significant")

@@ -6,7 +6,9 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from tasks.forms import FormModel
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -25,14 +27,12 @@ def validate_name(kind: str, value: str) -> str:
     return value
 
 
-class StoreConfig(BaseModel):
+class StoreConfig(FormModel):
     """Where releases live: ``file://path`` (a folder) or ``s3://bucket/prefix``.
 
     Credentials for S3 come from the standard AWS chain (environment, profile,
     instance role); they are never part of this config.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     uri: str = Field("file://.lepton/registry", description="file://path or s3://bucket/prefix")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); None for AWS")
@@ -80,10 +80,8 @@ class StoreConfig(BaseModel):
         return self
 
 
-class GateConfig(BaseModel):
+class GateConfig(FormModel):
     """When a new release may replace production."""
-
-    model_config = ConfigDict(extra="forbid")
 
     tolerance_pp: float = Field(
         0.5, ge=0.0, le=100.0, description="Candidate may be this many percentage points below production"

@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from tasks.forms import FormModel
 
 ModelName = Literal["small_cnn", "tiny_cnn", "resnet18", "mobilenet_v3_small"]
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(FormModel):
     """Model, optimiser and Lightning Trainer settings.
 
     ``devices``, ``num_nodes`` and ``strategy`` go to the Lightning Trainer
     unchanged, so the same config runs DDP on a cluster.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     model: ModelName = Field("small_cnn", description="Architecture from the model zoo")
     weights_path: Path | None = Field(None, description="Optional local state_dict to start from; nothing is downloaded")
