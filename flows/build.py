@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import Cancelled, Completed, State
+from prefect.states import Cancelled, State
 
 from flows.config import BuildConfig
+from flows.outcome import tag_run, unchanged
 from tasks.compress.steps import distill_student, prune_model, quantize_int8
 from tasks.data.steps import ingest, prepare_source
 from tasks.export.steps import evaluate_variants, export_fp32
@@ -56,10 +57,15 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
     production = score_current_production(config.store, config.model_name, snapshot, config.work_dir)
     decision = gate(evaluation, trained, snapshot, production, config.gate, release)
     if decision.promote:
-        return promote(config.store, release, decision)
-    # A run that changed nothing in production says so in the run list, not only in its logs.
-    kept = release.model_copy(update={"gate_reason": decision.reason})
-    return Completed(name="Kept production", message=f"kept production: {decision.reason}", data=kept)
+        release = promote(config.store, release, decision)
+        if release.promoted:
+            tag_run("promoted")
+            return release
+    else:
+        release = release.model_copy(update={"gate_reason": decision.reason})
+    # A run that changed nothing in production (refused, or another build moved the alias first) says so in the
+    # run list, not only in its logs.
+    return unchanged("Kept production", f"kept production: {release.gate_reason}", release, tag="kept-production")
 
 
 def summarize(config: BuildConfig, release: Release) -> str:

@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import Completed, State
+from prefect.states import State
 
 from flows.config import MonitorConfig
+from flows.outcome import tag_run, unchanged
 from tasks.monitor.steps import DriftReport, check_drift, emit_drift_event, publish_drift_report, read_production_window
 from tasks.registry.steps import fetch_production
 
@@ -23,9 +24,10 @@ def monitor(config: MonitorConfig = MonitorConfig()) -> DriftReport | State:
     report = publish_drift_report(config.store, production, result, html)
     report = emit_drift_event(report)
     if report.result.status != "not enough data":
+        tag_run("drift" if report.result.status == "drift" else "no-drift")
         return report
     # No verdict is not a clean bill of health: the run list says so.
-    return Completed(name="Not enough data", message=report.result.detail, data=report)
+    return unchanged("Not enough data", report.result.detail, report, tag="not-enough-data")
 
 
 def main(argv: list[str] | None = None) -> int:

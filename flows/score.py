@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from prefect.states import Completed, State
+from prefect.states import State
 
 from flows.config import ScoreConfig
+from flows.outcome import unchanged
 from tasks.registry.steps import fetch_production
 from tasks.score.scoring import ScoreResult
 from tasks.score.steps import archive_batch, collect_inputs, score_batch
@@ -26,7 +27,7 @@ def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
         archive_batch(batch, result, Path(config.processed))
     if result.scored == 0:
         # Nothing new was scored (an empty inbox, a batch seen before, no readable file): visible in the run list.
-        return Completed(name="Nothing scored", message=result.note or "no input was scored", data=result)
+        return unchanged("Nothing scored", result.note or "no input was scored", result, tag="nothing-scored")
     return result
 
 

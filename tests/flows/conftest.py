@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import State
 
 from flows.build import build
 from tasks.registry.release import download_release
@@ -30,3 +32,9 @@ def release_files_of(demo, split: str = "test"):  # noqa: ANN201 - list[Labelled
     store = open_store(config.store)
     fetched = fetch_release(store, release.model, release.version, config.work_dir)
     return release_split(store, fetched, config.work_dir / "cache", split)
+
+
+def run_tags(state: State) -> list[str]:
+    """The tags the run list shows for the flow run that ended in ``state``."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id).tags

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterTags
 
 from flows.build import build
 from flows.versions import main as versions_cli
@@ -26,7 +26,7 @@ from tasks.registry.serving import open_variant
 from tasks.registry.store import open_store
 from tasks.train.models import build_model
 from tests.conftest import write_class_images
-from tests.flows.conftest import release_files_of
+from tests.flows.conftest import release_files_of, run_tags
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -47,6 +47,10 @@ def test_demo_release_is_promoted(demo) -> None:
     config, release, manifest, _ = demo
     alias, _ = read_alias(open_store(config.store), release.model)
     assert release.promoted and alias.version == release.version
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["promoted"])))
+    # The run list can be filtered to the builds that changed production.
+    assert config.model_name in [r.parameters["config"]["model_name"] for r in runs]
     assert manifest.served.name == release.served_variant
     # The default plan distill -> prune -> int8: every model of it in both runtimes, FP32 and INT8.
     assert [v.name for v in manifest.variants] == ["torch-fp32"] + [
@@ -156,6 +160,7 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     # Impossible to miss in the run list: the completed run is named for it, the reason is its message.
     assert state.is_completed() and state.name == "Kept production"
     assert state.message == f"kept production: {second.gate_reason}"
+    assert "kept-production" in run_tags(state) and "promoted" not in run_tags(state)
     store = open_store(config.store)
     alias, _ = read_alias(store, config.model_name)
     assert not second.promoted

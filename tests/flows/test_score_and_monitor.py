@@ -25,7 +25,7 @@ from tasks.registry.serving import NoProductionRelease
 from tasks.registry.store import open_store
 from tasks.score.inputs import InputNotFound
 from tasks.score.logs import read_window
-from tests.flows.conftest import release_files_of
+from tests.flows.conftest import release_files_of, run_tags
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -143,6 +143,7 @@ def test_empty_or_missing_sources_and_small_windows(demo, tmp_path: Path) -> Non
     assert result.scored == 0 and "no files" in result.note
     # The run list shows it: a completed run named for what happened, with the reason as its message.
     assert state.is_completed() and state.name == "Nothing scored" and "no files" in state.message
+    assert "nothing-scored" in run_tags(state)
     with pytest.raises(InputNotFound, match="not an existing folder"):
         score(ScoreConfig(source=str(tmp_path / "missing"), work_dir=config.work_dir, store=config.store))
     state = monitor(MonitorConfig(window_hours=None, window_rows=20, work_dir=config.work_dir, store=config.store),
@@ -151,6 +152,7 @@ def test_empty_or_missing_sources_and_small_windows(demo, tmp_path: Path) -> Non
     assert report.result.status == "not enough data" and report.event_id is None
     assert "at least 100" in report.result.detail
     assert state.is_completed() and state.name == "Not enough data" and "at least 100" in state.message
+    assert "not-enough-data" in run_tags(state)
 
 
 def test_models_without_production_or_reference_are_refused(demo, tmp_path: Path) -> None:
