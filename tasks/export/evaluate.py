@@ -71,3 +71,19 @@ def variant_table(
         }
         for v in variants
     ]
+
+
+# The columns that decide which variant is served: the artifact page shows them whole, whatever the screen.
+DECIDING_COLUMNS = ("variant", "served", "accuracy", "delta_pp", "in_budget", "size_kb", "p50_ms_b1", "speedup_b1")
+
+
+def split_for_pages(rows: list[dict[str, object]]) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The variant table as two tables narrow enough for a page: the deciding columns, and the rest by variant.
+
+    Seventeen columns do not fit a browser window; the Prefect UI cuts them off at its right edge.
+    """
+    deciding = [{column: row[column] for column in DECIDING_COLUMNS} for row in rows]
+    details = [
+        {"variant": row["variant"], **{c: v for c, v in row.items() if c not in DECIDING_COLUMNS}} for row in rows
+    ]
+    return deciding, details

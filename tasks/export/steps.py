@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.config import EvaluateConfig
-from tasks.export.evaluate import Evaluation
+from tasks.export.evaluate import Evaluation, split_for_pages
 from tasks.export.fp32 import export_model
 from tasks.export.measure import measure_variant, measuring_host
 from tasks.export.policy import choose_variant
@@ -79,11 +79,18 @@ def evaluate_variants(
     evaluation = Evaluation(
         variants=measured, parity=[p for e in exported for p in e.parity], choice=choice, latency=latency, host=host
     )
+    deciding, details = split_for_pages(evaluation.table())
     create_table_artifact(
         key="variant-table",
-        table=evaluation.table(),
+        table=deciding,
         description=f"Served: {choice.served}. {choice.reason}. Latency: {latency.threads} threads, "
         f"p50/p95 of {latency.repeats} calls after {latency.warmup} warm-up, batch 1 and {latency.batch_n}.",
+    )
+    create_table_artifact(
+        key="variant-details",
+        table=details,
+        description=f"Each variant's runtime, precision, size ratio, MACs, parameters, p95 and batch-{latency.batch_n} "
+        "latency (the variant-table artifact has the columns that chose the served one).",
     )
     for miss in choice.out_of_budget:
         logger.warning(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.events import emit_event
 
 from tasks.data.snapshot import DatasetSnapshot
@@ -21,7 +21,7 @@ from tasks.registry.cooldown import claim_retrain
 from tasks.registry.gate import GateDecision, ProductionScore, decide, score_production
 from tasks.registry.lineage import model_card
 from tasks.registry.manifest import MonitoringReference
-from tasks.registry.release import Release, publish_release
+from tasks.registry.release import Release, publish_release, version_prefix
 from tasks.registry.rollback import RollbackResult, roll_back
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.serving import fetch_production as fetch_production_release
@@ -54,8 +54,15 @@ def publish(
     card = trained.state_dict_path.parent / draft.model_card
     card.write_text(model_card(draft))
     files[draft.model_card] = card
-    release = publish_release(open_store(store_config), files, draft, progress=logger.info)
+    store = open_store(store_config)
+    release = publish_release(store, files, draft, progress=logger.info)
     logger.info("release %s %s at %s", model, release.version, release.uri)
+    create_link_artifact(
+        key="release",
+        link=store.browser_link(f"{version_prefix(model, release.version)}/{draft.model_card}"),
+        link_text=f"{model} {release.version}: model card",
+        description=f"The release's model card; its files and manifest: {release.uri}",
+    )
     return release
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.export.config import ServingPolicy
-from tasks.export.evaluate import variant_table
+from tasks.export.evaluate import split_for_pages, variant_table
 from tasks.export.policy import NoServableVariant, choose_variant
 from tasks.export.variants import Variant
 from tasks.tables import text_table
@@ -88,3 +88,15 @@ def test_table_compares_with_torch_eager_and_marks_budget_and_served() -> None:
     assert by_name["pruned-onnx-int8"]["in_budget"] is False and by_name["onnx-int8"]["in_budget"] is True
     assert {"p50_ms_b1", "p95_ms_b1", "p50_ms_b64", "p95_ms_b64"} <= set(rows[0])
     assert "pruned-onnx-int8" in text_table(rows)
+
+
+def test_the_artifact_tables_fit_a_page_and_together_hold_every_column() -> None:
+    choice = choose_variant(VARIANTS, 0.98, ServingPolicy(accuracy_budget_pp=1.0))
+    rows = variant_table(VARIANTS, choice.served, 0.98, 64, choice.floor)
+    deciding, details = split_for_pages(rows)
+    # The served mark and the numbers that chose it come first, in a table of a few columns.
+    assert list(deciding[0])[:2] == ["variant", "served"] and len(deciding[0]) <= 8
+    assert len(details[0]) <= 10
+    assert [d["variant"] for d in details] == [r["variant"] for r in rows]
+    for row, left, right in zip(rows, deciding, details):
+        assert {**left, **right} == row
