@@ -55,7 +55,7 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
         config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"), reference
     )
     production = score_current_production(config.store, config.model_name, snapshot, config.work_dir)
-    decision = gate(evaluation, trained, snapshot, production, config.gate, release)
+    decision = gate(evaluation, trained, snapshot, production, config.gate, release, config.reason)
     if decision.promote:
         release = promote(config.store, release, decision)
         if release.promoted:

@@ -97,8 +97,12 @@ def gate(
     production: ProductionScore,
     config: GateConfig,
     release: Release,
+    reason: str = "",
 ) -> GateDecision:
-    """Decide whether the candidate may replace production; publish the verdict as an artifact."""
+    """Decide whether the candidate may replace production; publish the verdict as an artifact.
+
+    ``reason`` is why the build ran (for a triggered build: the event's name and id), stated in the artifact.
+    """
     logger = get_run_logger()
     inputs, labels = snapshot.model_inputs("test")
     candidate = predicted_classes(evaluation.served_variant().open(trained), inputs) == labels
@@ -130,6 +134,7 @@ def gate(
             f"- release: `{release.uri}`\n- serving variant: `{release.served_variant}`\n"
             f"- gate: **{verdict}** ({decision.reason})\n- test images: {decision.test_images}\n"
             + "".join(f"- warning: {w}\n" for w in decision.warnings)
+            + (f"- why this build ran: {reason}\n" if reason else "")
         ),
     )
     return decision

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
 from tasks.data.snapshot import DatasetSnapshot
@@ -17,8 +17,12 @@ from tasks.train.trained import EpochRecord, TrainedModel
 
 @task
 def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> TrainedModel:
-    """Fit the configured model on the snapshot; publish the per-epoch loss/accuracy table."""
+    """Fit the configured model on the snapshot; publish the per-epoch loss/accuracy table.
+
+    Progress shows in the run's artifacts epoch by epoch (early stopping may end it before the last).
+    """
     logger = get_run_logger()
+    progress = create_progress_artifact(0.0, description=f"training {config.model}: up to {config.max_epochs} epochs")
 
     def report(record: EpochRecord) -> None:
         logger.info(
@@ -29,6 +33,11 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
             record.val_loss,
             record.val_acc,
         )
+        update_progress_artifact(
+            progress, 100.0 * (record.epoch + 1) / config.max_epochs,
+            description=f"training {config.model}: epoch {record.epoch + 1} of at most {config.max_epochs}, "
+            f"val_acc {record.val_acc:.4f}",
+        )
 
     # One folder per run: concurrent or repeated builds never share checkpoints or variant files.
     run_id = str(flow_run.id or uuid.uuid4())[:8]
@@ -38,6 +47,10 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
         key="training-epochs",
         table=[{k: round(v, 4) if isinstance(v, float) else v for k, v in r.model_dump().items()} for r in trained.history],
         description=f"{config.model}: best epoch {trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
+    )
+    update_progress_artifact(
+        progress, 100.0, description=f"trained {config.model}: {len(trained.history)} epochs, best epoch "
+        f"{trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
     )
     logger.info("best epoch %d, test accuracy %.4f", trained.best_epoch, trained.test_acc)
     return trained

@@ -11,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.filters import (
+    ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, ArtifactFilterType, FlowRunFilter, FlowRunFilterTags,
+)
 
 from flows.build import build
 from flows.versions import main as versions_cli
@@ -174,6 +176,14 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     refused = [a for a in verdicts if a.description == f"{config.model_name} {second.version}: keep production"]
     assert len(refused) == 1
     assert refused[0].data.splitlines()[0] == f"# Kept production: {config.model_name} {second.version}"
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]), type=ArtifactFilterType(any_=["progress"])
+        ))
+    # Training showed its progress epoch by epoch, and ends at 100 % whether or not it stopped early.
+    assert [(p.data, p.description.split(":")[0]) for p in progress] == [(100.0, f"trained {weak.train.model}")]
+    # Why it ran: for a triggered build, the event's name and id (the trigger templates them into the reason).
+    assert "- why this build ran: weak" in refused[0].data.splitlines()
 
 
 def test_a_prune_only_plan_quantizes_the_last_model_and_serves_the_smallest_in_budget(demo, quick_build, tmp_path: Path) -> None:
