@@ -67,3 +67,15 @@ def test_the_build_trigger_says_in_words_what_starts_a_build(prefect_server: Pre
     assert [a["name"] for a in starting_builds] == ["retrain on drift or degraded accuracy"]
     description = starting_builds[0]["description"]
     assert "lepton.model.drift.detected" in description and "lepton.model.performance.degraded" in description
+
+
+def test_every_schedule_has_a_name_and_reads_as_words_in_the_deployment_list(deployed) -> None:
+    scheduled = {name: d["schedules"] for name, d in deployed.items() if d["schedules"]}
+    assert set(scheduled) == {"score", "monitor", "explain"}
+    for name, schedules in scheduled.items():
+        for entry in schedules:
+            # The UI's deployment list writes intervals in words ("Hourly"); a cron schedule shows as "+1".
+            assert entry["slug"] and entry["schedule"].get("interval"), (name, entry)
+    monitor = scheduled["monitor"][0]["schedule"]
+    # Half past the hour: after the hourly score run has logged the hour's inputs.
+    assert monitor["interval"] == 3600 and monitor["anchor_date"].startswith("2026-01-01T00:30:00")
