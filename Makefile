@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # The demo's temporary Prefect API can take longer than Prefect's 20 s default to start on a busy laptop.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: demo test test-slow test-all install clean serve serve-model drill
+.PHONY: demo test test-slow test-all install browser clean serve serve-model drill screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+# Debian's chromium, for the UI tests (Playwright drives it; it downloads no browser).
+browser:
+	infra/install-chromium.sh
 
 ## Build the embedded digits classifier and release it to .lepton/registry.
 demo: install
@@ -36,15 +40,19 @@ drill: install
 	$(BIN)/python infra/drill.py
 
 ## Fast and integration tests (the CI gate).
-test: install
+test: install browser
 	$(BIN)/python -m pytest -m "not slow"
 
 ## Heavier tests: other architectures, longer runs.
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
-test-all: install
+test-all: install browser
 	$(BIN)/python -m pytest
+
+## The README's screenshots of the UI (docs/ui/), made by the UI tests' own browser code.
+screenshots: install browser
+	LEPTON_UI_SCREENSHOTS=docs/ui $(BIN)/python -m pytest -q tests/integration/test_ui.py
 
 clean:
 	rm -rf .lepton .pytest_cache

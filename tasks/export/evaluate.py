@@ -74,7 +74,7 @@ def variant_table(
 
 
 # The columns that decide which variant is served: the artifact page shows them whole, whatever the screen.
-DECIDING_COLUMNS = ("variant", "served", "accuracy", "delta_pp", "in_budget", "size_kb", "p50_ms_b1", "speedup_b1")
+DECIDING_COLUMNS = ("variant", "served", "accuracy", "delta_pp", "in_budget", "size_kb", "p50_ms_b1")
 
 
 def split_for_pages(rows: list[dict[str, object]]) -> tuple[list[dict[str, object]], list[dict[str, object]]]:

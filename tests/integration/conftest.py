@@ -94,3 +94,11 @@ def deployed(prefect_server: PrefectServer) -> dict[str, dict]:
     prefect_server.cli("deploy", "--all")
     prefect_server.cli("deployment", "schedule", "pause", "--all")  # tests start the runs they look at
     return {d["name"]: d for d in httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()}
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
+    """Each phase's report on the test item, so a fixture can tell in teardown that the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
