@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from tasks.compress.calibration import calibration_sample
 from tasks.compress.config import DistillConfig, Int8Config, PruneConfig
@@ -79,6 +80,9 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
     train_raw, _ = snapshot.arrays("train")
     calibration = snapshot.input.to_model_input(calibration_sample(train_raw, config.calibration_size, config.seed))
     logger.info("calibrating INT8 of %s on %d train images", exported.stage, len(calibration))
+    progress = create_progress_artifact(
+        0.0, description=f"INT8 of {exported.stage}: calibrating ONNX Runtime on {len(calibration)} train images"
+    )
     root = onnx_fp32.directory.parent
     onnx_int8 = quantize_onnx_int8(
         onnx_fp32.directory / onnx_fp32.entrypoint,
@@ -88,6 +92,7 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
     )
+    update_progress_artifact(progress, 50.0, description=f"INT8 of {exported.stage}: ONNX Runtime done; NNCF (OpenVINO) calibrating")
     val_inputs, val_labels = snapshot.model_inputs("val")
     ov_int8 = quantize_openvino_int8_within_budget(
         ov_fp32.directory / ov_fp32.entrypoint,
@@ -109,6 +114,7 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
             "NNCF accuracy control kept the sensitive layers in FP32: validation %.4f (drop %.2f pp, budget %.2f pp)",
             ov_int8.int8_val_accuracy, ov_int8.drop_pp, accuracy_budget_pp,
         )
+    update_progress_artifact(progress, 100.0, description=f"INT8 of {exported.stage}: ONNX Runtime and NNCF done")
     common = {"precision": "int8", "stage": exported.stage, "macs": onnx_fp32.macs, "params": onnx_fp32.params}
     variants = [
         Variant(name=f"{prefix}onnx-int8", runtime="onnxruntime", directory=onnx_int8.parent, entrypoint=onnx_int8.name, **common),

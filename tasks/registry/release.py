@@ -62,8 +62,11 @@ def publish_release(
     files: dict[str, Path],
     draft: ReleaseDraft,
     progress: Callable[[str], None] | None = None,
+    on_file: Callable[[int, int], None] | None = None,
 ) -> Release:
     """Upload ``files`` (release-relative path -> local file), then the manifest.
+
+    ``progress`` gets a line per file sent; ``on_file(done, total)`` is called as each file is stored.
 
     The manifest is ``draft`` completed with the version, creation time and the
     file list with hashes. A version whose manifest already exists is left as
@@ -88,11 +91,13 @@ def publish_release(
         # left by an earlier, interrupted attempt: resume instead of sending it again.
         if store.stored_sha256(key) == entry.sha256:
             reused += 1
-            continue
-        if progress:
-            progress(f"[{number}/{len(entries)}] uploading {entry.path} ({_size(entry.size)})")
-        store.put_file(files[entry.path], key, entry.sha256, on_bytes=_byte_progress(entry, progress))
-        uploaded += 1
+        else:
+            if progress:
+                progress(f"[{number}/{len(entries)}] uploading {entry.path} ({_size(entry.size)})")
+            store.put_file(files[entry.path], key, entry.sha256, on_bytes=_byte_progress(entry, progress))
+            uploaded += 1
+        if on_file:
+            on_file(number, len(entries))
     if progress and reused:
         progress(f"{reused} of {len(entries)} files were already in the store with the right sha256; not sent again")
     manifest = ReleaseManifest.model_validate(

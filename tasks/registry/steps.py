@@ -6,7 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.events import emit_event
 
 from tasks.data.snapshot import DatasetSnapshot
@@ -55,7 +60,16 @@ def publish(
     card.write_text(model_card(draft))
     files[draft.model_card] = card
     store = open_store(store_config)
-    release = publish_release(store, files, draft, progress=logger.info)
+    stored = create_progress_artifact(0.0, description=f"storing the release of {model} in {store.uri}")
+
+    def on_file(done: int, total: int) -> None:
+        update_progress_artifact(stored, 100.0 * done / total, description=f"{model}: {done} of {total} release files stored")
+
+    release = publish_release(store, files, draft, progress=logger.info, on_file=on_file)
+    update_progress_artifact(
+        stored, 100.0, description=f"{model} {release.version}: {release.files_uploaded} files sent, "
+        f"{release.files_reused} already stored",
+    )
     logger.info("release %s %s at %s", model, release.version, release.uri)
     create_link_artifact(
         key="release",

@@ -52,7 +52,16 @@ def test_demo_release_is_promoted(demo) -> None:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["promoted"])))
     # The run list can be filtered to the builds that changed production.
-    assert config.model_name in [r.parameters["config"]["model_name"] for r in runs]
+    (run,) = [r for r in runs if r.parameters["config"]["model_name"] == config.model_name]
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), type=ArtifactFilterType(any_=["progress"])
+        ))
+    # Long work shows progress, and each ends at 100 %: training, INT8 of each of the three models, the upload.
+    assert sorted(p.description.split(":")[0] for p in progress if p.data == 100.0) == sorted(
+        [f"{config.model_name} {release.version}", f"trained {config.train.model}"]
+        + [f"INT8 of {stage}" for stage in ("distilled", "distilled-pruned", "trained")]
+    )
     assert manifest.served.name == release.served_variant
     # The default plan distill -> prune -> int8: every model of it in both runtimes, FP32 and INT8.
     assert [v.name for v in manifest.variants] == ["torch-fp32"] + [
@@ -180,8 +189,11 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]), type=ArtifactFilterType(any_=["progress"])
         ))
-    # Training showed its progress epoch by epoch, and ends at 100 % whether or not it stopped early.
-    assert [(p.data, p.description.split(":")[0]) for p in progress] == [(100.0, f"trained {weak.train.model}")]
+    # Training showed its progress epoch by epoch, and ends at 100 % whether or not it stopped early; so does
+    # storing the release (the plan has no INT8 step here).
+    assert sorted((p.data, p.description.split(":")[0]) for p in progress) == [
+        (100.0, f"{config.model_name} {second.version}"), (100.0, f"trained {weak.train.model}")
+    ]
     # Why it ran: for a triggered build, the event's name and id (the trigger templates them into the reason).
     assert "- why this build ran: weak" in refused[0].data.splitlines()
 

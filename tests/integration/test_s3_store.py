@@ -141,12 +141,21 @@ def test_rollback_round_trip(s3_config: StoreConfig, release_files, tmp_path: Pa
 
 
 def test_interrupted_upload_is_invisible_and_retry_completes(s3_config: StoreConfig, release_files) -> None:
+    stored: list[tuple[int, int]] = []
     with pytest.raises(ConnectionError):
-        publish_release(FlakyS3Store(s3_config, fail_at=2), release_files, release_draft("digits"))
+        publish_release(FlakyS3Store(s3_config, fail_at=2), release_files, release_draft("digits"),
+                        on_file=lambda done, total: stored.append((done, total)))
     store = S3Store(s3_config)
     assert list_versions(store, "digits") == []
-    release = publish_release(store, release_files, release_draft("digits"))
+    total = len(release_files)
+    # Progress counts files as they are stored: the one that failed is not.
+    assert stored == [(1, total)]
+    stored.clear()
+    release = publish_release(store, release_files, release_draft("digits"),
+                              on_file=lambda done, total: stored.append((done, total)))
     assert [m.version for m in list_versions(store, "digits")] == [release.version]
+    # The retry reaches 100 %, counting the file already stored, not sent again.
+    assert stored == [(n, total) for n in range(1, total + 1)] and release.files_reused == 1
 
 
 def test_tampered_object_is_refused(s3_config: StoreConfig, release_files, tmp_path: Path) -> None:
@@ -196,7 +205,13 @@ def test_build_flow_releases_to_s3(prefect_api, s3_config: StoreConfig, tmp_path
     # Credentials come from the AWS chain and appear in no manifest, artifact or log line.
     with get_client(sync_client=True) as client:
         logs = _all_logs(client)
-        artifacts = " ".join(str(a.data) + str(a.description) for a in client.read_artifacts())
+        found = client.read_artifacts()
+    # A link artifact on S3 is a presigned URL: it names the access key id (X-Amz-Credential), as every
+    # presigned URL does, and is signed with the secret, which appears nowhere.
+    links = [str(a.data) for a in found if a.type == "markdown" and "X-Amz-Signature=" in str(a.data)]
+    artifacts = " ".join(str(a.data) + str(a.description) for a in found if str(a.data) not in links)
+    assert links and all(TEST_SECRET not in link for link in links)
+    assert all(link.count(TEST_ACCESS_KEY) == link.count("X-Amz-Credential=") for link in links)
     for secret in (TEST_ACCESS_KEY, TEST_SECRET):
         assert secret not in manifest.model_dump_json() and secret not in logs and secret not in artifacts
     assert "uploading" in logs  # the logs were read: progress lines are there
