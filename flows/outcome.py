@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.states import Completed, State
@@ -15,10 +16,13 @@ def tag_run(*tags: str) -> None:
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         return
-    with get_client(sync_client=True) as client:
-        # Tags given when the run was created (the deployment's, the trigger's) stay.
-        current = client.read_flow_run(context.flow_run.id).tags
-        client.update_flow_run(context.flow_run.id, tags=sorted({*current, *tags}))
+    try:
+        with get_client(sync_client=True) as client:
+            # Tags given when the run was created (the deployment's, the trigger's) stay.
+            current = client.read_flow_run(context.flow_run.id).tags
+            client.update_flow_run(context.flow_run.id, tags=sorted({*current, *tags}))
+    except Exception as exc:  # noqa: BLE001 - a label must not fail a run whose work (a promotion) is done
+        get_run_logger().warning("could not tag this run %s: %s", ", ".join(tags), exc)
 
 
 def unchanged(name: str, message: str, data: Any, tag: str) -> State:

@@ -2,7 +2,7 @@
 # The browser the UI tests drive: Debian's chromium package. Playwright cannot download browsers here,
 # so its Python package drives this one (executable_path). Run by `make test` when it is missing.
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1; then
+if [ -x "${LEPTON_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -16,5 +16,5 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing Debian's chromium for the UI tests (apt-get, once)"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
 chromium --version

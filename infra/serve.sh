@@ -53,7 +53,9 @@ Starting a worker on pool lepton-process (Ctrl-C to stop everything).
 TXT
 # A command started with & in a script without job control inherits SIGINT as ignored; the worker stops its
 # process worker with SIGINT, so without this reset it would wait for ever (the hang of a second Ctrl-C).
-"$BIN/python" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+# Without a terminal, setsid gives the worker a process group of its own, as job control does on one.
+SETSID=$([[ $- == *m* ]] || echo setsid)
+$SETSID "$BIN/python" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
   "$BIN/prefect" worker start --pool lepton-process &
 WORKER=$!
 if [[ $- == *m* ]]; then

@@ -178,3 +178,14 @@ def s3_server():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def as_javascript_sends(value: Any) -> Any:
+    """What ``JSON.stringify`` writes for a value the form holds: integral floats lose their ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: as_javascript_sends(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_javascript_sends(v) for v in value]
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from tasks.export.config import LatencyConfig
+from tasks.export.config import LatencyConfig, Objective
 from tasks.export.measure import Host
 from tasks.export.parity import ParityResult
 from tasks.export.policy import SLACK, Choice
@@ -74,16 +74,21 @@ def variant_table(
 
 
 # The columns that decide which variant is served: the artifact page shows them whole, whatever the screen.
-DECIDING_COLUMNS = ("variant", "served", "accuracy", "delta_pp", "in_budget", "size_kb", "p50_ms_b1")
+DECIDING_COLUMNS = ("variant", "served", "accuracy", "delta_pp", "in_budget", "size_kb")
 
 
-def split_for_pages(rows: list[dict[str, object]]) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+def split_for_pages(
+    rows: list[dict[str, object]], objective: Objective, batch_n: int
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """The variant table as two tables narrow enough for a page: the deciding columns, and the rest by variant.
 
-    Seventeen columns do not fit a browser window; the Prefect UI cuts them off at its right edge.
+    Seventeen columns do not fit a browser window; the Prefect UI cuts them off at its right edge. The
+    deciding ones are the served mark, accuracy against the budget, size, and the objective's latency.
     """
-    deciding = [{column: row[column] for column in DECIDING_COLUMNS} for row in rows]
+    latency = {"latency_b1": "p50_ms_b1", "latency_bn": f"p50_ms_b{batch_n}", "size": "p50_ms_b1"}[objective]
+    columns = (*DECIDING_COLUMNS, latency)
+    deciding = [{column: row[column] for column in columns} for row in rows]
     details = [
-        {"variant": row["variant"], **{c: v for c, v in row.items() if c not in DECIDING_COLUMNS}} for row in rows
+        {"variant": row["variant"], **{c: v for c, v in row.items() if c not in columns}} for row in rows
     ]
     return deciding, details

@@ -79,7 +79,7 @@ def evaluate_variants(
     evaluation = Evaluation(
         variants=measured, parity=[p for e in exported for p in e.parity], choice=choice, latency=latency, host=host
     )
-    deciding, details = split_for_pages(evaluation.table())
+    deciding, details = split_for_pages(evaluation.table(), config.policy.objective, latency.batch_n)
     create_table_artifact(
         key="variant-table",
         table=deciding,

@@ -52,7 +52,7 @@ def test_demo_release_is_promoted(demo) -> None:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["promoted"])))
     # The run list can be filtered to the builds that changed production.
-    (run,) = [r for r in runs if r.parameters["config"]["model_name"] == config.model_name]
+    (run,) = [r for r in runs if r.parameters["config"]["work_dir"] == str(config.work_dir)]
     with get_client(sync_client=True) as client:
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), type=ArtifactFilterType(any_=["progress"])

@@ -64,6 +64,15 @@ class Terminal:
         return self.output.decode(errors="replace")
 
 
+def _serve_env(port: int, tmp_path: Path) -> dict[str, str]:
+    """`make serve` on its own port and Prefect home; no scheduler, so no hourly run touches the checkout's .lepton."""
+    env = {**os.environ, "LEPTON_PREFECT_PORT": str(port), "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,9 +82,7 @@ def _free_port() -> int:
 def test_one_ctrl_c_stops_the_worker_and_the_server_and_make_exits_0(tmp_path: Path) -> None:
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "LEPTON_PREFECT_PORT": str(port), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
+    env = _serve_env(port, tmp_path)
     terminal = Terminal(["make", "--no-print-directory", "serve"], env)
     session = terminal.pid  # pty.fork makes the child a session leader: everything it starts is in this session
     try:
@@ -93,11 +100,15 @@ def test_one_ctrl_c_stops_the_worker_and_the_server_and_make_exits_0(tmp_path: P
         assert created.status_code == 201, created.text
         run = created.json()
         terminal.read_until("epoch 1:", timeout=240)
+        # Flow runs start in sessions of their own: they are followed by ancestry, not by session.
+        started = psutil.Process(terminal.pid).children(recursive=True)
+        assert any("prefect.engine" in p.cmdline() for p in started)  # the build's own process
         os.write(terminal.fd, b"\x03")  # Ctrl-C
         code = terminal.wait(timeout=90)
         assert code == 0, f"exit {code}:\n{terminal.text()[-3000:]}"
     finally:
         leftovers = [p for p in psutil.process_iter(["pid"]) if _session(p) == session]
+        leftovers += [p for p in locals().get("started", []) if p.is_running() and p not in leftovers]
         for process in leftovers:
             process.kill()
     assert leftovers == [], [p.cmdline() for p in leftovers if p.is_running()]
@@ -121,10 +132,7 @@ def _session(process: psutil.Process) -> int | None:
 def test_sigterm_without_a_terminal_stops_everything_too(tmp_path: Path) -> None:
     # A service manager or CI: no terminal, so no job control; the worker must still get its stop signal
     # (a command started with & in such a script inherits SIGINT ignored, and the worker hung on it).
-    port = _free_port()
-    env = {**os.environ, "LEPTON_PREFECT_PORT": str(port), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
+    env = _serve_env(_free_port(), tmp_path)
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         script = subprocess.Popen(["infra/serve.sh"], cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=out,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,13 +18,14 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from flows.build import build
 from flows.config import BuildConfig
-from tests.conftest import folder_build, write_class_images
+from tests.conftest import as_javascript_sends, folder_build, write_class_images
 from tests.integration.conftest import PROJECT, PrefectServer
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("LEPTON_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("LEPTON_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # No sandbox: CI runs as root in a container. The rest keeps the browser off the network it cannot reach.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -46,7 +48,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh page; on failure its screenshot goes to test-results/screenshots/ (kept by CI)."""
+    """A fresh page; on failure its screenshot goes to test-results/screenshots/."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -88,9 +90,14 @@ def test_the_custom_run_form_with_defaults_starts_the_default_build(
     assert created.value.status == 201, created.value.text()
     run_id = created.value.json()["id"]
     try:
-        run = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()
-        received = BuildConfig.model_validate(run["parameters"]["config"])
-        # Compared as JSON: 1 and 1.0 are equal in Python but not to Lightning (the limit that trained one batch).
+        sent = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()["parameters"]["config"]
+        # The form sends every field with its default, as JSON writes them (4.0 as 4)...
+        assert json.dumps(sent, sort_keys=True) == json.dumps(
+            as_javascript_sends(BuildConfig().model_dump(mode="json")), sort_keys=True
+        )
+        # ...and the flow reads them back as the defaults, compared as JSON: 1 and 1.0 are equal in Python but
+        # not to Lightning (the old limit that trained one batch per epoch).
+        received = build.validate_parameters({"config": sent})["config"]
         assert json.dumps(received.model_dump(mode="json"), sort_keys=True) == json.dumps(
             BuildConfig().model_dump(mode="json"), sort_keys=True
         )

@@ -22,6 +22,7 @@ from flows.feedback import feedback
 from flows.monitor import monitor
 from flows.rollback import rollback
 from flows.score import score
+from tests.conftest import as_javascript_sends
 
 FLOWS = [(build, BuildConfig), (score, ScoreConfig), (monitor, MonitorConfig), (feedback, FeedbackConfig),
          (explain, ExplainConfig), (rollback, RollbackConfig)]
@@ -43,17 +44,6 @@ def _models(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) ->
     return seen
 
 
-def _as_javascript_sends(value: Any) -> Any:
-    """What ``JSON.stringify`` writes for a value the form holds: integral floats lose their ``.0``."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _as_javascript_sends(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_as_javascript_sends(v) for v in value]
-    return value
-
-
 @pytest.mark.parametrize("flow, config", FLOWS, ids=[c.__name__ for _, c in FLOWS])
 def test_every_field_of_the_form_is_described_for_users(flow, config) -> None:  # noqa: ANN001
     undescribed = sorted(
@@ -68,7 +58,7 @@ def test_every_field_of_the_form_is_described_for_users(flow, config) -> None:  
 @pytest.mark.parametrize("flow, config", FLOWS, ids=[c.__name__ for _, c in FLOWS])
 def test_the_forms_defaults_come_back_as_the_defaults(flow, config) -> None:  # noqa: ANN001
     schema = parameter_schema(flow.fn).model_dump_for_openapi()
-    sent = _as_javascript_sends(schema["properties"]["config"]["default"])
+    sent = as_javascript_sends(schema["properties"]["config"]["default"])
     received = flow.validate_parameters({"config": json.loads(json.dumps(sent))})["config"]
     # Compared as JSON: 1 and 1.0 are equal in Python, but not to Lightning.
     assert json.dumps(received.model_dump(mode="json"), sort_keys=True) == json.dumps(
@@ -105,5 +95,5 @@ def test_an_empty_optional_field_is_one_plain_input_the_server_accepts_empty(flo
     # anyOf [X, null] with default null renders as a type toggle stuck on 'Property is type "None"'.
     assert toggles == []
     # What the server checks before it creates a run from the form: the defaults, None included.
-    defaults = {"config": _as_javascript_sends(schema["properties"]["config"]["default"])}
+    defaults = {"config": as_javascript_sends(schema["properties"]["config"]["default"])}
     assert validate(defaults, schema, raise_on_error=False) == []

@@ -93,9 +93,11 @@ def test_table_compares_with_torch_eager_and_marks_budget_and_served() -> None:
 def test_the_artifact_tables_fit_a_page_and_together_hold_every_column() -> None:
     choice = choose_variant(VARIANTS, 0.98, ServingPolicy(accuracy_budget_pp=1.0))
     rows = variant_table(VARIANTS, choice.served, 0.98, 64, choice.floor)
-    deciding, details = split_for_pages(rows)
+    deciding, details = split_for_pages(rows, "latency_b1", 64)
     # The served mark and the numbers that chose it come first, in a table of a few columns.
-    assert list(deciding[0])[:2] == ["variant", "served"] and len(deciding[0]) <= 7
+    assert list(deciding[0])[:2] == ["variant", "served"] and len(deciding[0]) <= 7 and "p50_ms_b1" in deciding[0]
+    # Served for batch latency, the batch column is among the deciding ones.
+    assert "p50_ms_b64" in split_for_pages(rows, "latency_bn", 64)[0][0]
     assert len(details[0]) <= 11
     assert [d["variant"] for d in details] == [r["variant"] for r in rows]
     for row, left, right in zip(rows, deciding, details):
