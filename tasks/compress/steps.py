@@ -74,7 +74,7 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
     stays untouched for the variant table.
     """
     logger = get_run_logger()
-    by_runtime = {v.runtime: v for v in exported.variants}
+    by_runtime = {v.runtime: v for v in exported.variants if v.precision == "fp32"}
     onnx_fp32, ov_fp32 = by_runtime["onnxruntime"], by_runtime["openvino"]
     prefix = variant_prefix(exported.stage)
     train_raw, _ = snapshot.arrays("train")

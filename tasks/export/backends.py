@@ -108,7 +108,8 @@ class OpenVinoBackend:
     """OpenVINO CPU compiled model over an IR ``.xml`` (weights in the ``.bin`` beside it).
 
     The precision hint defaults to f32: on CPUs with bf16 support OpenVINO would
-    otherwise infer in bf16 and lose accuracy that the FP32 variant must keep.
+    otherwise infer in bf16 and lose accuracy that the FP32 variant must keep. The
+    bf16 variant is opened with ``precision="bf16"``.
     """
 
     name = "openvino"
@@ -136,7 +137,12 @@ class OpenVinoBackend:
 
 
 def open_backend(
-    runtime: str, path: Path, threads: int | None = None, torch_model: Callable[[], Any] | None = None, spin: bool = True
+    runtime: str,
+    path: Path,
+    threads: int | None = None,
+    torch_model: Callable[[], Any] | None = None,
+    spin: bool = True,
+    precision: str = "fp32",
 ) -> Backend:
     """Open a variant's file with the runtime that reads it.
 
@@ -147,15 +153,19 @@ def open_backend(
         torch_model: for ``torch``, builds the architecture the state dict is loaded into.
         spin: whether ONNX Runtime's idle threads spin for the next call (lowest latency when nothing
             else needs the cores; a server turns it off).
+        precision: the variant's precision; ``bf16`` makes OpenVINO compute in bf16, anything else in
+            the precision the file holds (f32 for float graphs, INT8 where the graph is quantized).
 
     Raises:
-        ValueError: an unknown runtime, or ``torch`` without ``torch_model``.
+        ValueError: an unknown runtime, ``torch`` without ``torch_model``, or bf16 outside OpenVINO.
         UnsafeArtifactError: a state dict that would need arbitrary objects unpickled.
     """
+    if precision == "bf16" and runtime != "openvino":
+        raise ValueError(f"a bf16 variant runs on openvino only, not {runtime!r}")
     if runtime == "onnxruntime":
         return OnnxRuntimeBackend(path, threads=threads, spin=spin)
     if runtime == "openvino":
-        return OpenVinoBackend(path, threads=threads)
+        return OpenVinoBackend(path, precision="bf16" if precision == "bf16" else "f32", threads=threads)
     if runtime != "torch":
         raise ValueError(f"unknown runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}")
     if torch_model is None:

@@ -1,9 +1,12 @@
-"""Export a model to ONNX and OpenVINO FP32, each checked against PyTorch, as the variants of one stage."""
+"""Export a model to ONNX and OpenVINO FP32, each checked against PyTorch, as the variants of one stage.
+
+On a CPU that computes in bf16, the stage also gets an OpenVINO bf16 variant, checked at bf16's tolerance.
+"""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +16,8 @@ from torch import nn
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
 from tasks.export.onnx import export_onnx
-from tasks.export.openvino import export_openvino
-from tasks.export.parity import ParityResult, check_parity
+from tasks.export.openvino import bf16_unsupported, export_openvino, save_bf16_ir
+from tasks.export.parity import BF16_MIN_TOP1_AGREEMENT, BF16_RELATIVE_TOLERANCE, ParityResult, check_bf16_parity, check_parity
 from tasks.export.variants import Exported, Variant, variant_prefix
 from tasks.train.models import count_macs_params
 
@@ -47,17 +50,20 @@ def export_model(
     root: Path,
     tolerance: float,
     log: Callable[[str], None] | None = None,
+    capabilities: Sequence[str] | None = None,
 ) -> Exported:
     """ONNX (dynamic batch) and OpenVINO IR of ``model`` under ``root``, both checked against PyTorch on the test split.
 
-    ``log`` receives one line per parity check.
+    ``log`` receives one line per parity check. ``capabilities`` are OpenVINO's CPU capabilities (None: this
+    CPU's); with ``BF16`` among them an ``openvino-bf16`` variant is added when it passes the bf16 parity,
+    and otherwise the reason is in ``skipped``.
 
     Raises:
         ParityError: an export's logits differ beyond ``tolerance``.
     """
     prefix = variant_prefix(stage)
-    for runtime in ("onnx", "openvino"):
-        shutil.rmtree(root / f"{prefix}{runtime}-fp32", ignore_errors=True)
+    for name in ("onnx-fp32", "openvino-fp32", "openvino-bf16"):
+        shutil.rmtree(root / f"{prefix}{name}", ignore_errors=True)
     inputs, _ = snapshot.model_inputs("test")
     onnx_path, ir_path, parity = export_fp32_checked(model, inputs, root, tolerance, prefix)
     for result in parity:
@@ -68,11 +74,31 @@ def export_model(
             )
     macs, params = count_macs_params(model, torch.from_numpy(inputs[:1]))
     common = {"precision": "fp32", "stage": stage, "macs": macs, "params": params}
-    return Exported(
-        stage=stage,
-        variants=[
-            Variant(name=f"{prefix}onnx-fp32", runtime="onnxruntime", directory=onnx_path.parent, entrypoint=onnx_path.name, **common),
-            Variant(name=f"{prefix}openvino-fp32", runtime="openvino", directory=ir_path.parent, entrypoint=ir_path.name, **common),
-        ],
-        parity=parity,
-    )
+    variants = [
+        Variant(name=f"{prefix}onnx-fp32", runtime="onnxruntime", directory=onnx_path.parent, entrypoint=onnx_path.name, **common),
+        Variant(name=f"{prefix}openvino-fp32", runtime="openvino", directory=ir_path.parent, entrypoint=ir_path.name, **common),
+    ]
+    name = f"{prefix}openvino-bf16"
+    skipped = []
+    why_not = bf16_unsupported(capabilities)
+    if why_not is None:
+        bf16_ir = save_bf16_ir(ir_path, root / name / "model.xml")
+        result = check_bf16_parity(name, TorchBackend(model), OpenVinoBackend(bf16_ir, precision="bf16"), inputs)
+        if log:
+            log(
+                f"parity {name}: max |diff| {result.max_abs_diff:.2e} (tolerance {result.tolerance:.2e}: "
+                f"{BF16_RELATIVE_TOLERANCE:.0%} of the largest logit), top-1 agreement {result.top1_agreement * 100:.1f}%"
+            )
+        if result.passed:
+            variants.append(Variant(name=name, runtime="openvino", directory=bf16_ir.parent, entrypoint=bf16_ir.name,
+                                    **{**common, "precision": "bf16"}))
+            parity.append(result)
+        else:
+            shutil.rmtree(bf16_ir.parent, ignore_errors=True)
+            why_not = (
+                f"left out: logits differ by {result.max_abs_diff:.3g} (bf16 tolerance {result.tolerance:.3g}), top-1 "
+                f"agreement {result.top1_agreement:.1%} (at least {BF16_MIN_TOP1_AGREEMENT:.0%} needed)"
+            )
+    if why_not is not None:
+        skipped.append(f"{name}: {why_not}")
+    return Exported(stage=stage, variants=variants, parity=parity, skipped=skipped)

@@ -57,3 +57,18 @@ def check_parity(
             f"{len(images)} test images (tolerance {tolerance:g}; top-1 agreement {result.top1_agreement:.1%})"
         )
     return result
+
+
+# bf16 keeps 8 bits of mantissa: logits move by about 1 % of their scale. A bf16 variant stays within 2 % of
+# the reference's largest |logit| and keeps at least 99 % of its top-1 decisions; its accuracy is then
+# measured and budgeted like any variant's.
+BF16_RELATIVE_TOLERANCE = 0.02
+BF16_MIN_TOP1_AGREEMENT = 0.99
+
+
+def check_bf16_parity(variant: str, reference: Backend, candidate: Backend, images: np.ndarray) -> ParityResult:
+    """Compare a bf16 variant with its source at the bf16 tolerance; ``passed`` says whether it may be offered."""
+    expected = reference.predict(images)
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    result = compare_logits(variant, expected, candidate.predict(images), BF16_RELATIVE_TOLERANCE * scale)
+    return result.model_copy(update={"passed": result.passed and result.top1_agreement >= BF16_MIN_TOP1_AGREEMENT})

@@ -80,11 +80,15 @@ def evaluate_variants(
         variants=measured, parity=[p for e in exported for p in e.parity], choice=choice, latency=latency, host=host
     )
     deciding, details = split_for_pages(evaluation.table(), config.policy.objective, latency.batch_n)
+    skipped = [reason for stage in exported for reason in stage.skipped]
+    for reason in skipped:
+        logger.info("%s", reason)
     create_table_artifact(
         key="variant-table",
         table=deciding,
         description=f"Served: {choice.served}. {choice.reason}. Latency: {latency.threads} threads, "
-        f"p50/p95 of {latency.repeats} calls after {latency.warmup} warm-up, batch 1 and {latency.batch_n}.",
+        f"p50/p95 of {latency.repeats} calls after {latency.warmup} warm-up, batch 1 and {latency.batch_n}."
+        + "".join(f" Not offered: {reason}." for reason in skipped),
     )
     create_table_artifact(
         key="variant-details",

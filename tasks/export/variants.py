@@ -24,7 +24,7 @@ class VariantMetrics(BaseModel):
 
     name: str = Field(description="e.g. onnx-int8, distilled-pruned-openvino-int8")
     runtime: str = Field(description="torch, onnxruntime or openvino")
-    precision: str = Field(description="fp32 or int8")
+    precision: str = Field(description="fp32, bf16 or int8")
     stage: str = Field(TRAINED_STAGE, description="Model it was made from: trained, distilled, distilled-pruned, ...")
     entrypoint: str | None = Field(None, description="File inside the variant's folder that the runtime opens")
     macs: int | None = Field(None, description="Multiply-accumulates of one input's forward pass (of the float model)")
@@ -55,7 +55,9 @@ class Variant(VariantMetrics):
 
     def open(self, trained: TrainedModel, threads: int | None = None) -> Backend:
         """This variant as a back end, from its local files (``trained`` rebuilds a torch variant's architecture)."""
-        return open_backend(self.runtime, self.directory / self.entrypoint, threads, torch_model=trained.architecture)
+        return open_backend(
+            self.runtime, self.directory / self.entrypoint, threads, torch_model=trained.architecture, precision=self.precision
+        )
 
 
 class Exported(BaseModel):
@@ -64,3 +66,4 @@ class Exported(BaseModel):
     stage: str = TRAINED_STAGE
     variants: list[Variant]
     parity: list[ParityResult]
+    skipped: list[str] = Field(default_factory=list, description="Variants not made, each with the reason")

@@ -76,7 +76,7 @@ def open_variant(
 
         return build_model(manifest.training.model, len(manifest.classes), manifest.input)
 
-    return open_backend(variant.runtime, path, threads, torch_model=architecture, spin=spin)
+    return open_backend(variant.runtime, path, threads, torch_model=architecture, spin=spin, precision=variant.precision)
 
 
 def fetch_release(

@@ -20,6 +20,7 @@ from flows.versions import main as versions_cli
 from tasks.data.snapshot import DataValidationError
 from tasks.export.backends import open_backend
 from tasks.export.measure import accuracy
+from tasks.export.openvino import bf16_unsupported
 from tasks.registry.aliases import read_alias
 from tasks.registry.lineage import release_table
 from tasks.registry.manifest import ManifestError
@@ -63,13 +64,14 @@ def test_demo_release_is_promoted(demo) -> None:
         + [f"INT8 of {stage}" for stage in ("distilled", "distilled-pruned", "trained")]
     )
     assert manifest.served.name == release.served_variant
-    # The default plan distill -> prune -> int8: every model of it in both runtimes, FP32 and INT8.
+    # The default plan distill -> prune -> int8: every model of it in both runtimes, FP32 and INT8, and in
+    # OpenVINO bf16 where this CPU computes in bf16.
+    bf16 = ["openvino-bf16"] if bf16_unsupported() is None else []
+    stages = ("", "distilled-", "distilled-pruned-")
     assert [v.name for v in manifest.variants] == ["torch-fp32"] + [
-        f"{stage}{runtime}-{precision}"
-        for precision in ("fp32", "int8")
-        for stage in ("", "distilled-", "distilled-pruned-")
-        for runtime in ("onnx", "openvino")
-    ]
+        f"{stage}{name}" for stage in stages for name in ["onnx-fp32", "openvino-fp32", *bf16]
+    ] + [f"{stage}{runtime}-int8" for stage in stages for runtime in ("onnx", "openvino")]
+    assert all(v.precision == "bf16" for v in manifest.variants if v.name.endswith("-bf16"))
 
 
 def test_variant_and_epoch_tables_are_prefect_artifacts(demo) -> None:
@@ -111,7 +113,9 @@ def test_manifest_numbers_match_a_fresh_evaluation(demo) -> None:
             with torch.no_grad():
                 fresh = float(np.mean(model.eval()(torch.from_numpy(inputs)).numpy().argmax(1) == labels))
         else:
-            fresh = accuracy(open_backend(variant.runtime, directory / variant.entrypoint), inputs, labels)
+            # The manifest says how to open it: a bf16 variant computes in bf16.
+            backend = open_backend(variant.runtime, directory / variant.entrypoint, precision=variant.precision)
+            fresh = accuracy(backend, inputs, labels)
         assert fresh == variant.accuracy, variant.name
         assert sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) == variant.size_bytes, variant.name
     served = manifest.variant(manifest.served.name)
@@ -209,9 +213,10 @@ def test_a_prune_only_plan_quantizes_the_last_model_and_serves_the_smallest_in_b
     release = build(config)
     manifest = download_release(open_store(config.store), release.model, release.version, tmp_path / "dl", tmp_path / "cache")
     variants = {v.name: v for v in manifest.variants}
+    bf16 = ["openvino-bf16"] if bf16_unsupported() is None else []  # where this CPU computes in bf16
     assert list(variants) == [
-        "torch-fp32", "onnx-fp32", "openvino-fp32", "pruned-onnx-fp32", "pruned-openvino-fp32",
-        "pruned-onnx-int8", "pruned-openvino-int8",
+        "torch-fp32", "onnx-fp32", "openvino-fp32", *bf16, "pruned-onnx-fp32", "pruned-openvino-fp32",
+        *[f"pruned-{name}" for name in bf16], "pruned-onnx-int8", "pruned-openvino-int8",
     ]
     assert variants["pruned-onnx-fp32"].macs <= variants["onnx-fp32"].macs * 0.5 * 1.05
     assert variants["pruned-openvino-int8"].stage == "pruned"
