@@ -5,7 +5,11 @@ Usage (after `make demo`):
         [--version VERSION] [--repeats 200] [--threads N]
 
 Every variant is timed in this same process on the same seeded inputs, so the
-ratios compare like with like. Not part of the test run.
+ratios compare like with like. Beside the release's variants, what a user would run
+instead, each in its one-line default: ``torch.compile`` (inductor) of the trained
+model, a plain ``onnxruntime.InferenceSession`` on ``onnx-fp32`` and a plain OpenVINO
+``compile_model`` on the ``openvino-fp32`` IR (no hints: bf16 on a bf16 CPU). A second
+table gives the served variant's speed-up over each. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,44 @@ from tasks.registry.release import download_release
 from tasks.registry.serving import open_variant, production_version
 from tasks.registry.store import open_store
 from tasks.tables import text_table
+from tasks.train.models import build_model
+
+
+class PlainOnnxRuntime:
+    """``onnxruntime.InferenceSession(path)``: every default (threads, spinning, graph optimisations)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.output = self.session.get_outputs()[0].name
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output], {self.input: batch})[0]
+
+
+class PlainOpenVino:
+    """``openvino.Core().compile_model(xml, "CPU")``: no hints, so a bf16 CPU infers in bf16."""
+
+    def __init__(self, path: Path) -> None:
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(path), "CPU")
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.compiled(batch)[self.compiled.output(0)])
+
+
+class TorchCompiled:
+    """``torch.compile(model)`` with the default inductor back end, in inference mode."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = torch.compile(model.eval())
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch)).numpy()
 
 
 def main() -> None:
@@ -46,13 +88,25 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = rng.random((64, *contract.shape), dtype=np.float32)
 
-    rows = []
-    for variant in manifest.variants:
-        folder = work / "release" / variant.name
-        backend = open_variant(manifest, work / "release", variant.name, threads=args.threads)
+    def timed(name: str, backend, folder: Path) -> dict:  # noqa: ANN001 - anything with predict()
         b1, _ = latency_ms(backend, images, 1, args.repeats, warmup=20)
         b64, _ = latency_ms(backend, images, 64, max(args.repeats // 4, 10), warmup=5)
-        rows.append({"variant": variant.name, "size_kb": size_on_disk(sorted(p for p in folder.rglob("*") if p.is_file())) / 1024, "p50_ms_b1": b1, "p50_ms_b64": b64})
+        size = size_on_disk(sorted(p for p in folder.rglob("*") if p.is_file())) / 1024
+        return {"variant": name, "size_kb": size, "p50_ms_b1": b1, "p50_ms_b64": b64}
+
+    release = work / "release"
+    rows = [
+        timed(v.name, open_variant(manifest, release, v.name, threads=args.threads), release / v.name)
+        for v in manifest.variants
+    ]
+    model = build_model(manifest.training.model, len(manifest.classes), contract)
+    model.load_state_dict(torch.load(release / "torch-fp32" / manifest.variant("torch-fp32").entrypoint, weights_only=True))
+    baselines = [
+        timed("baseline: torch.compile", TorchCompiled(model), release / "torch-fp32"),
+        timed("baseline: plain onnxruntime", PlainOnnxRuntime(release / "onnx-fp32" / "model.onnx"), release / "onnx-fp32"),
+        timed("baseline: plain openvino", PlainOpenVino(release / "openvino-fp32" / "model.xml"), release / "openvino-fp32"),
+    ]
+    rows += baselines
 
     base = next(r for r in rows if r["variant"] == "torch-fp32")
     table = [
@@ -73,6 +127,18 @@ def main() -> None:
           f"{args.repeats} timed calls at batch 1, baseline torch-fp32 (eager, same process); "
           f"{host.cpu}, {host.logical_cpus} logical CPUs ({', '.join(host.flags) or 'no AVX2'})")
     print(text_table(table))
+    served = next(r for r in rows if r["variant"] == manifest.served.name)
+    print(f"\nserved {manifest.served.name} against what a user would run instead (speed-up = baseline p50 / served p50):")
+    print(text_table([
+        {
+            "baseline": b["variant"].removeprefix("baseline: "),
+            "p50_ms_b1": f"{b['p50_ms_b1']:.3f}",
+            "served_speedup_b1": f"{b['p50_ms_b1'] / served['p50_ms_b1']:.2f}",
+            "p50_ms_b64": f"{b['p50_ms_b64']:.3f}",
+            "served_speedup_b64": f"{b['p50_ms_b64'] / served['p50_ms_b64']:.2f}",
+        }
+        for b in [next(r for r in rows if r["variant"] == "torch-fp32"), *baselines]
+    ]))
 
 
 if __name__ == "__main__":
