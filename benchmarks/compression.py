@@ -18,6 +18,11 @@ Models:
 
 Goals (checked under each table for the best in-budget variant at batch 1):
   >= 6x faster than PyTorch eager at batch 1, >= 4x at batch 64, <= 0.5 pp accuracy drop, >= 3.5x smaller.
+
+Under each table: the served variant against what a user would run instead (torch.compile,
+plain onnxruntime, plain OpenVINO at its default precision), timed again side by side in this
+process; and its distance to the CPU's practical peak (a 1024^3 GEMM in ONNX Runtime, FP32 and
+INT8): the GMAC/s it achieves at batch 64 (MACs of one input x 64 / p50) as a share of that peak.
 Not part of the test run.
 """
 
@@ -25,18 +30,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.baselines import baselines, gemm_peak_gmacs, speedup_rows  # noqa: E402
 
 from flows.build import build  # noqa: E402 - Prefect reads the settings above at import
 from flows.config import BuildConfig  # noqa: E402
 from tasks.registry.lineage import release_table  # noqa: E402
 from tasks.registry.manifest import ReleaseManifest  # noqa: E402
 from tasks.registry.release import read_manifest  # noqa: E402
+from tasks.registry.serving import open_variant  # noqa: E402
 from tasks.registry.store import open_store  # noqa: E402
 from tasks.tables import text_table  # noqa: E402
 
@@ -121,6 +133,25 @@ def report(name: str, manifest: ReleaseManifest, seconds: float) -> None:
     print(f"in-budget variants meeting every goal at once: {', '.join(every) or 'none'}")
 
 
+def against_baselines(manifest: ReleaseManifest, release_dir: Path, repeats: int, threads: int) -> None:
+    """The served variant against the baselines, and its distance to this CPU's practical peak."""
+    images = np.random.default_rng(0).random((64, *manifest.input.shape), dtype=np.float32)
+    served = manifest.served.name
+    backends = {served: open_variant(manifest, release_dir, served, threads=threads), **baselines(manifest, release_dir)}
+    print(f"\n{served} (served) against what a user would run instead, timed now side by side "
+          "(speed-up = baseline p50 / served p50):")
+    print(text_table(speedup_rows(served, backends, images, repeats)))
+    variant = manifest.variant(served)
+    peaks = {p: gemm_peak_gmacs(p, threads) for p in ("fp32", "int8")}
+    if variant.macs:
+        achieved = variant.macs * 64 / (variant.p50_ms_bn / 1000) / 1e9
+        peak = peaks["int8" if variant.precision == "int8" else "fp32"]
+        print(f"distance to peak: {served} ({variant.precision}) does {achieved:.1f} GMAC/s at batch 64 "
+              f"({variant.macs / 1e6:.1f} MMAC per input, p50 {variant.p50_ms_bn:.2f} ms) = {achieved / peak:.1%} of "
+              f"the practical {'INT8' if variant.precision == 'int8' else 'FP32'} peak; peaks on {threads} threads: "
+              f"FP32 {peaks['fp32']:.0f}, INT8 {peaks['int8']:.0f} GMAC/s (ONNX Runtime 1024^3 GEMM)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["digits", "resnet18"])
@@ -142,6 +173,7 @@ def main() -> None:
         release = build(config)
         manifest = read_manifest(open_store(config.store), release.model, release.version)
         report(name, manifest, time.perf_counter() - start)
+        against_baselines(manifest, Path(release.uri.removeprefix("file://")), args.repeats, args.threads)
 
 
 if __name__ == "__main__":

@@ -15,56 +15,22 @@ table gives the served variant's speed-up over each. Not part of the test run.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tasks.export.measure import latency_ms, measuring_host, size_on_disk
-from tasks.registry.config import StoreConfig
-from tasks.registry.release import download_release
-from tasks.registry.serving import open_variant, production_version
-from tasks.registry.store import open_store
-from tasks.tables import text_table
-from tasks.train.models import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-class PlainOnnxRuntime:
-    """``onnxruntime.InferenceSession(path)``: every default (threads, spinning, graph optimisations)."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.output = self.session.get_outputs()[0].name
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output], {self.input: batch})[0]
-
-
-class PlainOpenVino:
-    """``openvino.Core().compile_model(xml, "CPU")``: no hints, so a bf16 CPU infers in bf16."""
-
-    def __init__(self, path: Path) -> None:
-        import openvino as ov
-
-        self.compiled = ov.Core().compile_model(str(path), "CPU")
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.compiled(batch)[self.compiled.output(0)])
-
-
-class TorchCompiled:
-    """``torch.compile(model)`` with the default inductor back end, in inference mode."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = torch.compile(model.eval())
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).numpy()
+from benchmarks.baselines import baselines  # noqa: E402
+from tasks.export.measure import latency_ms, measuring_host, size_on_disk  # noqa: E402
+from tasks.registry.config import StoreConfig  # noqa: E402
+from tasks.registry.release import download_release  # noqa: E402
+from tasks.registry.serving import open_variant, production_version  # noqa: E402
+from tasks.registry.store import open_store  # noqa: E402
+from tasks.tables import text_table  # noqa: E402
 
 
 def main() -> None:
@@ -99,14 +65,11 @@ def main() -> None:
         timed(v.name, open_variant(manifest, release, v.name, threads=args.threads), release / v.name)
         for v in manifest.variants
     ]
-    model = build_model(manifest.training.model, len(manifest.classes), contract)
-    model.load_state_dict(torch.load(release / "torch-fp32" / manifest.variant("torch-fp32").entrypoint, weights_only=True))
-    baselines = [
-        timed("baseline: torch.compile", TorchCompiled(model), release / "torch-fp32"),
-        timed("baseline: plain onnxruntime", PlainOnnxRuntime(release / "onnx-fp32" / "model.onnx"), release / "onnx-fp32"),
-        timed("baseline: plain openvino", PlainOpenVino(release / "openvino-fp32" / "model.xml"), release / "openvino-fp32"),
+    folders = {"torch.compile": "torch-fp32", "plain onnxruntime": "onnx-fp32", "plain openvino": "openvino-fp32"}
+    baseline_rows = [
+        timed(f"baseline: {name}", backend, release / folders[name]) for name, backend in baselines(manifest, release).items()
     ]
-    rows += baselines
+    rows += baseline_rows
 
     base = next(r for r in rows if r["variant"] == "torch-fp32")
     table = [
@@ -137,7 +100,7 @@ def main() -> None:
             "p50_ms_b64": f"{b['p50_ms_b64']:.3f}",
             "served_speedup_b64": f"{b['p50_ms_b64'] / served['p50_ms_b64']:.2f}",
         }
-        for b in [next(r for r in rows if r["variant"] == "torch-fp32"), *baselines]
+        for b in [next(r for r in rows if r["variant"] == "torch-fp32"), *baseline_rows]
     ]))
 
 
