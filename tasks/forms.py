@@ -5,9 +5,9 @@ Pure pydantic; stages' configs derive from :class:`FormModel`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 _NULL = {"type": "null"}
 
@@ -36,3 +36,16 @@ class FormModel(BaseModel):
     """A config section: unknown keys refused, rendered as a form section by the Prefect UI."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=empty_means_none)
+
+    # Keys a section no longer takes, each with what to do instead: an old config is refused with that
+    # advice rather than with a bare "extra inputs are not permitted".
+    removed_fields: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_removed(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key, instead in cls.removed_fields.items():
+                if key in data:
+                    raise ValueError(f"{key} was removed: {instead}")
+        return data

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -23,15 +23,10 @@ class ReferenceConfig(FormModel):
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
     seed: int = Field(0, description="Seed of the embedding projection: the same seed, the same reference")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _removed(cls, data: object) -> object:
-        if isinstance(data, dict) and "train_sample" in data:
-            raise ValueError(
-                "train_sample was removed: the reference keeps the validation and test rows only (production data "
-                "cannot match rows the model trained on); drop the setting"
-            )
-        return data
+    removed_fields: ClassVar[dict[str, str]] = {
+        "train_sample": "the reference keeps the validation and test rows only (production data cannot match rows "
+        "the model trained on); drop the setting"
+    }
 
 
 class DriftConfig(FormModel):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from tasks.forms import FormModel
 
@@ -36,12 +36,7 @@ class TrainConfig(FormModel):
     )
     resume_from: Path | None = Field(None, description="Lightning checkpoint to resume training from")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _removed(cls, data: object) -> object:
-        if isinstance(data, dict) and "limit_train_batches" in data:
-            # float | int changed meaning on the way through JSON and the UI form: 1.0 (all) arrived as 1 (one batch).
-            raise ValueError(
-                "limit_train_batches was removed: use max_batches_per_epoch (a number of batches; empty for all)"
-            )
-        return data
+    # float | int changed meaning on the way through JSON and the UI form: 1.0 (all) arrived as 1 (one batch).
+    removed_fields: ClassVar[dict[str, str]] = {
+        "limit_train_batches": "use max_batches_per_epoch (a number of batches; empty for all)"
+    }
