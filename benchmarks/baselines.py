@@ -74,6 +74,20 @@ def baselines(manifest: ReleaseManifest, release_dir: Path) -> dict[str, object]
     }
 
 
+def speedup_table(served: tuple[float, float], baselines: dict[str, tuple[float, float]]) -> list[dict[str, str]]:
+    """Rows of the served variant's speed-up over each baseline, from p50 ms at batch 1 and 64."""
+    return [
+        {
+            "baseline": name,
+            "p50_ms_b1": f"{b1:.3f}",
+            "served_speedup_b1": f"{b1 / served[0]:.2f}",
+            "p50_ms_b64": f"{b64:.3f}",
+            "served_speedup_b64": f"{b64 / served[1]:.2f}",
+        }
+        for name, (b1, b64) in baselines.items()
+    ]
+
+
 def speedup_rows(
     served: str, backends: dict[str, object], images: np.ndarray, repeats: int
 ) -> list[dict[str, str]]:
@@ -82,18 +96,7 @@ def speedup_rows(
         name: (latency_ms(b, images, 1, repeats, warmup=20)[0], latency_ms(b, images, 64, max(repeats // 4, 10), warmup=5)[0])
         for name, b in backends.items()
     }
-    mine = timed[served]
-    return [
-        {
-            "baseline": name,
-            "p50_ms_b1": f"{b1:.3f}",
-            f"{served}_speedup_b1": f"{b1 / mine[0]:.2f}",
-            "p50_ms_b64": f"{b64:.3f}",
-            f"{served}_speedup_b64": f"{b64 / mine[1]:.2f}",
-        }
-        for name, (b1, b64) in timed.items()
-        if name != served
-    ]
+    return speedup_table(timed.pop(served), timed)
 
 
 def gemm_peak_gmacs(precision: str, threads: int, size: int = 1024, repeats: int = 10) -> float:

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.baselines import baselines  # noqa: E402
+from benchmarks.baselines import baselines, speedup_table  # noqa: E402
 from tasks.export.measure import latency_ms, measuring_host, size_on_disk  # noqa: E402
 from tasks.registry.config import StoreConfig  # noqa: E402
 from tasks.registry.release import download_release  # noqa: E402
@@ -92,16 +92,11 @@ def main() -> None:
     print(text_table(table))
     served = next(r for r in rows if r["variant"] == manifest.served.name)
     print(f"\nserved {manifest.served.name} against what a user would run instead (speed-up = baseline p50 / served p50):")
-    print(text_table([
-        {
-            "baseline": b["variant"].removeprefix("baseline: "),
-            "p50_ms_b1": f"{b['p50_ms_b1']:.3f}",
-            "served_speedup_b1": f"{b['p50_ms_b1'] / served['p50_ms_b1']:.2f}",
-            "p50_ms_b64": f"{b['p50_ms_b64']:.3f}",
-            "served_speedup_b64": f"{b['p50_ms_b64'] / served['p50_ms_b64']:.2f}",
-        }
-        for b in [next(r for r in rows if r["variant"] == "torch-fp32"), *baseline_rows]
-    ]))
+    others = [next(r for r in rows if r["variant"] == "torch-fp32"), *baseline_rows]
+    print(text_table(speedup_table(
+        (served["p50_ms_b1"], served["p50_ms_b64"]),
+        {r["variant"].removeprefix("baseline: "): (r["p50_ms_b1"], r["p50_ms_b64"]) for r in others},
+    )))
 
 
 if __name__ == "__main__":

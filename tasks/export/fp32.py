@@ -79,7 +79,6 @@ def export_model(
         Variant(name=f"{prefix}openvino-fp32", runtime="openvino", directory=ir_path.parent, entrypoint=ir_path.name, **common),
     ]
     name = f"{prefix}openvino-bf16"
-    skipped = []
     why_not = bf16_unsupported(capabilities)
     if why_not is None:
         bf16_ir = save_bf16_ir(ir_path, root / name / "model.xml")
@@ -99,6 +98,5 @@ def export_model(
                 f"left out: logits differ by {result.max_abs_diff:.3g} (bf16 tolerance {result.tolerance:.3g}), top-1 "
                 f"agreement {result.top1_agreement:.1%} (at least {BF16_MIN_TOP1_AGREEMENT:.0%} needed)"
             )
-    if why_not is not None:
-        skipped.append(f"{name}: {why_not}")
+    skipped = [] if why_not is None else [f"{name}: {why_not}"]
     return Exported(stage=stage, variants=variants, parity=parity, skipped=skipped)

@@ -83,6 +83,7 @@ def test_one_ctrl_c_stops_the_worker_and_the_server_and_make_exits_0(tmp_path: P
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = _serve_env(port, tmp_path)
+    started: list[psutil.Process] = []  # the command's descendants while a build runs
     terminal = Terminal(["make", "--no-print-directory", "serve"], env)
     session = terminal.pid  # pty.fork makes the child a session leader: everything it starts is in this session
     try:
@@ -108,7 +109,7 @@ def test_one_ctrl_c_stops_the_worker_and_the_server_and_make_exits_0(tmp_path: P
         assert code == 0, f"exit {code}:\n{terminal.text()[-3000:]}"
     finally:
         leftovers = [p for p in psutil.process_iter(["pid"]) if _session(p) == session]
-        leftovers += [p for p in locals().get("started", []) if p.is_running() and p not in leftovers]
+        leftovers += [p for p in started if p.is_running() and p not in leftovers]
         for process in leftovers:
             process.kill()
     assert leftovers == [], [p.cmdline() for p in leftovers if p.is_running()]
