@@ -39,12 +39,18 @@ class PlainOnnxRuntime:
 
 
 class PlainOpenVino:
-    """``openvino.Core().compile_model(xml, "CPU")``: no hints, so a bf16 CPU infers in bf16."""
+    """``openvino.Core().compile_model(xml, "CPU")``: no hints, so a bf16 CPU infers in bf16.
 
-    def __init__(self, path: Path) -> None:
+    ``shape`` (one input's channels, height, width) reshapes the IR first, for timing at another size.
+    """
+
+    def __init__(self, path: Path, shape: list[int] | None = None) -> None:
         import openvino as ov
 
-        self.compiled = ov.Core().compile_model(str(path), "CPU")
+        model = ov.Core().read_model(str(path))
+        if shape is not None:
+            model.reshape(ov.PartialShape([-1, *shape]))
+        self.compiled = ov.Core().compile_model(model, "CPU")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.compiled(batch)[self.compiled.output(0)])
@@ -133,3 +139,84 @@ def gemm_peak_gmacs(precision: str, threads: int, size: int = 1024, repeats: int
         session.run(None, {"a": inputs})
         times.append(time.perf_counter() - start)
     return size**3 / float(np.median(times)) / 1e9
+
+
+class _OpenVinoAtSize:
+    """An OpenVINO IR reshaped to another spatial size, compiled with the variant's own precision hint."""
+
+    def __init__(self, path: Path, shape: list[int], precision: str, threads: int) -> None:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        model.reshape(ov.PartialShape([-1, *shape]))
+        hint = "bf16" if precision == "bf16" else "f32"
+        self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads})
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.compiled(batch)[self.compiled.output(0)])
+
+
+def open_at_size(manifest: ReleaseManifest, release_dir: Path, name: str, size: int, threads: int) -> object:
+    """Variant ``name`` of a release, opened for ``size`` x ``size`` inputs of the release's channels.
+
+    The convolutional models end in a global average pool, so only the graphs' declared input size
+    pins them: an ONNX copy gets symbolic height and width (ONNX Runtime infers the rest), an
+    OpenVINO IR is reshaped; torch takes any size as it is.
+    """
+    import onnx
+
+    from tasks.export.backends import OnnxRuntimeBackend
+    from tasks.registry.serving import open_variant
+
+    variant = manifest.variant(name)
+    path = release_dir / name / variant.entrypoint
+    shape = [manifest.input.channels, size, size]
+    if variant.runtime == "openvino":
+        return _OpenVinoAtSize(path, shape, variant.precision, threads)
+    if variant.runtime == "torch":
+        return open_variant(manifest, release_dir, name)
+    model = onnx.load(str(path))
+    for dim, label in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], ("height", "width")):
+        dim.ClearField("dim_value")
+        dim.dim_param = label
+    del model.graph.value_info[:]  # shapes inferred at the trained size would contradict the new one
+    resized = Path(tempfile.mkdtemp(prefix="lepton-size-")) / f"{name}.onnx"
+    onnx.save(model, str(resized))
+    return OnnxRuntimeBackend(resized, threads=threads)
+
+
+def timed_at_size(manifest: ReleaseManifest, release_dir: Path, size: int, threads: int, repeats: int) -> list[dict[str, str]]:
+    """Every variant of a release (and plain OpenVINO) timed at ``size`` x ``size``: p50 at batch 1 and 64, speed-up vs eager."""
+    from tasks.export.measure import torch_threads
+
+    images = np.random.default_rng(0).random((64, manifest.input.channels, size, size), dtype=np.float32)
+    timed = {}
+    with torch_threads(threads):
+        for variant in manifest.variants:
+            try:
+                backend = open_at_size(manifest, release_dir, variant.name, size, threads)
+                timed[variant.name] = (
+                    latency_ms(backend, images, 1, repeats, warmup=3)[0],
+                    latency_ms(backend, images, 64, max(repeats // 4, 3), warmup=1)[0],
+                )
+            except Exception as exc:  # noqa: BLE001 - e.g. a pooling whose exported kernel is tied to the trained size
+                timed[variant.name] = (float("nan"), float("nan"))
+                print(f"{variant.name} does not run at {size}x{size}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        plain = PlainOpenVino(
+            release_dir / "openvino-fp32" / manifest.variant("openvino-fp32").entrypoint, [manifest.input.channels, size, size]
+        )
+        timed["plain openvino (default precision)"] = (
+            latency_ms(plain, images, 1, repeats, warmup=3)[0], latency_ms(plain, images, 64, max(repeats // 4, 3), warmup=1)[0]
+        )
+    eager = timed["torch-fp32"]
+    return [
+        {
+            "variant": name,
+            "served": "<-" if name == manifest.served.name else "",
+            f"p50_b1_ms@{size}": f"{b1:.2f}",
+            f"p50_b64_ms@{size}": f"{b64:.1f}",
+            "speedup_b1": f"{eager[0] / b1:.2f}",
+            "speedup_b64": f"{eager[1] / b64:.2f}",
+        }
+        for name, (b1, b64) in timed.items()
+    ]

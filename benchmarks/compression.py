@@ -19,6 +19,10 @@ Models:
 Goals (checked under each table for the best in-budget variant at batch 1):
   >= 6x faster than PyTorch eager at batch 1, >= 4x at batch 64, <= 0.5 pp accuracy drop, >= 3.5x smaller.
 
+Then what a host on this machine would serve (the release's candidates timed here at batch 1
+and 64, as the scorer and server do), and every variant timed again at 224x224 (``--sizes``; the resnet18 build is RGB), the
+convolutional models taking any size: timing only, accuracy stays measured at the trained size.
+
 Under each table: the served variant against what a user would run instead (torch.compile,
 plain onnxruntime, plain OpenVINO at its default precision), timed again side by side in this
 process; and its distance to the CPU's practical peak (a 1024^3 GEMM in ONNX Runtime, FP32 and
@@ -41,11 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.baselines import baselines, gemm_peak_gmacs, speedup_rows  # noqa: E402
+from benchmarks.baselines import baselines, gemm_peak_gmacs, speedup_rows, timed_at_size  # noqa: E402
 
 from flows.build import build  # noqa: E402 - Prefect reads the settings above at import
 from flows.config import BuildConfig  # noqa: E402
 from tasks.registry.lineage import release_table  # noqa: E402
+from tasks.registry.hostchoice import choose_on_host  # noqa: E402
 from tasks.registry.manifest import ReleaseManifest  # noqa: E402
 from tasks.registry.release import read_manifest  # noqa: E402
 from tasks.registry.serving import open_variant  # noqa: E402
@@ -75,7 +80,7 @@ def model_config(name: str, work: Path, repeats: int, threads: int, budget_pp: f
         return BuildConfig.model_validate(
             {
                 **common,
-                "data": {"image_size": 64},
+                "data": {"image_size": 64, "channels": 3},
                 "train": {"model": "resnet18", "max_epochs": 10, "learning_rate": 1e-3, "early_stopping_patience": 8},
                 "compress": {
                     "plan": ["distill", "prune", "int8"],
@@ -152,6 +157,26 @@ def against_baselines(manifest: ReleaseManifest, release_dir: Path, repeats: int
               f"FP32 {peaks['fp32']:.0f}, INT8 {peaks['int8']:.0f} GMAC/s (ONNX Runtime 1024^3 GEMM)")
 
 
+def host_choice(manifest: ReleaseManifest, release_dir: Path, threads: int) -> None:
+    """What a scoring or serving host on this machine would serve: the release's candidates timed here."""
+    for batch_size in (1, 64):
+        choice, _ = choose_on_host(
+            manifest, lambda name: open_variant(manifest, release_dir, name, threads=threads), batch_size, 3.0,
+            ("onnxruntime", "openvino"),
+        )
+        print(f"\nhost choice at batch {batch_size}: {choice.reason}")
+        print(text_table(choice.table()))
+
+
+def at_sizes(manifest: ReleaseManifest, release_dir: Path, sizes: list[int], threads: int) -> None:
+    """Every variant timed again at realistic input sizes (the convolutional models take any size)."""
+    for size in sizes:
+        layout = "RGB" if manifest.input.channels == 3 else "grayscale"
+        print(f"\nevery variant at {size}x{size} {layout} (timing only: accuracy stays measured at the trained "
+              f"{manifest.input.image_size}x{manifest.input.image_size}; speed-up vs torch-fp32 eager at {size}):", flush=True)
+        print(text_table(timed_at_size(manifest, release_dir, size, threads, repeats=12)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["digits", "resnet18"])
@@ -159,7 +184,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every runtime")
     parser.add_argument("--budget-pp", type=float, default=0.5, help="accuracy budget of the policy")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[224],
+                        help="also time every variant at these input sizes (default: 224; none: skip)")
+    parser.add_argument("--release", type=Path, default=None,
+                        help="time an existing release folder (models/{name}/{version}) instead of building one")
     args = parser.parse_args()
+    if args.release is not None:
+        manifest = ReleaseManifest.model_validate_json((args.release / "manifest.json").read_text())
+        report(manifest.model, manifest, float("nan"))
+        against_baselines(manifest, args.release, args.repeats, args.threads)
+        host_choice(manifest, args.release, args.threads)
+        at_sizes(manifest, args.release, args.sizes, args.threads)
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="lepton-compression-"))
     for name in args.models:
         config = model_config(name, work, args.repeats, args.threads, args.budget_pp)
@@ -174,6 +210,8 @@ def main() -> None:
         manifest = read_manifest(open_store(config.store), release.model, release.version)
         report(name, manifest, time.perf_counter() - start)
         against_baselines(manifest, Path(release.uri.removeprefix("file://")), args.repeats, args.threads)
+        host_choice(manifest, Path(release.uri.removeprefix("file://")), args.threads)
+        at_sizes(manifest, Path(release.uri.removeprefix("file://")), args.sizes, args.threads)
 
 
 if __name__ == "__main__":

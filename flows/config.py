@@ -16,7 +16,7 @@ from tasks.explain.config import LimeConfig
 from tasks.export.config import EvaluateConfig
 from tasks.forms import FormModel
 from tasks.monitor.config import DriftConfig, LabelRow, PerformanceConfig, ReferenceConfig
-from tasks.registry.config import GateConfig, StoreConfig, validate_name
+from tasks.registry.config import GateConfig, HostChoiceConfig, StoreConfig, validate_name
 from tasks.train.config import TrainConfig
 
 
@@ -86,6 +86,10 @@ class ScoreConfig(ModelTarget):
 
     source: str = Field(".lepton/incoming", description="Folder of images, or s3://bucket/prefix on the store's endpoint")
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per inference call")
+    variant_choice: HostChoiceConfig = Field(
+        default_factory=HostChoiceConfig,
+        description="Which released variant scores here: the in-budget candidates timed on this host, the fastest wins",
+    )
     processed: str | None = Field(
         None,
         description="Treat the source folder as an inbox: once logged, move each file to this folder under the "

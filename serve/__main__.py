@@ -34,6 +34,8 @@ def parse_args(argv: list[str]) -> ServeConfig:
     parser.add_argument("--max-queue-delay-ms", type=float, help="longest a batch waits for more rows (default: 2)")
     parser.add_argument("--threads", type=int, help="intra-op threads of the runtime")
     parser.add_argument("--no-request-log", action="store_true", help="do not log served requests for monitoring")
+    parser.add_argument("--no-host-timing", action="store_true",
+                        help="serve the build's chosen variant without timing the release's candidates here")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help=f"serve a non-loopback interface without {TOKEN_ENV} (behind an authenticating proxy only)")
     args = parser.parse_args(argv)
@@ -47,6 +49,8 @@ def parse_args(argv: list[str]) -> ServeConfig:
     data["store"] = {**data.get("store", {}), **{k: v for k, v in store.items() if v is not None}}
     batching = {"max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms}
     data["batching"] = {**data.get("batching", {}), **{k: v for k, v in batching.items() if v is not None}}
+    if args.no_host_timing:
+        data["variant_choice"] = {**data.get("variant_choice", {}), "measure": False}
     if args.no_request_log:
         data["request_log"] = {**data.get("request_log", {}), "enabled": False}
     return ServeConfig.model_validate(data)

@@ -11,7 +11,9 @@ Endpoints (all JSON; errors are ``{"error": "..."}`` with a 4xx status, never a 
                                                        decoded exactly as training and batch scoring decode them
 - ``GET  /metrics``                                    Prometheus
 
-Every answer from a model carries its version (``model_version`` and the ``X-Model-Version`` header).
+Every answer from a model carries its version (``model_version`` and the ``X-Model-Version`` header) and
+the released variant this host chose to serve (``X-Model-Variant``; why: the model metadata's
+``parameters.variant_reason``).
 """
 
 from __future__ import annotations
@@ -326,8 +328,10 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
         name, version = request.path_params["name"], request.path_params.get("version")
         server.check_name(name, version)
         loaded = server.serving().loaded
-        body = model_metadata(name, loaded.version, loaded.runtime, loaded.contract, loaded.classes)
-        return json_response(body.model_dump(), headers={"X-Model-Version": loaded.version})
+        body = model_metadata(
+            name, loaded.version, loaded.runtime, loaded.contract, loaded.classes, loaded.variant, loaded.variant_reason
+        )
+        return json_response(body.model_dump(), headers={"X-Model-Version": loaded.version, "X-Model-Variant": loaded.variant})
 
     async def model_ready(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
@@ -364,10 +368,10 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
         ))
         answer, blobs = infer_response(name, loaded.version, parsed.id, outputs, logits, probabilities, loaded.classes)
         if not blobs:
-            return json_response(answer, headers={"X-Model-Version": loaded.version})
+            return json_response(answer, headers={"X-Model-Version": loaded.version, "X-Model-Variant": loaded.variant})
         head = orjson.dumps(answer)
         return Response(
-            head + blobs, 200, {"X-Model-Version": loaded.version, BINARY_HEADER: str(len(head))},
+            head + blobs, 200, {"X-Model-Version": loaded.version, "X-Model-Variant": loaded.variant, BINARY_HEADER: str(len(head))},
             media_type="application/octet-stream",
         )
 
@@ -402,7 +406,7 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
         ]
         return json_response(
             {"model_name": name, "model_version": loaded.version, "predictions": predictions},
-            headers={"X-Model-Version": loaded.version},
+            headers={"X-Model-Version": loaded.version, "X-Model-Variant": loaded.variant},
         )
 
     async def metrics(request: Request) -> Response:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.registry.config import StoreConfig, validate_name
+from tasks.registry.config import HostChoiceConfig, StoreConfig, validate_name
 
 TOKEN_ENV = "LEPTON_SERVE_TOKEN"
 
@@ -78,6 +78,9 @@ class ServeConfig(BaseModel):
         False, description=f"Serve a non-loopback interface without {TOKEN_ENV} (behind an authenticating proxy only)"
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    variant_choice: HostChoiceConfig = Field(
+        default_factory=HostChoiceConfig, description="Which released variant is served: the candidates timed on this host"
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
 

@@ -46,7 +46,7 @@ class ModelHost:
         arriving: Callable[[], int],
         on_batch: Callable[[int], None] = lambda rows: None,
         on_load_failure: Callable[[str, str], None] = lambda version, reason: None,
-        on_swap: Callable[[str | None, str], None] = lambda old, new: None,
+        on_swap: Callable[[LoadedVersion | None, LoadedVersion], None] = lambda old, new: None,
     ) -> None:
         self.store = store
         self.config = config
@@ -111,8 +111,11 @@ class ModelHost:
         new = ServedModel(loaded, self.config, self._arriving, self._on_batch)
         new.batcher.start()
         old, self.current = self.current, new  # one assignment on the event loop: requests see old or new, never neither
-        self._on_swap(old.version if old else None, new.version)
-        log.info("serving %s %s%s", self.config.model_name, new.version, f" (was {old.version})" if old else "")
+        self._on_swap(old.loaded if old else None, new.loaded)
+        log.info(
+            "serving %s %s as %s%s; %s", self.config.model_name, new.version, loaded.variant,
+            f" (was {old.version})" if old else "", loaded.variant_reason,
+        )
         if old is not None:
             task = asyncio.get_running_loop().create_task(self._retire(old))
             self._draining.add(task)

@@ -6,6 +6,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from serve.model import LoadedVersion
 from serve.requestlog import LogCounters
 
 # Latency buckets from half a millisecond to ten seconds.
@@ -27,7 +28,10 @@ class ServerMetrics:
         self.batch_size = Histogram("lepton_serve_batch_size", "Rows per model call", buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("lepton_serve_queue_depth", "Rows waiting for the model", registry=r)
         self.in_flight = Gauge("lepton_serve_in_flight_requests", "Requests being served", registry=r)
-        self.model_info = Gauge("lepton_serve_model_info", "The version in service (1)", ["model", "version"], registry=r)
+        self.model_info = Gauge(
+            "lepton_serve_model_info", "The version in service and the variant this host chose (1)",
+            ["model", "version", "variant", "runtime", "precision"], registry=r,
+        )
         self.swaps = Counter("lepton_serve_model_swaps", "Versions put in service", ["model"], registry=r)
         self.load_failures = Counter("lepton_serve_model_load_failures", "Versions refused", ["model"], registry=r)
         self.log_rows = Counter("lepton_serve_log_rows_written", "Served rows written to the monitoring logs", registry=r)
@@ -50,8 +54,13 @@ class ServerMetrics:
         self.log_pending.set(counters.pending_rows)
         self._seen = counters
 
-    def swapped(self, model: str, old: str | None, new: str) -> None:
+    def swapped(self, model: str, old: LoadedVersion | None, new: LoadedVersion) -> None:
         if old is not None:
-            self.model_info.remove(model, old)
-        self.model_info.labels(model, new).set(1)
+            self.model_info.remove(*_info_labels(model, old))
+        self.model_info.labels(*_info_labels(model, new)).set(1)
         self.swaps.labels(model).inc()
+
+
+def _info_labels(model: str, loaded: LoadedVersion) -> tuple[str, str, str, str, str]:
+    variant = loaded.manifest.variant(loaded.variant)
+    return model, loaded.version, loaded.variant, variant.runtime, variant.precision

@@ -17,6 +17,7 @@ from serve.config import ServeConfig
 from tasks.data.contract import InputContract
 from tasks.errors import LeptonError
 from tasks.export.backends import Backend, NoEmbeddingOutput
+from tasks.registry.hostchoice import HostCannotServe, cannot_run_here
 from tasks.registry.manifest import ReleaseManifest
 from tasks.registry.release import read_manifest
 from tasks.registry.serving import fetch_release
@@ -41,6 +42,8 @@ class LoadedVersion:
     backend: Backend
     projection: Projection | None  # None: no monitoring rows (the release predates monitoring)
     release_dir: Path
+    variant: str  # the released variant this host serves (timed here against the release's other candidates)
+    variant_reason: str
 
     @property
     def contract(self) -> InputContract:
@@ -52,7 +55,7 @@ class LoadedVersion:
 
     @property
     def runtime(self) -> str:
-        return self.manifest.served.runtime
+        return self.manifest.variant(self.variant).runtime
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits and (when monitored) embeddings of a float32 batch; called on the model's thread."""
@@ -62,25 +65,41 @@ class LoadedVersion:
 
 
 def load_version(store: ArtifactStore, config: ServeConfig, version: str) -> LoadedVersion:
-    """Download (sha256-verified, through the registry's one path), open and warm up a version.
+    """Download (sha256-verified, through the registry's one path), choose the variant, open and warm it up.
 
-    The warm-up runs a batch of one and a full batch and checks the outputs against the manifest,
-    so a version that cannot answer is refused before it is swapped in.
+    With ``config.variant_choice.measure`` the release's in-budget candidates are timed on this host at the
+    batch the release's objective names (1 for ``latency_b1``, ``max_batch_size`` for ``latency_bn``)
+    and the fastest is served; otherwise the build's choice. The warm-up runs a batch of one and a
+    full batch and checks the outputs against the manifest, so a version that cannot answer is
+    refused before it is swapped in.
 
     Raises:
-        VersionRefused: a torch-only release, or outputs that do not fit the manifest.
+        VersionRefused: no candidate in a servable runtime runs here, or outputs that do not fit the manifest.
         ObjectNotFound, IntegrityError: the version is incomplete or a file differs from its manifest.
     """
     manifest = read_manifest(store, config.model_name, version)
-    if manifest.served.runtime not in SERVABLE_RUNTIMES:
-        raise VersionRefused(
-            f"{config.model_name} {version} serves {manifest.served.name} on {manifest.served.runtime}; "
-            f"the server runs {', '.join(SERVABLE_RUNTIMES)} only"
-        )
-    fetched = fetch_release(store, config.model_name, version, config.work_dir, manifest=manifest)
-    backend = fetched.open(threads=config.runtime_threads, spin=False)  # the event loop needs the cores between calls
-    projection = load_projection(fetched.release_dir / manifest.monitoring.projection) if fetched.monitored else None
-    loaded = LoadedVersion(config.model_name, version, manifest, backend, projection, fetched.release_dir)
+    measure = config.variant_choice.measure and bool(manifest.alternatives)
+    fetched = fetch_release(store, config.model_name, version, config.work_dir, manifest=manifest, candidates=measure)
+    # spin=False: the event loop needs the cores between calls.
+    if measure:
+        batch_size = config.batching.max_batch_size if manifest.policy.objective == "latency_bn" else 1
+        try:
+            choice, backend = fetched.open_on_host(
+                batch_size, config.variant_choice.seconds, SERVABLE_RUNTIMES, threads=config.runtime_threads, spin=False
+            )
+        except HostCannotServe as exc:
+            raise VersionRefused(str(exc)) from None
+        variant, reason = choice.variant, choice.reason
+    else:
+        variant = manifest.served.name
+        why = cannot_run_here(manifest.variant(variant), SERVABLE_RUNTIMES)
+        if why:
+            raise VersionRefused(f"{config.model_name} {version} serves {variant}, which this server cannot: {why}")
+        backend = fetched.open(threads=config.runtime_threads, spin=False)
+        reason = f"{variant}: the build's choice ({'host timing is off' if config.variant_choice.measure is False else 'no alternative'})"
+    monitoring = manifest.monitoring_of(variant)
+    projection = load_projection(fetched.release_dir / monitoring.projection) if monitoring else None
+    loaded = LoadedVersion(config.model_name, version, manifest, backend, projection, fetched.release_dir, variant, reason)
     for rows in sorted({1, config.batching.max_batch_size}):
         batch = np.zeros((rows, *manifest.input.shape), dtype=np.float32)
         try:

@@ -74,8 +74,14 @@ class InferRequest(BaseModel):
     outputs: list[RequestOutput] | None = None
 
 
-def model_metadata(name: str, version: str, runtime: str, contract: InputContract, classes: list[str]) -> ModelMetadata:
-    """The metadata of a served release: one FP32 input in the contract's layout, three outputs."""
+def model_metadata(
+    name: str, version: str, runtime: str, contract: InputContract, classes: list[str], variant: str = "", variant_reason: str = ""
+) -> ModelMetadata:
+    """The metadata of a served release: one FP32 input in the contract's layout, three outputs.
+
+    ``parameters`` (the protocol's extension point) add the classes, the input contract, and the
+    released variant this host serves with why it was chosen.
+    """
     platform = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino_ir"}.get(runtime, runtime)
     return ModelMetadata(
         name=name,
@@ -87,7 +93,10 @@ def model_metadata(name: str, version: str, runtime: str, contract: InputContrac
             TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(classes)]),
             TensorMetadata(name="class", datatype="BYTES", shape=[-1]),
         ],
-        parameters={"classes": classes, "input_contract": contract.model_dump(), "layout": contract.describe()},
+        parameters={
+            "classes": classes, "input_contract": contract.model_dump(), "layout": contract.describe(),
+            "variant": variant, "variant_reason": variant_reason,
+        },
     )
 
 

@@ -36,6 +36,15 @@ class ServingPolicy(FormModel):
     servable_runtimes: list[Runtime] = Field(
         ["onnxruntime", "openvino"], min_length=1, description="Runtimes a release may serve"
     )
+    host_alternatives: int = Field(
+        4,
+        ge=0,
+        le=32,
+        description=(
+            "Other in-budget variants (the best of each runtime x precision) a scoring or serving host may time "
+            "and serve instead, when it is faster there; 0: every host serves the chosen one"
+        ),
+    )
 
 
 class EvaluateConfig(FormModel):

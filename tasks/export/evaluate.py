@@ -20,6 +20,7 @@ class Evaluation(BaseModel):
     choice: Choice
     latency: LatencyConfig
     host: Host
+    alternatives: list[str] = []  # variants a serving host may time and serve instead (see policy.host_alternatives)
 
     @property
     def served(self) -> str:

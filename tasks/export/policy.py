@@ -104,3 +104,23 @@ def choose_variant(variants: list[VariantMetrics], baseline_accuracy: float, pol
         reason=reason,
         out_of_budget=refused,
     )
+
+
+def host_alternatives(variants: list[VariantMetrics], choice: Choice, policy: ServingPolicy) -> list[VariantMetrics]:
+    """The variants a serving host may time and serve instead of ``choice.served``, best first.
+
+    Which runtime and precision is fastest depends on the host's CPU (VNNI speeds INT8, bf16
+    needs AVX-512 BF16 or AMX); within one runtime and precision, the variant faster here is
+    faster there too. So: of each runtime x precision other than the served one's, the in-budget
+    servable variant best by the objective; at most ``policy.host_alternatives``. None when no
+    variant is within budget (the FP32 fallback is served everywhere).
+    """
+    served = next(v for v in variants if v.name == choice.served)
+    eligible = [v for v in variants if v.runtime in policy.servable_runtimes and choice.in_budget(v.accuracy)]
+    if served not in eligible:
+        return []
+    best: dict[tuple[str, str], VariantMetrics] = {}
+    for v in sorted(eligible, key=lambda v: (_objective_value(v, policy.objective), v.p50_ms_b1, v.size_bytes, v.name)):
+        best.setdefault((v.runtime, v.precision), v)
+    best.pop((served.runtime, served.precision), None)
+    return list(best.values())[: policy.host_alternatives]

@@ -12,7 +12,7 @@ from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import Evaluation, split_for_pages
 from tasks.export.fp32 import export_model
 from tasks.export.measure import measure_variant, measuring_host
-from tasks.export.policy import choose_variant
+from tasks.export.policy import choose_variant, host_alternatives
 from tasks.export.variants import TRAINED_STAGE, Exported, Variant
 from tasks.train.trained import TrainedModel
 
@@ -76,8 +76,10 @@ def evaluate_variants(
         measured.append(result)
     baseline = next(v.accuracy for v in measured if v.runtime == "torch" and v.uncompressed)
     choice = choose_variant(measured, baseline, config.policy)
+    alternatives = [v.name for v in host_alternatives(measured, choice, config.policy)]
     evaluation = Evaluation(
-        variants=measured, parity=[p for e in exported for p in e.parity], choice=choice, latency=latency, host=host
+        variants=measured, parity=[p for e in exported for p in e.parity], choice=choice, latency=latency, host=host,
+        alternatives=alternatives,
     )
     deciding, details = split_for_pages(evaluation.table(), config.policy.objective, latency.batch_n)
     skipped = [reason for stage in exported for reason in stage.skipped]
@@ -102,4 +104,6 @@ def evaluate_variants(
             miss.variant, miss.accuracy, miss.drop_pp, miss.over_budget_pp, choice.accuracy_budget_pp,
         )
     logger.info("serving %s: %s", choice.served, choice.reason)
+    if alternatives:
+        logger.info("a scoring or serving host times these too and serves the fastest on its CPU: %s", ", ".join(alternatives))
     return evaluation

@@ -1,7 +1,9 @@
 """The monitoring reference each release carries: the monitoring rows of the data the model never trained on.
 
-The rows are computed exactly as scoring computes production's (``tasks.score``), by the served
-artifact itself, so a window of production rows compares like with like.
+The rows are computed exactly as scoring computes production's (``tasks.score``), by the released
+artifact itself, so a window of production rows compares like with like. A host may serve another
+in-budget variant than the build chose (it times them on its own CPU): each such alternative has
+its own reference, under ``monitoring/{variant}/``, since its embeddings and confidences are its own.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from tasks.registry.manifest import MonitoringReference, MonitoringSection
 from tasks.score.features import fit_projection, monitoring_columns, monitoring_features
 from tasks.score.inference import infer
 
-REFERENCE_FILE = "monitoring/reference.parquet"
-PROJECTION_FILE = "monitoring/projection.json"
+MONITORING_FOLDER = "monitoring"
+REFERENCE_NAME = "reference.parquet"
+PROJECTION_NAME = "projection.json"
 
 
 REFERENCE_SPLITS = ["val", "test"]
@@ -29,13 +32,19 @@ PROJECTION_SAMPLE = 5000
 
 
 def build_reference(
-    backend: Backend, variant: str, snapshot: DatasetSnapshot, config: ReferenceConfig, out_dir: Path
+    backend: Backend,
+    variant: str,
+    snapshot: DatasetSnapshot,
+    config: ReferenceConfig,
+    out_dir: Path,
+    folder: str = MONITORING_FOLDER,
 ) -> MonitoringReference:
     """Write the reference rows (Parquet) and the embedding projection (JSON) under ``out_dir``.
 
-    The rows are the validation and test splits, computed by the served artifact ``backend``
+    The rows are the validation and test splits, computed by the released artifact ``backend``
     (named ``variant``), with each row's true ``label``. The projection is fitted on the train
     split's embeddings; the label-free accuracy estimate is calibrated on the reference rows.
+    ``folder`` is where the files go in the release.
     """
     contract = snapshot.input
     rows = {split: _split_rows(snapshot, split) for split in REFERENCE_SPLITS if sum(snapshot.counts[split].values())}
@@ -61,14 +70,14 @@ def build_reference(
         reference["confidence"].to_numpy(), (reference["predicted_class"] == reference["label"]).to_numpy(), seed=config.seed
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    reference_path = out_dir / Path(REFERENCE_FILE).name
-    projection_path = out_dir / Path(PROJECTION_FILE).name
+    reference_path, projection_path = out_dir / REFERENCE_NAME, out_dir / PROJECTION_NAME
+    reference_file, projection_file = f"{folder}/{REFERENCE_NAME}", f"{folder}/{PROJECTION_NAME}"
     reference.to_parquet(reference_path, index=False)
     projection_path.write_text(projection.model_dump_json(indent=1))
     numerical, categorical = monitoring_columns(contract.statistic_columns, projection.n_components)
     section = MonitoringSection(
-        reference=REFERENCE_FILE,
-        projection=PROJECTION_FILE,
+        reference=reference_file,
+        projection=projection_file,
         rows=len(reference),
         variant=variant,
         numerical_columns=numerical,
@@ -76,7 +85,7 @@ def build_reference(
         reference_splits=list(rows),
         calibration=calibration,
     )
-    return MonitoringReference(section=section, files={REFERENCE_FILE: reference_path, PROJECTION_FILE: projection_path})
+    return MonitoringReference(section=section, files={reference_file: reference_path, projection_file: projection_path})
 
 
 def _split_rows(snapshot: DatasetSnapshot, split: str) -> tuple[np.ndarray, pd.DataFrame, list[str], np.ndarray]:

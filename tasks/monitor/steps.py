@@ -31,7 +31,7 @@ from tasks.monitor.feedback import (
     realized_performance,
     write_performance_report,
 )
-from tasks.monitor.reference import build_reference
+from tasks.monitor.reference import MONITORING_FOLDER, build_reference
 from tasks.registry.config import StoreConfig
 from tasks.registry.manifest import MonitoringReference
 from tasks.registry.serving import FetchedRelease
@@ -49,24 +49,59 @@ class NoReferenceData(LeptonError):
 def monitoring_reference(
     snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation, config: ReferenceConfig
 ) -> MonitoringReference:
-    """Monitoring rows of the test split and a train sample, computed by the served artifact, for the release."""
-    served = evaluation.served_variant()
+    """Monitoring rows of the validation and test splits, computed by the served artifact, for the release.
+
+    Each host alternative (a variant a scoring or serving host may serve instead) gets its own,
+    computed by itself, under ``monitoring/{variant}/``.
+    """
+    logger = get_run_logger()
+    by_name = {v.name: v for v in evaluation.variants}
     out_dir = trained.state_dict_path.parent / "monitoring"
+    served = evaluation.served_variant()
     reference = build_reference(served.open(trained), served.name, snapshot, config, out_dir)
-    get_run_logger().info(
-        "monitoring reference: %d rows of %d columns, by %s",
+    for name in evaluation.alternatives:
+        other = build_reference(
+            by_name[name].open(trained), name, snapshot, config, out_dir / name, folder=f"{MONITORING_FOLDER}/{name}"
+        )
+        reference.alternatives.append(other.section)
+        reference.files.update(other.files)
+    logger.info(
+        "monitoring reference: %d rows of %d columns, by %s%s",
         reference.section.rows, len(reference.section.numerical_columns + reference.section.categorical_columns), served.name,
+        f" (and by each host alternative: {', '.join(evaluation.alternatives)})" if evaluation.alternatives else "",
     )
     return reference
 
 
 class MonitorWindow(BaseModel):
-    """The production rows of the window, saved locally, and what was left out."""
+    """The production rows of the window, saved locally, and what was left out.
+
+    ``variant`` computed the rows kept: a host may serve another in-budget variant than the build
+    chose, and its embeddings and confidences compare only with its own reference.
+    """
 
     path: Path
     rows: int
     other_versions_rows: int
     since: str | None
+    variant: str | None = None
+    other_variants_rows: dict[str, int] = {}
+
+
+def variant_rows(window: pd.DataFrame, served: str) -> tuple[str, pd.DataFrame, dict[str, int]]:
+    """The rows of the variant that computed most of the window, and how many rows each other variant computed.
+
+    Rows logged before rows named their variant were computed by the build's choice, ``served``.
+    A tie goes to ``served``, then by name, so the same window always picks the same variant.
+    """
+    variants = window["variant"].fillna(served) if "variant" in window else pd.Series(served, index=window.index)
+    counts = variants.value_counts()
+    if counts.empty:
+        return served, window, {}
+    top = counts.max()
+    chosen = min((name for name, n in counts.items() if n == top), key=lambda name: (name != served, name))
+    others = {str(name): int(n) for name, n in counts.items() if name != chosen}
+    return chosen, window.loc[variants == chosen].assign(variant=chosen).reset_index(drop=True), others
 
 
 @task(**STORE_RETRIES)
@@ -77,10 +112,12 @@ def read_production_window(
     window_rows: int | None,
     work_dir: Path,
 ) -> MonitorWindow:
-    """The logged monitoring rows of the window that production's release scored.
+    """The logged monitoring rows of the window that production's release scored, by one variant.
 
-    Rows scored by other releases are left out: their embeddings come from
-    another model and another projection, so they cannot be compared with this reference.
+    Rows scored by other releases are left out: their embeddings come from another model and
+    another projection, so they cannot be compared with this reference. Of this release's rows,
+    those of the variant that computed most of them are kept (see :func:`variant_rows`); the
+    rest are counted and named in the verdict's notes.
     """
     if not production.monitored:
         raise NoReferenceData(
@@ -89,21 +126,31 @@ def read_production_window(
         )
     since = datetime.now(timezone.utc) - timedelta(hours=window_hours) if window_hours else None
     window = read_window(open_store(store_config), "monitoring", production.model, since=since)
-    other = 0
+    other, variant, other_variants = 0, production.manifest.served.name, {}
     if not window.empty:
         mine = window["release_version"] == production.version
         other = int((~mine).sum())
-        window = window.loc[mine].reset_index(drop=True)
+        variant, window, other_variants = variant_rows(window.loc[mine].reset_index(drop=True), variant)
+    if production.manifest.monitoring_of(variant) is None:
+        raise NoReferenceData(
+            f"{production.model} release {production.version} has no monitoring reference for {variant}, which computed "
+            f"the window's rows; it has references for {', '.join(v.name for v in production.manifest.host_candidates())}"
+        )
     if window_rows is not None:
         window = window.tail(window_rows).reset_index(drop=True)
     path = work_dir / "monitor" / production.model / f"window-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     window.to_parquet(path, index=False)
+    left_out = [f"{other} rows of other releases"] if other else []
+    left_out += [f"{n} rows computed by {name}" for name, n in other_variants.items()]
     get_run_logger().info(
-        "window: %d rows of release %s%s", len(window), production.version,
-        f" ({other} rows of other releases left out)" if other else "",
+        "window: %d rows of release %s computed by %s%s", len(window), production.version, variant,
+        f" (left out: {'; '.join(left_out)})" if left_out else "",
     )
-    return MonitorWindow(path=path, rows=len(window), other_versions_rows=other, since=since.isoformat() if since else None)
+    return MonitorWindow(
+        path=path, rows=len(window), other_versions_rows=other, since=since.isoformat() if since else None,
+        variant=variant, other_variants_rows=other_variants,
+    )
 
 
 class DriftReport(BaseModel):
@@ -122,7 +169,7 @@ def check_drift(
 ) -> tuple[DriftResult, Path | None]:
     """Two-sample drift tests of the window against the release's reference; the report opens with the verdict."""
     logger = get_run_logger()
-    monitoring = production.manifest.monitoring
+    monitoring = production.manifest.monitoring_of(window.variant or production.manifest.served.name)
     reference = reference_rows(pd.read_parquet(production.release_dir / monitoring.reference), monitoring.reference_splits)
     current = pd.read_parquet(window.path) if window.rows else pd.DataFrame(columns=reference.columns)
     numerical, categorical = monitoring.numerical_columns, monitoring.categorical_columns
@@ -134,6 +181,12 @@ def check_drift(
     )
     if monitoring.calibration is None:
         result.notes.append("release built before label-free accuracy estimation: no estimate")
+    if window.other_variants_rows:
+        others = ", ".join(f"{n} by {name}" for name, n in window.other_variants_rows.items())
+        result.notes.append(
+            f"tested the rows computed by {monitoring.variant} (most of the window) against its reference; rows computed "
+            f"by other variants, which hosts chose on their CPUs, compare only with their own references: {others}"
+        )
     for note in result.quarantined + result.notes:
         logger.warning(note)
     logger.info("drift verdict: %s", result.headline())

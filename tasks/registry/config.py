@@ -94,3 +94,13 @@ class GateConfig(FormModel):
         0.05, gt=0.0, lt=0.5, description="Significance of the baseline test; the paired interval is at 1 - significance"
     )
     seed: int = Field(0, description="Seed of the paired bootstrap")
+
+
+class HostChoiceConfig(FormModel):
+    """Whether a scoring or serving host times the release's candidate variants on its own CPU and serves the fastest."""
+
+    measure: bool = Field(
+        True,
+        description="Time the release's in-budget candidates here and serve the fastest; off: serve the build's choice",
+    )
+    seconds: float = Field(3.0, gt=0, le=120, description="How long the candidates are timed (interleaved, 3 rounds at least)")

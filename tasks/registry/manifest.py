@@ -156,10 +156,14 @@ class MonitoringSection(_Section):
 
 
 class MonitoringReference(BaseModel):
-    """A monitoring reference ready to release: its manifest section and its local files by release path."""
+    """A monitoring reference ready to release: its manifest section and its local files by release path.
+
+    ``section`` is the served variant's; ``alternatives`` are those of the other host candidates.
+    """
 
     section: MonitoringSection
     files: dict[str, Path]
+    alternatives: list[MonitoringSection] = []
 
 
 class ReleaseFile(_Section):
@@ -187,6 +191,14 @@ class ReleaseDraft(_Section):
     dataset: DatasetLineage
     training: TrainingLineage
     monitoring: MonitoringSection | None = None
+    alternatives: list[MonitoringSection] = Field(
+        default_factory=list,
+        description=(
+            "Variants a serving host may measure and serve instead of ``served`` (in budget, in a servable runtime), "
+            "each with its own monitoring reference: its embeddings and confidences are its own. Empty for releases "
+            "built before host choice: every host serves ``served``."
+        ),
+    )
     config: dict[str, Any]
     code_version: str
     model_card: str
@@ -201,6 +213,16 @@ class ReleaseDraft(_Section):
         if found is None:
             raise ManifestError(f"release of {self.model} has no variant {name!r}; it has {[v.name for v in self.variants]}")
         return found
+
+    def host_candidates(self) -> list[ReleasedVariant]:
+        """The variants a serving host may choose between: ``served`` first, then the alternatives."""
+        return [self.variant(self.served.name)] + [self.variant(m.variant) for m in self.alternatives]
+
+    def monitoring_of(self, variant: str) -> MonitoringSection | None:
+        """The monitoring reference of rows computed by ``variant`` (None: the release has none for it)."""
+        if self.monitoring is not None and variant == self.monitoring.variant:
+            return self.monitoring
+        return next((m for m in self.alternatives if m.variant == variant), None)
 
 
 class ReleaseManifest(ReleaseDraft):

@@ -7,16 +7,19 @@ release through here, so what they run is what production serves, byte for byte.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import json
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from tasks.data.snapshot import DatasetManifest
 from tasks.errors import LeptonError
-from tasks.hashing import sha256_file
+from tasks.export.measure import measuring_host
+from tasks.hashing import sha256_bytes, sha256_file
 from tasks.export.backends import Backend, open_backend
 from tasks.registry.aliases import read_alias
-from tasks.registry.manifest import ReleaseManifest
+from tasks.registry.hostchoice import HostChoice, choose_on_host
+from tasks.registry.manifest import ManifestError, ReleaseManifest
 from tasks.registry.release import download_release, read_manifest
 from tasks.registry.store import ArtifactStore
 
@@ -45,6 +48,44 @@ class FetchedRelease(BaseModel):
     def open(self, variant: str | None = None, threads: int | None = None, spin: bool = True) -> Backend:
         """A back end for one of its variants (default: the served one); see :func:`open_variant`."""
         return open_variant(self.manifest, self.release_dir, variant, threads, spin)
+
+    def open_on_host(
+        self,
+        batch_size: int,
+        seconds: float,
+        runtimes: Sequence[str],
+        threads: int | None = None,
+        spin: bool = True,
+        cache_dir: Path | None = None,
+    ) -> tuple[HostChoice, Backend]:
+        """The host candidate fastest on this host at ``batch_size``, open (see :func:`choose_on_host`).
+
+        With ``cache_dir``, a choice timed earlier on this same host (CPU, flags, batch size, threads,
+        runtimes) for this version is reused, so a scheduled scorer times the candidates once per release.
+        The candidates' files must have been fetched (``fetch_release(..., candidates=True)``).
+        """
+        cached = None
+        if cache_dir is not None:
+            key = sha256_bytes(
+                json.dumps([self.version, measuring_host().model_dump(), batch_size, threads, sorted(runtimes)]).encode()
+            )[:16]
+            cached = cache_dir / "host-choice" / self.model / self.version / f"{key}.json"
+            if cached.is_file():
+                try:
+                    choice = HostChoice.model_validate_json(cached.read_text())
+                    self.manifest.variant(choice.variant)
+                except (ValueError, ManifestError):
+                    cached.unlink()  # unreadable or stale: time the candidates again
+                else:
+                    reason = f"{choice.reason} (timed on this host at {choice.measured_at:%Y-%m-%d %H:%M} UTC; kept in {cached})"
+                    return choice.model_copy(update={"reason": reason}), self.open(choice.variant, threads, spin)
+        choice, backend = choose_on_host(
+            self.manifest, lambda name: self.open(name, threads, spin), batch_size, seconds, runtimes
+        )
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(choice.model_dump_json(indent=1))
+        return choice, backend
 
 
 class LabelledFile(BaseModel):
@@ -87,17 +128,20 @@ def fetch_release(
     extra: Sequence[str] = (),
     monitoring: bool = True,
     manifest: ReleaseManifest | None = None,
+    candidates: bool = False,
 ) -> FetchedRelease:
     """Download (verified, cached by hash) a version's served variant, its monitoring files and ``extra`` folders.
 
-    ``monitoring=False`` leaves the monitoring reference out; ``manifest`` saves reading it again.
+    ``monitoring=False`` leaves the monitoring reference out; ``candidates=True`` adds every host
+    candidate (the variants a host may time and serve instead); ``manifest`` saves reading it again.
 
     Raises:
         ObjectNotFound: no such complete version.
         IntegrityError: a file differs from its manifest's sha256.
     """
     manifest = manifest or read_manifest(store, model, version)
-    parts = [manifest.served.name, *(["monitoring"] if monitoring and manifest.monitoring else []), *extra]
+    served = [v.name for v in manifest.host_candidates()] if candidates else [manifest.served.name]
+    parts = [*served, *(["monitoring"] if monitoring and manifest.monitoring else []), *extra]
     release_dir = work_dir / "production" / model / version
     for folder in dict.fromkeys(parts):
         download_release(store, model, version, release_dir, work_dir / "cache", only=folder, manifest=manifest)
@@ -110,7 +154,9 @@ def production_version(store: ArtifactStore, model: str) -> str | None:
     return alias.version if alias else None
 
 
-def fetch_production(store: ArtifactStore, model: str, work_dir: Path, extra: Sequence[str] = ()) -> FetchedRelease:
+def fetch_production(
+    store: ArtifactStore, model: str, work_dir: Path, extra: Sequence[str] = (), candidates: bool = False
+) -> FetchedRelease:
     """Production's release, its files downloaded and verified (see :func:`fetch_release`).
 
     Raises:
@@ -119,7 +165,7 @@ def fetch_production(store: ArtifactStore, model: str, work_dir: Path, extra: Se
     version = production_version(store, model)
     if version is None:
         raise NoProductionRelease(f"{model} has no production release in {store.uri}; run the build flow first")
-    return fetch_release(store, model, version, work_dir, extra)
+    return fetch_release(store, model, version, work_dir, extra, candidates=candidates)
 
 
 def release_split(store: ArtifactStore, release: FetchedRelease, cache_dir: Path, split: str = "test") -> list[LabelledFile]:

@@ -81,10 +81,14 @@ def publish(
 
 
 @task(**STORE_RETRIES)
-def fetch_production(store_config: StoreConfig, model: str, work_dir: Path) -> FetchedRelease:
-    """Production's served variant and monitoring files, downloaded and verified by sha256 (cached by hash)."""
-    production = fetch_production_release(open_store(store_config), model, work_dir)
-    get_run_logger().info("production %s %s (%s), files verified", model, production.version, production.manifest.served.name)
+def fetch_production(store_config: StoreConfig, model: str, work_dir: Path, candidates: bool = False) -> FetchedRelease:
+    """Production's served variant and monitoring files, downloaded and verified by sha256 (cached by hash).
+
+    ``candidates=True`` fetches every variant a host may time and serve instead (see ``FetchedRelease.open_on_host``).
+    """
+    production = fetch_production_release(open_store(store_config), model, work_dir, candidates=candidates)
+    fetched = [v.name for v in production.manifest.host_candidates()] if candidates else [production.manifest.served.name]
+    get_run_logger().info("production %s %s (%s), files verified", model, production.version, ", ".join(fetched))
     return production
 
 

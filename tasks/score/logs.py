@@ -69,8 +69,12 @@ def log_batch(
     predictions: pd.DataFrame,
     monitoring: pd.DataFrame | None,
     logged: dict[str, str],
+    variant: str | None = None,
 ) -> tuple[str, str | None]:
     """Write a scored batch's predictions and monitoring rows, each once, under one time stamp; return both keys.
+
+    Each row carries the release version and the ``variant`` that computed it (a host may serve
+    another in-budget variant than the build chose; its rows compare with that variant's reference).
 
     ``logged`` holds the batch's earlier logs (:func:`batch_logs`). When an earlier attempt wrote one
     of the two and failed before the other, this completes the batch under that attempt's stamp: no
@@ -88,6 +92,8 @@ def log_batch(
         frame = frame.copy()
         frame.insert(0, "scored_at", scored_at)
         frame.insert(1, "release_version", release_version)
+        if variant is not None:
+            frame.insert(2, "variant", variant)
         keys.append(write_log(store, kind, model, frame, scored_at, batch_id))
     return keys[0], keys[1]
 

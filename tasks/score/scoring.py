@@ -33,6 +33,8 @@ class ScoreResult(BaseModel):
 
     model: str
     version: str
+    variant: str | None = None
+    variant_reason: str = ""
     batch_id: str
     files: int
     scored: int

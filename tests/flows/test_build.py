@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -162,6 +163,30 @@ def test_the_served_variant_is_in_budget_and_the_manifest_says_why(demo) -> None
     assert variants["distilled-pruned-onnx-int8"].size_bytes < variants["onnx-fp32"].size_bytes / 4
     assert manifest.latency.threads == config.evaluate.latency.threads
     assert manifest.latency.host.logical_cpus >= 1 and manifest.latency.host.cpu
+
+
+def test_the_release_offers_hosts_in_budget_alternatives_each_with_its_own_reference(demo) -> None:
+    config, _, manifest, downloaded = demo
+    # The CPU the build measured on, as /proc/cpuinfo names it: timings compare only within one host.
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    flags = set(next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
+    assert set(manifest.latency.host.flags) == flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
+    assert manifest.latency.host.cpu in cpuinfo
+    candidates = manifest.host_candidates()
+    groups = [(v.runtime, v.precision) for v in candidates]
+    assert candidates[0].name == manifest.served.name and len(set(groups)) == len(groups)
+    assert 1 <= len(manifest.alternatives) <= config.evaluate.policy.host_alternatives
+    assert all(v.in_budget and v.runtime in config.evaluate.policy.servable_runtimes for v in candidates)
+    files = {f.path for f in manifest.files}
+    served_reference = pd.read_parquet(downloaded / manifest.monitoring.reference)
+    for section in manifest.alternatives:
+        assert section.reference == f"monitoring/{section.variant}/reference.parquet"
+        assert {section.reference, section.projection} <= files
+        rows = pd.read_parquet(downloaded / section.reference)
+        # The same inputs, described by another artifact: identical statistics, its own confidences.
+        assert rows["image_sha256"].tolist() == served_reference["image_sha256"].tolist()
+        assert (rows["brightness"] == served_reference["brightness"]).all()
+        assert section.calibration is not None and section.rows == len(rows)
 
 
 def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:

@@ -52,13 +52,22 @@ def test_features_are_identical_at_build_and_at_scoring(demo, tmp_path: Path) ->
         shutil.copy(path, originals / f"{path.parent.name}-{path.name}")
     scored = score(ScoreConfig(source=str(originals), work_dir=config.work_dir, store=config.store))
     assert scored.scored == manifest.metrics.test_images and not scored.failed
+    # The scorer timed the release's candidates here and says which it chose and why; never one out of budget.
+    assert scored.variant in [v.name for v in manifest.host_candidates()] and manifest.variant(scored.variant).in_budget
+    assert scored.variant_reason.startswith(f"{scored.variant}: ") and "batch 256" in scored.variant_reason
+    with get_client(sync_client=True) as client:
+        timed = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["host-choice"])))
+    assert any(scored.variant in (a.description or "") for a in timed)
     logged = read_window(open_store(config.store), "monitoring", release.model)
     logged = logged[logged["scored_at"] == logged["scored_at"].max()]
-    reference = pd.read_parquet(downloaded / manifest.monitoring.reference)
+    assert set(logged["variant"]) == {scored.variant}
+    # Identical to the rows the build computed with the same variant for the release's reference.
+    monitoring = manifest.monitoring_of(scored.variant)
+    reference = pd.read_parquet(downloaded / monitoring.reference)
     reference = reference[reference["split"] == "test"]
     merged = reference.merge(logged, on="image_sha256", suffixes=("_build", "_score"))
     assert len(merged) == len(reference)
-    for column in manifest.monitoring.numerical_columns:
+    for column in monitoring.numerical_columns:
         np.testing.assert_array_equal(merged[f"{column}_build"], merged[f"{column}_score"], err_msg=column)
     assert (merged["predicted_class_build"] == merged["predicted_class_score"]).all()
 
@@ -162,7 +171,7 @@ def test_models_without_production_or_reference_are_refused(demo, tmp_path: Path
     # A release as built before monitoring existed: same files and manifest, no monitoring reference.
     store = open_store(config.store)
     files = {f.path: downloaded / f.path for f in manifest.files if not f.path.startswith("monitoring/")}
-    older = manifest.model_dump(exclude={"version", "created_at", "files"}) | {"model": "older", "monitoring": None}
+    older = manifest.model_dump(exclude={"version", "created_at", "files"}) | {"model": "older", "monitoring": None, "alternatives": []}
     version = publish_release(store, files, ReleaseDraft.model_validate(older)).version
     move_alias(store, "older", version, "before monitoring", read_alias(store, "older"))
     with pytest.raises(NoReferenceData, match="no monitoring reference"):

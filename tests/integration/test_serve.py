@@ -53,8 +53,10 @@ class Registry:
         if expected[0] is None or expected[0].version != version:
             move_alias(self.store, MODEL, version, f"test: serve {version}", expected, kind="rollback")
 
-    def args(self, work: Path, *extra: str) -> list[str]:
-        return ["--model", MODEL, "--store", self.uri, "--work-dir", str(work), "--poll-seconds", "0.2", *extra]
+    def args(self, work: Path, *extra: str, host_timing: bool = False) -> list[str]:
+        """Server flags; without ``host_timing`` it serves the build's choice, so expected outputs are known up front."""
+        timing = [] if host_timing else ["--no-host-timing"]
+        return ["--model", MODEL, "--store", self.uri, "--work-dir", str(work), "--poll-seconds", "0.2", *timing, *extra]
 
     def files(self, count: int | None = None) -> list[Path]:
         return sorted(self.images.rglob("*.png"))[:count]
@@ -80,14 +82,19 @@ def registry(prefect_api, tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return registry
 
 
+def model_info(metrics: dict) -> list[dict[str, str]]:
+    """The labels of every ``lepton_serve_model_info`` series at 1: the version (and variant) in service."""
+    return [dict(labels) for (name, labels), value in metrics.items() if name == "lepton_serve_model_info" and value == 1]
+
+
 def tensor_request(rows: np.ndarray, **extra) -> dict:
     return {"inputs": [{"name": "images", "shape": list(rows.shape), "datatype": "FP32", "data": rows.reshape(-1).tolist()}], **extra}
 
 
-def expected_logits(registry: Registry, version: str, rows: np.ndarray, work: Path) -> np.ndarray:
-    """What a version computes for ``rows``, in this process, through the registry's one way to open it."""
-    fetched = fetch_release(registry.store, MODEL, version, work, monitoring=False)
-    return fetched.open().predict(rows)
+def expected_logits(registry: Registry, version: str, rows: np.ndarray, work: Path, variant: str | None = None) -> np.ndarray:
+    """What a version's ``variant`` (default: the build's choice) computes for ``rows``, through the registry's one way to open it."""
+    fetched = fetch_release(registry.store, MODEL, version, work, monitoring=False, candidates=variant is not None)
+    return fetched.open(variant).predict(rows)
 
 
 def test_every_endpoint_of_the_protocol_answers_as_specified(registry: Registry, tmp_path: Path) -> None:
@@ -108,6 +115,10 @@ def test_every_endpoint_of_the_protocol_answers_as_specified(registry: Registry,
         ]
         classes = body["parameters"]["classes"]
         assert sorted(classes) == ["dark", "light", "mid"]
+        # Host timing off: the build's choice, and the answer says so.
+        served = read_manifest(registry.store, MODEL, version).served.name
+        assert body["parameters"]["variant"] == meta.headers["x-model-variant"] == served
+        assert body["parameters"]["variant_reason"] == f"{served}: the build's choice (host timing is off)"
         assert http.get(f"/v2/models/{MODEL}/versions/{version}").json()["versions"] == [version]
         assert http.get(f"/v2/models/{MODEL}/ready").json() == {"name": MODEL, "ready": True}
         assert http.get(f"/v2/models/{MODEL}/versions/{version}/ready").status_code == 200
@@ -182,8 +193,11 @@ def test_predictions_equal_batch_scoring_for_the_same_files(registry: Registry, 
     batch.mkdir()
     for f in files:
         shutil.copy(f, batch / f.name)
-    result = score(ScoreConfig(model_name=MODEL, store={"uri": registry.uri}, work_dir=tmp_path / "score", source=str(batch)))
-    assert result.scored == len(files)
+    # Both serve the build's choice (the server with --no-host-timing): one variant, so equal answers.
+    result = score(ScoreConfig(
+        model_name=MODEL, store={"uri": registry.uri}, work_dir=tmp_path / "score", source=str(batch), variant_choice={"measure": False}
+    ))
+    assert result.scored == len(files) and result.variant == read_manifest(registry.store, MODEL, registry.versions[0]).served.name
     scored = pd.read_parquet(result.predictions_uri.removeprefix("file://")).set_index("file")
     with running_server(registry.args(tmp_path / "work", "--no-request-log"), tmp_path) as server:
         endpoint = f"/v1/models/{MODEL}:predict-image"
@@ -298,8 +312,7 @@ def test_versions_swap_under_load_without_an_error_and_every_answer_names_its_ve
         assert set(seen) == {v1, v2}
         metrics = server.metrics()
         assert metrics[("lepton_serve_model_swaps_total", (("model", MODEL),))] == 4
-        assert metrics[("lepton_serve_model_info", (("model", MODEL), ("version", v2)))] == 1
-        assert not any(name == "lepton_serve_model_info" and dict(labels).get("version") == v1 for name, labels in metrics)
+        assert [info["version"] for info in model_info(metrics)] == [v2]
 
 
 def test_a_version_that_fails_verification_is_refused_and_the_old_one_keeps_serving(registry: Registry, tmp_path: Path) -> None:
@@ -397,7 +410,7 @@ def test_oversized_bodies_images_and_batches_get_4xx_and_the_server_keeps_servin
         assert metrics[("lepton_serve_requests_total", (("endpoint", "/v1/models/{name}:predict-image"), ("status", "422")))] == 2
         assert metrics[("lepton_serve_requests_total", (("endpoint", "/v1/models/{name}:predict-image"), ("status", "200")))] == 1
         assert metrics[("lepton_serve_request_duration_seconds_count", (("endpoint", "/v1/models/{name}:predict-image"), ("status", "200")))] == 1
-        assert metrics[("lepton_serve_model_info", (("model", MODEL), ("version", registry.versions[0])))] == 1
+        assert [info["version"] for info in model_info(metrics)] == [registry.versions[0]]
         assert metrics[("lepton_serve_queue_depth", ())] == 0
 
 
@@ -409,24 +422,36 @@ def test_served_requests_become_monitoring_rows_the_monitor_flow_reads(registry:
         shutil.rmtree(copy / kind, ignore_errors=True)
     mine = Registry(registry.root, registry.images, f"file://{copy}", registry.versions)
     files = mine.files()
-    with running_server(mine.args(tmp_path / "work"), tmp_path) as server:
+    manifest = read_manifest(mine.store, MODEL, mine.versions[0])
+    # Host timing on (the default): the server times the release's candidates here and says which it serves.
+    with running_server(mine.args(tmp_path / "work", host_timing=True), tmp_path) as server:
+        meta = server.client.get(f"/v2/models/{MODEL}").json()["parameters"]
+        variant = meta["variant"]
+        assert variant in [v.name for v in manifest.host_candidates()] and manifest.variant(variant).in_budget
+        assert "here" in meta["variant_reason"] and "batch 1" in meta["variant_reason"]  # latency_b1: timed at batch 1
+        assert [(i["version"], i["variant"]) for i in model_info(server.metrics())] == [(mine.versions[0], variant)]
+        assert f"as {variant}" in server.log()
         endpoint = f"/v1/models/{MODEL}:predict-image"
         for start in range(0, len(files), 50):
             part = files[start : start + 50]
             answer = server.client.post(endpoint, files=[("files", (f.name, f.read_bytes(), "image/png")) for f in part])
             assert answer.status_code == 200, answer.text
+            assert answer.headers["x-model-variant"] == variant
         tensors = np.random.default_rng(3).random((10, 1, 8, 8), dtype=np.float32)
-        assert server.client.post(f"/v2/models/{MODEL}/infer", json=tensor_request(tensors, id="t")).status_code == 200
+        answer = server.client.post(f"/v2/models/{MODEL}/infer", json=tensor_request(tensors, id="t", outputs=[{"name": "logits"}]))
+        assert answer.status_code == 200
+        served = np.asarray(answer.json()["outputs"][0]["data"], dtype=np.float32).reshape(10, -1)
+        np.testing.assert_allclose(served, expected_logits(mine, mine.versions[0], tensors, tmp_path / "ref", variant), rtol=1e-5, atol=1e-5)
         assert server.terminate() == 0  # SIGTERM: what is buffered is written before the process ends
     logged = read_window(mine.store, "monitoring", MODEL)
     assert len(logged) == len(files) + 10
-    assert set(logged["release_version"]) == {mine.versions[0]}
+    assert set(logged["release_version"]) == {mine.versions[0]} and set(logged["variant"]) == {variant}
     assert logged["file"].iloc[-10:].tolist() == [f"request:t/{i}" for i in range(10)]
     assert logged["original_width"].iloc[-10:].isna().all() and logged["original_width"].iloc[: len(files)].eq(12).all()
     predictions = read_window(mine.store, "predictions", MODEL)
     assert sorted(predictions["file"].iloc[: len(files)]) == sorted(f.name for f in files)
     report = monitor(MonitorConfig(model_name=MODEL, store={"uri": mine.uri}, work_dir=tmp_path / "monitor", drift={"min_rows": 50}))
-    assert report.result.rows == len(files) + 10
+    assert report.result.rows == len(files) + 10  # every row: they are all the served variant's, tested against its reference
     assert any("10 window rows do not measure" in q for q in report.result.quarantined)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.export.config import ServingPolicy
 from tasks.export.evaluate import split_for_pages, variant_table
-from tasks.export.policy import NoServableVariant, choose_variant
+from tasks.export.policy import NoServableVariant, choose_variant, host_alternatives
 from tasks.export.variants import Variant
 from tasks.tables import text_table
 
@@ -102,3 +102,27 @@ def test_the_artifact_tables_fit_a_page_and_together_hold_every_column() -> None
     assert [d["variant"] for d in details] == [r["variant"] for r in rows]
     for row, left, right in zip(rows, deciding, details):
         assert {**left, **right} == row
+
+
+def test_host_alternatives_are_the_best_in_budget_variant_of_each_other_runtime_and_precision() -> None:
+    variants = VARIANTS + [
+        _v("distilled-onnx-int8", "onnxruntime", 0.976, 0.09, 3.5, 200, stage="distilled"),  # beats onnx-int8 at batch 1
+        _v("openvino-bf16", "openvino", 0.979, 0.15, 1.2, 500, precision="bf16"),
+    ]
+    policy = ServingPolicy(objective="latency_b1", accuracy_budget_pp=1.0)
+    choice = choose_variant(variants, 0.98, policy)
+    alternatives = [v.name for v in host_alternatives(variants, choice, policy)]
+    assert choice.served == "distilled-onnx-int8"
+    # Best first; one per runtime x precision; never the served one's group, torch, or anything out of budget.
+    assert alternatives == ["openvino-bf16", "openvino-int8", "onnx-fp32", "openvino-fp32"]
+    assert all(next(v for v in variants if v.name == a).accuracy >= choice.floor for a in alternatives)
+    fewer = host_alternatives(variants, choice, policy.model_copy(update={"host_alternatives": 2}))
+    assert [v.name for v in fewer] == alternatives[:2]
+    assert host_alternatives(variants, choice, policy.model_copy(update={"host_alternatives": 0})) == []
+
+
+def test_a_fallback_release_offers_hosts_no_alternative() -> None:
+    policy = ServingPolicy(objective="latency_b1", accuracy_budget_pp=0.0)
+    low = [_v("onnx-fp32", "onnxruntime", 0.97, 0.3, 3.0, 900, precision="fp32"), _v("openvino-int8", "openvino", 0.96, 0.2, 1.0, 300)]
+    choice = choose_variant(low, 0.98, policy)
+    assert "no variant within" in choice.reason and host_alternatives(low, choice, policy) == []
