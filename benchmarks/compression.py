@@ -158,10 +158,15 @@ def against_baselines(manifest: ReleaseManifest, release_dir: Path, repeats: int
 
 
 def host_choice(manifest: ReleaseManifest, release_dir: Path, threads: int) -> None:
-    """What a scoring or serving host on this machine would serve: the release's candidates timed here."""
+    """What a scoring or serving host on this machine would serve: the release's candidates timed here.
+
+    Without spinning threads, as the server and the scorer time them: an ONNX Runtime pool spinning
+    after its call slows whichever candidate runs next (OpenVINO's bf16 variant measured 5.1 ms at
+    batch 64 after spinning ONNX Runtime sessions, 3.2 ms without).
+    """
     for batch_size in (1, 64):
         choice, _ = choose_on_host(
-            manifest, lambda name: open_variant(manifest, release_dir, name, threads=threads), batch_size, 3.0,
+            manifest, lambda name: open_variant(manifest, release_dir, name, threads=threads, spin=False), batch_size, 3.0,
             ("onnxruntime", "openvino"),
         )
         print(f"\nhost choice at batch {batch_size}: {choice.reason}")

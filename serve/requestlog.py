@@ -148,16 +148,18 @@ class RequestLog:
     def flush(self) -> bool:
         """Write every pending row now (on the caller's thread); True when nothing is left pending.
 
-        Rows are written as one object per version and attempt; a failed object keeps its batch id,
+        Rows are written as one object per loaded version and attempt; a failed object keeps its batch id,
         so its retry completes it (predictions and monitoring rows each exactly once).
         """
         with self._lock:
             pending, self._pending = self._pending, []
             units, self._retry = self._retry, []
             self._oldest = None
-        by_version: dict[str, list[ServedRows]] = {}
+        # One object per loaded version: a version loaded again (a rollback) may serve another variant,
+        # whose rows carry its own name and projection.
+        by_version: dict[int, list[ServedRows]] = {}
         for rows in pending:
-            by_version.setdefault(rows.version.version, []).append(rows)
+            by_version.setdefault(id(rows.version), []).append(rows)
         for group in by_version.values():
             self._sequence += 1
             units.append((sha256_bytes(f"{self._instance}-{self._sequence}".encode())[:12], group, False))

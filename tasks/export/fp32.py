@@ -23,9 +23,16 @@ from tasks.train.models import count_macs_params
 
 
 def export_fp32_checked(
-    model: nn.Module, test_inputs: np.ndarray, out_root: Path, tolerance: float, prefix: str = ""
+    model: nn.Module,
+    test_inputs: np.ndarray,
+    out_root: Path,
+    tolerance: float,
+    prefix: str = "",
+    expected: np.ndarray | None = None,
 ) -> tuple[Path, Path, list[ParityResult]]:
     """Write ``out_root/{prefix}onnx-fp32/model.onnx`` and ``out_root/{prefix}openvino-fp32/model.xml``.
+
+    ``expected`` are the model's logits on ``test_inputs`` when the caller has them (else computed here, once).
 
     Returns:
         The ONNX path, the IR path and both parity results on ``test_inputs``.
@@ -35,7 +42,7 @@ def export_fp32_checked(
     """
     onnx_path = export_onnx(model, torch.from_numpy(test_inputs[:2]), out_root / f"{prefix}onnx-fp32" / "model.onnx")
     ir_path = export_openvino(onnx_path, out_root / f"{prefix}openvino-fp32" / "model.xml")
-    reference = TorchBackend(model)
+    reference = TorchBackend(model).predict(test_inputs) if expected is None else expected
     parity = [
         check_parity(f"{prefix}onnx-fp32", reference, OnnxRuntimeBackend(onnx_path), test_inputs, tolerance),
         check_parity(f"{prefix}openvino-fp32", reference, OpenVinoBackend(ir_path), test_inputs, tolerance),
@@ -65,7 +72,8 @@ def export_model(
     for name in ("onnx-fp32", "openvino-fp32", "openvino-bf16"):
         shutil.rmtree(root / f"{prefix}{name}", ignore_errors=True)
     inputs, _ = snapshot.model_inputs("test")
-    onnx_path, ir_path, parity = export_fp32_checked(model, inputs, root, tolerance, prefix)
+    expected = TorchBackend(model).predict(inputs)  # once, for every parity check of the stage
+    onnx_path, ir_path, parity = export_fp32_checked(model, inputs, root, tolerance, prefix, expected)
     for result in parity:
         if log:
             log(
@@ -82,7 +90,7 @@ def export_model(
     why_not = bf16_unsupported(capabilities)
     if why_not is None:
         bf16_ir = save_bf16_ir(ir_path, root / name / "model.xml")
-        result = check_bf16_parity(name, TorchBackend(model), OpenVinoBackend(bf16_ir, precision="bf16"), inputs)
+        result = check_bf16_parity(name, expected, OpenVinoBackend(bf16_ir, precision="bf16"), inputs)
         if log:
             log(
                 f"parity {name}: max |diff| {result.max_abs_diff:.2e} (tolerance {result.tolerance:.2e}: "

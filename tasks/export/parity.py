@@ -42,15 +42,20 @@ def compare_logits(variant: str, reference: np.ndarray, candidate: np.ndarray, t
     )
 
 
+def _expected(reference: Backend | np.ndarray, images: np.ndarray) -> np.ndarray:
+    """The reference's logits on ``images``: run now, or given (computed once for several checks)."""
+    return reference if isinstance(reference, np.ndarray) else reference.predict(images)
+
+
 def check_parity(
-    variant: str, reference: Backend, candidate: Backend, images: np.ndarray, tolerance: float
+    variant: str, reference: Backend | np.ndarray, candidate: Backend, images: np.ndarray, tolerance: float
 ) -> ParityResult:
-    """Run both back ends on ``images`` and compare; raise when the variant is off.
+    """Run the candidate (and the reference, unless its logits are given) on ``images`` and compare.
 
     Raises:
         ParityError: max abs logit difference above ``tolerance``.
     """
-    result = compare_logits(variant, reference.predict(images), candidate.predict(images), tolerance)
+    result = compare_logits(variant, _expected(reference, images), candidate.predict(images), tolerance)
     if not result.passed:
         raise ParityError(
             f"{variant} differs from the PyTorch model by {result.max_abs_diff:.3g} in logits on "
@@ -66,9 +71,9 @@ BF16_RELATIVE_TOLERANCE = 0.02
 BF16_MIN_TOP1_AGREEMENT = 0.99
 
 
-def check_bf16_parity(variant: str, reference: Backend, candidate: Backend, images: np.ndarray) -> ParityResult:
+def check_bf16_parity(variant: str, reference: Backend | np.ndarray, candidate: Backend, images: np.ndarray) -> ParityResult:
     """Compare a bf16 variant with its source at the bf16 tolerance; ``passed`` says whether it may be offered."""
-    expected = reference.predict(images)
+    expected = _expected(reference, images)
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     result = compare_logits(variant, expected, candidate.predict(images), BF16_RELATIVE_TOLERANCE * scale)
     return result.model_copy(update={"passed": result.passed and result.top1_agreement >= BF16_MIN_TOP1_AGREEMENT})

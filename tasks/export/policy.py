@@ -113,8 +113,11 @@ def host_alternatives(variants: list[VariantMetrics], choice: Choice, policy: Se
     needs AVX-512 BF16 or AMX); within one runtime and precision, the variant faster here is
     faster there too. So: of each runtime x precision other than the served one's, the in-budget
     servable variant best by the objective; at most ``policy.host_alternatives``. None when no
-    variant is within budget (the FP32 fallback is served everywhere).
+    variant is within budget (the FP32 fallback is served everywhere) or the objective is size
+    (the same on every host).
     """
+    if policy.objective == "size":
+        return []
     served = next(v for v in variants if v.name == choice.served)
     eligible = [v for v in variants if v.runtime in policy.servable_runtimes and choice.in_budget(v.accuracy)]
     if served not in eligible:

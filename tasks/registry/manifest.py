@@ -5,7 +5,10 @@
 which host, which files the release holds with their sha256, the monitoring reference, and
 where it all came from. An independent client can use a release from it alone.
 
-Schema 2 is written. Schema 1 (written before this module) is read by upgrading it, from its
+Schema 3 is written: schema 2 plus ``alternatives``, the variants a serving host may time and
+serve instead (a new field, so code that reads schema 2 refuses it by its number, not by a
+field it does not know). Schema 2 is read as it is (no alternatives: every host serves
+``served``). Schema 1 (written before this module) is read by upgrading it, from its
 final layout (with the serving policy, latency settings and entrypoints): its variant rows kept
 rounded display values, so upgraded sizes, MACs and timings carry that rounding. An earlier
 schema-1 layout, or any other schema, is refused with a message saying what this code reads.
@@ -29,8 +32,8 @@ from tasks.export.parity import ParityResult
 from tasks.export.policy import OutOfBudget
 from tasks.export.variants import TRAINED_STAGE, VariantMetrics
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 
 
 class ManifestError(LeptonError):
@@ -177,7 +180,7 @@ class ReleaseFile(_Section):
 class ReleaseDraft(_Section):
     """Everything a release says about itself except what publishing adds (version, time, file list)."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     model: str
     input: InputContract
     tensors: TensorNames = Field(default_factory=TensorNames)
@@ -247,6 +250,8 @@ class ReleaseManifest(ReleaseDraft):
                     f"a schema-1 manifest without {exc} (written before the serving policy, latency settings and "
                     "entrypoints were recorded) cannot be read; rebuild the model to release it again"
                 ) from None
+        if schema == 2:
+            return {**data, "schema_version": SCHEMA_VERSION}  # the same contract without alternatives
         if schema != SCHEMA_VERSION:
             raise ValueError(
                 f"schema_version {schema!r} is not one this code reads ({', '.join(map(str, READABLE_SCHEMAS))}); "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import json
+import os
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -60,32 +61,46 @@ class FetchedRelease(BaseModel):
     ) -> tuple[HostChoice, Backend]:
         """The host candidate fastest on this host at ``batch_size``, open (see :func:`choose_on_host`).
 
-        With ``cache_dir``, a choice timed earlier on this same host (CPU, flags, batch size, threads,
-        runtimes) for this version is reused, so a scheduled scorer times the candidates once per release.
+        With ``cache_dir``, a choice timed earlier on this same host for this version is reused (see
+        :func:`_host_key` for what "same" takes), so a scheduled scorer times the candidates once per release.
         The candidates' files must have been fetched (``fetch_release(..., candidates=True)``).
         """
         cached = None
         if cache_dir is not None:
-            key = sha256_bytes(
-                json.dumps([self.version, measuring_host().model_dump(), batch_size, threads, sorted(runtimes)]).encode()
-            )[:16]
-            cached = cache_dir / "host-choice" / self.model / self.version / f"{key}.json"
-            if cached.is_file():
-                try:
-                    choice = HostChoice.model_validate_json(cached.read_text())
-                    self.manifest.variant(choice.variant)
-                except (ValueError, ManifestError):
-                    cached.unlink()  # unreadable or stale: time the candidates again
-                else:
-                    reason = f"{choice.reason} (timed on this host at {choice.measured_at:%Y-%m-%d %H:%M} UTC; kept in {cached})"
-                    return choice.model_copy(update={"reason": reason}), self.open(choice.variant, threads, spin)
+            cached = cache_dir / "host-choice" / self.model / self.version / f"{_host_key(batch_size, threads, spin, runtimes)}.json"
+            try:
+                choice = HostChoice.model_validate_json(cached.read_text())
+                backend = self.open(choice.variant, threads, spin)
+            except FileNotFoundError:
+                pass
+            except Exception:  # noqa: BLE001 - unreadable, stale or no longer opening: time the candidates again
+                cached.unlink(missing_ok=True)
+            else:
+                reason = f"{choice.reason} (timed on this host at {choice.measured_at:%Y-%m-%d %H:%M} UTC; kept in {cached})"
+                return choice.model_copy(update={"reason": reason}), backend
         choice, backend = choose_on_host(
             self.manifest, lambda name: self.open(name, threads, spin), batch_size, seconds, runtimes
         )
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(choice.model_dump_json(indent=1))
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+            partial.write_text(choice.model_dump_json(indent=1))
+            partial.replace(cached)  # atomic: a concurrent scorer reads a whole choice or none
         return choice, backend
+
+
+def _host_key(batch_size: int, threads: int | None, spin: bool, runtimes: Sequence[str]) -> str:
+    """What a host's timing depends on: CPU and flags, the CPUs this process may use, the runtimes'
+    versions, and how the candidates are run (batch, threads, spinning, runtimes allowed)."""
+    import onnxruntime
+    import openvino
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    facts = [
+        measuring_host().model_dump(), cpus, onnxruntime.__version__, openvino.__version__,
+        batch_size, threads, spin, sorted(runtimes),
+    ]
+    return sha256_bytes(json.dumps(facts).encode())[:16]
 
 
 class LabelledFile(BaseModel):

@@ -30,9 +30,12 @@ def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> In
     return batch
 
 
+TIMING_BATCH = 64
+
+
 @task
 def choose_variant_here(production: FetchedRelease, host: HostChoiceConfig, batch_size: int, work_dir: Path) -> HostChoice:
-    """The variant this host scores with: the release's candidates timed here at ``batch_size``, the fastest.
+    """The variant this host scores with: the release's candidates timed here near ``batch_size``, the fastest.
 
     The choice is kept per host and release under ``work_dir``, so a scheduled scorer times them once.
     With ``host.measure`` off, the build's choice.
@@ -44,7 +47,10 @@ def choose_variant_here(production: FetchedRelease, host: HostChoiceConfig, batc
             variant=manifest.served.name, reason=f"{manifest.served.name}: the build's choice (host timing is off)",
             batch_size=batch_size, host=measuring_host(), timings=[], measured_at=datetime.now(timezone.utc),
         )
-    choice, _ = production.open_on_host(batch_size, host.seconds, RUNTIMES, cache_dir=work_dir)
+    # Timed at most at batch 64: per-input time has levelled off there, and three rounds of every
+    # candidate at a scorer's 256 or more would take longer than the few seconds this may cost.
+    # Timed without spinning threads: each candidate's idle pool must not slow the next one's call.
+    choice, _ = production.open_on_host(min(batch_size, TIMING_BATCH), host.seconds, RUNTIMES, spin=False, cache_dir=work_dir)
     logger.info("scoring with %s: %s", choice.variant, choice.reason)
     if choice.timings:
         create_table_artifact(key="host-choice", table=choice.table(), description=f"Scoring with {choice.variant}. {choice.reason}")

@@ -441,7 +441,10 @@ def test_served_requests_become_monitoring_rows_the_monitor_flow_reads(registry:
         answer = server.client.post(f"/v2/models/{MODEL}/infer", json=tensor_request(tensors, id="t", outputs=[{"name": "logits"}]))
         assert answer.status_code == 200
         served = np.asarray(answer.json()["outputs"][0]["data"], dtype=np.float32).reshape(10, -1)
-        np.testing.assert_allclose(served, expected_logits(mine, mine.versions[0], tensors, tmp_path / "ref", variant), rtol=1e-5, atol=1e-5)
+        expected = expected_logits(mine, mine.versions[0], tensors, tmp_path / "ref", variant)
+        # Another thread count sums in another order: in bf16 that moves logits by its own rounding, not 1e-5.
+        tolerance = 0.02 * np.abs(expected).max() if manifest.variant(variant).precision == "bf16" else 1e-5
+        np.testing.assert_allclose(served, expected, rtol=1e-5, atol=tolerance)
         assert server.terminate() == 0  # SIGTERM: what is buffered is written before the process ends
     logged = read_window(mine.store, "monitoring", MODEL)
     assert len(logged) == len(files) + 10

@@ -23,18 +23,18 @@ TIMING = {"p50_ms_b1": 0.1, "p95_ms_b1": 0.2, "p50_ms_bn": 1.0, "p95_ms_bn": 2.0
 ENTRYPOINTS = {"onnxruntime": "model.onnx", "openvino": "model.xml"}
 
 
-def _mlp(path: Path, widths: list[int], seed: int) -> Path:
-    """An ONNX MLP from the 1x16x16 images of ``release_draft`` to 3 logits: its MACs are known from ``widths``."""
+def _mlp(path: Path, widths: list[int], seed: int, side: int = 16) -> Path:
+    """An ONNX MLP from 1 x ``side`` x ``side`` images (``release_draft``'s are 16) to 3 logits; ``widths`` set its MACs."""
     rng = np.random.default_rng(seed)
     nodes = [helper.make_node("Flatten", [INPUT_NAME], ["x0"], axis=1)]
-    weights, sizes = [], [256, *widths, 3]
+    weights, sizes = [], [side * side, *widths, 3]
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         weights.append(numpy_helper.from_array((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32), f"w{i}"))
         out = LOGITS_NAME if i == len(sizes) - 2 else f"x{i + 1}"
         nodes.append(helper.make_node("MatMul", [f"x{i}", f"w{i}"], [out]))
     graph = helper.make_graph(
         nodes, "mlp",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 1, 16, 16])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 1, side, side])],
         [helper.make_tensor_value_info(LOGITS_NAME, TensorProto.FLOAT, ["batch", 3])],
         initializer=weights,
     )
@@ -48,6 +48,8 @@ def release_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Variant folders as a fetched release has them: a slow MLP (~9 MMAC/row) and a fast one (768 MAC/row)."""
     root = tmp_path_factory.mktemp("release")
     _mlp(root / "slow-onnx-fp32" / "model.onnx", [2048, 2048, 2048], seed=0)
+    _mlp(root / "slow-onnx-int8" / "model.onnx", [2048, 2048, 2048], seed=0)  # the same graph: the same speed
+    _mlp(root / "broken-onnx-fp32" / "model.onnx", [], seed=2, side=8)  # opens, then refuses 16x16 inputs
     fast = _mlp(root / "fast-onnx-fp32" / "model.onnx", [], seed=1)
     _mlp(root / "fast-onnx-int8" / "model.onnx", [], seed=1)
     fp32_ir = export_openvino(fast, root / "fast-openvino-fp32" / "model.xml")
@@ -127,7 +129,7 @@ def test_a_variant_this_cpu_cannot_run_is_never_chosen(release_dir: Path) -> Non
     # OpenVINO's capability query as a CPU without native bf16 answers it.
     choice, _ = choose_on_host(release, opener(release, release_dir), 1, 0.2, RUNTIMES, capabilities=["FP32", "INT8"])
     bf16 = next(t for t in choice.timings if t.variant == "fast-openvino-bf16")
-    assert choice.variant == "slow-onnx-fp32" and bf16.p50_ms is None and "no native bf16" in bf16.note
+    assert choice.variant == "slow-onnx-fp32" and bf16.p50_ms is None and "no native bf16 here" in bf16.note
     assert "the only candidate this host can run" in choice.reason
     # With bf16 in the answer, the same (much faster) variant wins.
     choice, _ = choose_on_host(release, opener(release, release_dir), 1, 0.2, RUNTIMES, capabilities=["FP32", "INT8", "BF16"])
@@ -136,15 +138,39 @@ def test_a_variant_this_cpu_cannot_run_is_never_chosen(release_dir: Path) -> Non
     choice, _ = choose_on_host(release, opener(release, release_dir), 1, 0.2, ["onnxruntime"], capabilities=["BF16"])
     assert choice.variant == "slow-onnx-fp32"
     with pytest.raises(HostCannotServe, match="no variant of hosted v1 can run on this host: slow-onnx-fp32: onnxruntime is not"):
-        choose_on_host(release, opener(release, release_dir), 1, 0.2, ["openvino"], capabilities=["FP32"])
+        choose_on_host(release, opener(release, release_dir), 1, 0.2, ["torch"], capabilities=["FP32"])
 
 
-def test_a_candidate_that_fails_to_open_is_noted_and_passed_over(release_dir: Path) -> None:
-    release = manifest("slow-onnx-fp32", ["fast-onnx-int8", "fast-openvino-fp32"])
+def test_a_candidate_that_fails_to_open_or_run_is_noted_and_passed_over(release_dir: Path) -> None:
+    release = manifest("slow-onnx-fp32", ["fast-onnx-int8", "fast-openvino-fp32", "broken-onnx-fp32"])
     release.variant("fast-onnx-int8").entrypoint = "missing.onnx"
     choice, _ = choose_on_host(release, opener(release, release_dir), 1, 0.2, RUNTIMES)
     notes = {t.variant: t.note for t in choice.timings}
-    assert choice.variant == "fast-openvino-fp32" and "could not open here" in notes["fast-onnx-int8"]
+    assert choice.variant == "fast-openvino-fp32"
+    assert notes["fast-onnx-int8"].startswith("could not run here: NoSuchFile") or "could not run here" in notes["fast-onnx-int8"]
+    assert "could not run here" in notes["broken-onnx-fp32"] and "INVALID_ARGUMENT" in notes["broken-onnx-fp32"]
+
+
+def test_the_builds_choice_stays_unless_another_is_clearly_faster(release_dir: Path) -> None:
+    # Two copies of one graph time within noise of each other: the build's choice is kept, every time.
+    release = manifest("slow-onnx-fp32", ["slow-onnx-int8"])
+    for _ in range(2):
+        choice, _ = choose_on_host(release, opener(release, release_dir), 1, 1.0, RUNTIMES)
+        assert choice.variant == "slow-onnx-fp32", choice.reason
+
+
+def test_when_the_builds_choice_cannot_run_here_the_fastest_that_can_is_served(release_dir: Path) -> None:
+    release = manifest("fast-openvino-fp32", ["slow-onnx-fp32", "fast-onnx-int8"])
+    choice, _ = choose_on_host(release, opener(release, release_dir), 1, 0.2, ["onnxruntime"])
+    assert choice.variant == "fast-onnx-int8"
+    assert "the build's choice fast-openvino-fp32, not timed here (openvino is not a runtime this host serves" in choice.reason
+
+
+def test_a_bf16_variant_without_native_bf16_is_served_only_when_nothing_else_runs(release_dir: Path) -> None:
+    release = manifest("fast-openvino-bf16", [])
+    choice, backend = choose_on_host(release, opener(release, release_dir), 1, 0.2, RUNTIMES, capabilities=["FP32"])
+    assert choice.variant == "fast-openvino-bf16" and "no native bf16 here" in choice.reason
+    assert backend.predict(np.zeros((1, 1, 16, 16), dtype=np.float32)).shape == (1, 3)
 
 
 def test_a_size_objective_keeps_the_builds_choice_untimed(release_dir: Path) -> None:
