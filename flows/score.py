@@ -14,7 +14,7 @@ from flows.config import ScoreConfig
 from flows.outcome import unchanged
 from tasks.registry.steps import fetch_production
 from tasks.score.scoring import ScoreResult
-from tasks.score.steps import archive_batch, choose_variant_here, collect_inputs, score_batch
+from tasks.score.steps import archive_batch, collect_inputs, score_batch
 
 
 @flow(name="score", log_prints=True)
@@ -22,9 +22,7 @@ def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
     """Score every file in ``config.source`` with the released variant fastest on this host; log the rows to the store."""
     production = fetch_production(config.store, config.model_name, config.work_dir, candidates=config.variant_choice.measure)
     batch = collect_inputs(config.source, config.store, config.work_dir)
-    # Timing the candidates is for a batch to score: an empty inbox costs nothing.
-    choice = choose_variant_here(production, config.variant_choice, config.batch_size, config.work_dir) if batch.files else None
-    result = score_batch(production, batch, config.store, config.batch_size, choice)
+    result = score_batch(production, batch, config.store, config.batch_size, config.variant_choice, config.work_dir)
     if config.processed:
         archive_batch(batch, result, Path(config.processed))
     if result.scored == 0:

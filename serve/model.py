@@ -17,7 +17,7 @@ from serve.config import ServeConfig
 from tasks.data.contract import InputContract
 from tasks.errors import LeptonError
 from tasks.export.backends import Backend, NoEmbeddingOutput
-from tasks.registry.hostchoice import HostCannotServe, cannot_run_here
+from tasks.registry.hostchoice import HostCannotServe
 from tasks.registry.manifest import ReleaseManifest
 from tasks.registry.release import read_manifest
 from tasks.registry.serving import fetch_release
@@ -78,25 +78,18 @@ def load_version(store: ArtifactStore, config: ServeConfig, version: str) -> Loa
         ObjectNotFound, IntegrityError: the version is incomplete or a file differs from its manifest.
     """
     manifest = read_manifest(store, config.model_name, version)
-    measure = config.variant_choice.measure and bool(manifest.alternatives)
-    fetched = fetch_release(store, config.model_name, version, config.work_dir, manifest=manifest, candidates=measure)
-    # spin=False: the event loop needs the cores between calls.
-    if measure:
-        batch_size = config.batching.max_batch_size if manifest.policy.objective == "latency_bn" else 1
-        try:
-            choice, backend = fetched.open_on_host(
-                batch_size, config.variant_choice.seconds, SERVABLE_RUNTIMES, threads=config.runtime_threads, spin=False
-            )
-        except HostCannotServe as exc:
-            raise VersionRefused(str(exc)) from None
-        variant, reason = choice.variant, choice.reason
-    else:
-        variant = manifest.served.name
-        why = cannot_run_here(manifest.variant(variant), SERVABLE_RUNTIMES)
-        if why:
-            raise VersionRefused(f"{config.model_name} {version} serves {variant}, which this server cannot: {why}")
-        backend = fetched.open(threads=config.runtime_threads, spin=False)
-        reason = f"{variant}: the build's choice ({'host timing is off' if config.variant_choice.measure is False else 'no alternative'})"
+    fetched = fetch_release(
+        store, config.model_name, version, config.work_dir, manifest=manifest, candidates=config.variant_choice.measure
+    )
+    batch_size = config.batching.max_batch_size if manifest.policy.objective == "latency_bn" else 1
+    try:
+        # spin=False: the event loop needs the cores between calls.
+        choice, backend = fetched.open_here(
+            config.variant_choice, batch_size, SERVABLE_RUNTIMES, threads=config.runtime_threads, spin=False
+        )
+    except HostCannotServe as exc:
+        raise VersionRefused(str(exc)) from None
+    variant, reason = choice.variant, choice.reason
     monitoring = manifest.monitoring_of(variant)
     projection = load_projection(fetched.release_dir / monitoring.projection) if monitoring else None
     loaded = LoadedVersion(config.model_name, version, manifest, backend, projection, fetched.release_dir, variant, reason)

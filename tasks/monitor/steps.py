@@ -38,7 +38,7 @@ from tasks.registry.manifest import MonitoringReference
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.store import ConditionalWriteFailed, open_store
 from tasks.score.inputs import collect_batch
-from tasks.score.logs import read_window
+from tasks.score.logs import logged_variants, read_window
 from tasks.train.trained import TrainedModel
 
 
@@ -95,7 +95,7 @@ def variant_rows(window: pd.DataFrame, served: str) -> tuple[str, pd.DataFrame, 
     Rows logged before rows named their variant were computed by the build's choice, ``served``.
     A tie goes to ``served``, then by name, so the same window always picks the same variant.
     """
-    variants = window["variant"].fillna(served) if "variant" in window else pd.Series(served, index=window.index)
+    variants = logged_variants(window, served)
     counts = variants.value_counts()
     if counts.empty:
         return served, window, {}
@@ -336,9 +336,7 @@ def measure_performance(
     joined = pd.read_parquet(window.path)
     mine = joined.loc[joined["release_version"] == production.version] if len(joined) else joined
     manifest = production.manifest
-    # Rows logged before rows named their variant were computed by the build's choice.
-    variants = mine["variant"].fillna(manifest.served.name) if "variant" in mine else manifest.served.name
-    mine = mine.assign(variant=variants)
+    mine = mine.assign(variant=logged_variants(mine, manifest.served.name))
     # An input scored twice by one variant got the same prediction twice: one trial, not two.
     repeats = len(mine) - len(mine.drop_duplicates(["image_sha256", "variant"])) if len(mine) else 0
     if repeats:

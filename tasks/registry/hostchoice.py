@@ -94,6 +94,25 @@ def slow_here(variant: ReleasedVariant, capabilities: Sequence[str] | None = Non
     return None
 
 
+def builds_choice(
+    manifest: ReleaseManifest, open_variant: Callable[[str], Backend], batch_size: int, runtimes: Sequence[str]
+) -> tuple[HostChoice, Backend]:
+    """The build's choice, untimed (host timing is off), opened.
+
+    Raises:
+        HostCannotServe: its runtime is not one this host serves.
+    """
+    served = manifest.variant(manifest.served.name)
+    why = cannot_run_here(served, runtimes)
+    if why:
+        raise HostCannotServe(f"{manifest.model} {manifest.version} serves {served.name}, which this host cannot: {why}")
+    choice = HostChoice(
+        variant=served.name, reason=f"{served.name}: the build's choice (host timing is off)", batch_size=batch_size,
+        host=measuring_host(), timings=[], measured_at=datetime.now(timezone.utc),
+    )
+    return choice, open_variant(served.name)
+
+
 def _build_p50(variant: ReleasedVariant, batch_size: int) -> float:
     return variant.p50_ms_b1 if batch_size == 1 else variant.p50_ms_bn
 

@@ -19,7 +19,8 @@ from tasks.export.measure import measuring_host
 from tasks.hashing import sha256_bytes, sha256_file
 from tasks.export.backends import Backend, open_backend
 from tasks.registry.aliases import read_alias
-from tasks.registry.hostchoice import HostChoice, choose_on_host
+from tasks.registry.config import HostChoiceConfig
+from tasks.registry.hostchoice import HostChoice, builds_choice, choose_on_host
 from tasks.registry.manifest import ManifestError, ReleaseManifest
 from tasks.registry.release import download_release, read_manifest
 from tasks.registry.store import ArtifactStore
@@ -49,6 +50,25 @@ class FetchedRelease(BaseModel):
     def open(self, variant: str | None = None, threads: int | None = None, spin: bool = True) -> Backend:
         """A back end for one of its variants (default: the served one); see :func:`open_variant`."""
         return open_variant(self.manifest, self.release_dir, variant, threads, spin)
+
+    def open_here(
+        self,
+        variant_choice: HostChoiceConfig,
+        batch_size: int,
+        runtimes: Sequence[str],
+        threads: int | None = None,
+        spin: bool = True,
+        cache_dir: Path | None = None,
+    ) -> tuple[HostChoice, Backend]:
+        """The variant this host serves, why, and its back end: the candidates timed here
+        (:meth:`open_on_host`), or with ``variant_choice.measure`` off the build's choice.
+
+        Raises:
+            HostCannotServe: no variant this host may serve can run here.
+        """
+        if not variant_choice.measure:
+            return builds_choice(self.manifest, lambda name: self.open(name, threads, spin), batch_size, runtimes)
+        return self.open_on_host(batch_size, variant_choice.seconds, runtimes, threads, spin, cache_dir)
 
     def open_on_host(
         self,

@@ -98,6 +98,13 @@ def log_batch(
     return keys[0], keys[1]
 
 
+def logged_variants(rows: pd.DataFrame, served: str) -> pd.Series:
+    """The variant that computed each logged row; rows logged before rows named it were the build's choice, ``served``."""
+    if "variant" not in rows:
+        return pd.Series(served, index=rows.index, dtype=object)
+    return rows["variant"].fillna(served)
+
+
 def latest_log(store: ArtifactStore, kind: str, model: str) -> pd.DataFrame | None:
     """The rows of the most recently logged batch, or None when nothing was logged."""
     stamped = [

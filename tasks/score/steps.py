@@ -11,9 +11,7 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.errors import STORE_RETRIES
 from tasks.export.backends import RUNTIMES
-from tasks.export.measure import measuring_host
 from tasks.registry.config import HostChoiceConfig, StoreConfig
-from tasks.registry.hostchoice import HostChoice
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.store import open_store
 from tasks.score.features import load_projection
@@ -30,52 +28,36 @@ def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> In
     return batch
 
 
+# The scorer times the candidates at most at batch 64: per-input time has levelled off there, and
+# three rounds of every candidate at a scorer's 256 or more would take longer than the few seconds
+# this may cost. Without spinning threads: each candidate's idle pool must not slow the next one's call.
 TIMING_BATCH = 64
-
-
-@task
-def choose_variant_here(production: FetchedRelease, host: HostChoiceConfig, batch_size: int, work_dir: Path) -> HostChoice:
-    """The variant this host scores with: the release's candidates timed here near ``batch_size``, the fastest.
-
-    The choice is kept per host and release under ``work_dir``, so a scheduled scorer times them once.
-    With ``host.measure`` off, the build's choice.
-    """
-    logger = get_run_logger()
-    manifest = production.manifest
-    if not host.measure:
-        return HostChoice(
-            variant=manifest.served.name, reason=f"{manifest.served.name}: the build's choice (host timing is off)",
-            batch_size=batch_size, host=measuring_host(), timings=[], measured_at=datetime.now(timezone.utc),
-        )
-    # Timed at most at batch 64: per-input time has levelled off there, and three rounds of every
-    # candidate at a scorer's 256 or more would take longer than the few seconds this may cost.
-    # Timed without spinning threads: each candidate's idle pool must not slow the next one's call.
-    choice, _ = production.open_on_host(min(batch_size, TIMING_BATCH), host.seconds, RUNTIMES, spin=False, cache_dir=work_dir)
-    logger.info("scoring with %s: %s", choice.variant, choice.reason)
-    if choice.timings:
-        create_table_artifact(key="host-choice", table=choice.table(), description=f"Scoring with {choice.variant}. {choice.reason}")
-    return choice
 
 
 @task(**STORE_RETRIES)
 def score_batch(
-    production: FetchedRelease, batch: InputBatch, store_config: StoreConfig, batch_size: int, choice: HostChoice | None = None
+    production: FetchedRelease,
+    batch: InputBatch,
+    store_config: StoreConfig,
+    batch_size: int,
+    variant_choice: HostChoiceConfig,
+    work_dir: Path,
 ) -> ScoreResult:
-    """Score the batch with the released variant ``choice`` names (default: the build's); log its rows to the store.
+    """Score the batch with the released variant fastest on this host; log its rows to the store.
 
-    The monitoring rows are computed against that variant's own reference (its projection), and
-    each row names the variant, so the monitor compares like with like.
+    The candidates are timed only when there is something new to score, and the choice is kept per
+    host and release under ``work_dir`` (see ``FetchedRelease.open_here``), so a scheduled scorer
+    times them once. The monitoring rows are computed against the chosen variant's own reference
+    (its projection), and each row names the variant, so the monitor compares like with like.
     Each log is one object written once, so a failure leaves no half-written log; a retry completes
     a batch logged halfway, and a re-run on the same files does not log it twice.
     """
     logger = get_run_logger()
     store = open_store(store_config)
     manifest, model = production.manifest, production.model
-    variant = choice.variant if choice else manifest.served.name
-    monitoring = manifest.monitoring_of(variant)
     base = ScoreResult(
-        model=model, version=production.version, variant=variant, variant_reason=choice.reason if choice else "",
-        batch_id=batch.batch_id, files=len(batch.files), scored=0, failed=[], class_counts={},
+        model=model, version=production.version, batch_id=batch.batch_id, files=len(batch.files), scored=0,
+        failed=[], class_counts={},
     )
     if not batch.files:
         logger.warning("nothing to score in %s", batch.source)
@@ -85,12 +67,21 @@ def score_batch(
     if earlier:
         logger.info("batch %s was already scored: %s", batch.batch_id, store.location(earlier))
         return base.model_copy(update={"note": f"already scored: {store.location(earlier)}"})
+    choice, backend = production.open_here(
+        variant_choice, min(batch_size, TIMING_BATCH), RUNTIMES, spin=False, cache_dir=work_dir
+    )
+    variant = choice.variant
+    logger.info("scoring with %s: %s", variant, choice.reason)
+    if choice.timings:
+        create_table_artifact(key="host-choice", table=choice.table(), description=f"Scoring with {variant}. {choice.reason}")
+    base = base.model_copy(update={"variant": variant, "variant_reason": choice.reason})
+    monitoring = manifest.monitoring_of(variant)
     projection = None
     if monitoring is not None:
         projection = load_projection(production.release_dir / monitoring.projection)
     else:
         logger.warning("release %s has no monitoring reference for %s: predictions only", production.version, variant)
-    scored = score_files(batch.files, production.open(variant), manifest.input, manifest.classes, projection, batch_size)
+    scored = score_files(batch.files, backend, manifest.input, manifest.classes, projection, batch_size)
     for failure in scored.failures:
         logger.warning("not scored: %s (%s)", failure.name, failure.reason)
     unseen = 0
