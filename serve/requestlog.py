@@ -207,7 +207,7 @@ class RequestLog:
             features = monitoring_features(statistics, logits, embeddings, loaded.projection, loaded.classes)
             features.insert(0, "file", predictions["file"])
             features.insert(1, "image_sha256", predictions["image_sha256"])
-            numerical = monitoring_columns(loaded.contract.statistic_columns, loaded.projection.n_components)[0]
+            numerical = monitoring_columns(loaded.contract, loaded.projection.n_components)[0]
             # A tensor request carries no size on disk: those columns are NaN (not measured); nothing else may be.
             broken = non_finite_rows(features, [c for c in numerical if c not in loaded.contract.optional_statistics])
             if broken.any():

@@ -16,7 +16,11 @@ STEP_ORDER: tuple[Step, ...] = ("distill", "prune", "int8")
 class DistillConfig(FormModel):
     """Which student to train and how strongly it follows the teacher."""
 
-    student: ModelName = Field("tiny_cnn", description="Architecture from the model zoo; smaller than the teacher")
+    student: ModelName = Field(
+        "auto",
+        description="Architecture from the model zoo, smaller than the teacher; auto: tiny_cnn for images, "
+        "tabular_mlp_small for tables",
+    )
     temperature: float = Field(4.0, gt=0.0, le=100.0, description="Softens both logit sets before comparing them")
     alpha: float = Field(
         0.7, ge=0.0, le=1.0, description="Weight of the teacher's soft targets; 1 - alpha weighs the hard labels"

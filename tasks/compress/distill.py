@@ -13,7 +13,7 @@ from tasks.compress.config import DistillConfig
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
 from tasks.train.fit import FitOutcome, fit_module, trained_model
-from tasks.train.models import build_model
+from tasks.train.models import build_model, resolve_model
 from tasks.train.module import ClassifierModule
 from tasks.train.trained import TrainedModel
 
@@ -107,8 +107,9 @@ def distill(
     """
     # Seeded before the student is built, so its initial weights are the same run after run.
     L.seed_everything(train.seed, workers=True, verbose=False)
-    student = build_model(config.student, len(snapshot.classes), snapshot.input)
+    name = resolve_model(config.student, snapshot.input, student=True)
+    student = build_model(name, len(snapshot.classes), snapshot.input)
     outcome = fit_against_teacher(
         student, teacher, snapshot, train, config.temperature, config.alpha, config.max_epochs, config.learning_rate, out_dir
     )
-    return trained_model(student, config.student, snapshot, outcome, out_dir)
+    return trained_model(student, name, snapshot, outcome, out_dir)

@@ -18,6 +18,7 @@ from tasks.export.config import EvaluateConfig
 from tasks.export.fp32 import export_model
 from tasks.export.variants import TRAINED_STAGE, Exported, Variant, variant_prefix
 from tasks.train.config import TrainConfig
+from tasks.train.models import resolve_model
 from tasks.train.trained import TrainedModel
 
 
@@ -27,12 +28,12 @@ def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: Di
     logger = get_run_logger()
     logger.info(
         "distilling %s into %s: temperature %.1f, alpha %.2f, up to %d epochs",
-        teacher.model_name, config.student, config.temperature, config.alpha, config.max_epochs,
+        teacher.model_name, resolve_model(config.student, snapshot.input, student=True), config.temperature, config.alpha, config.max_epochs,
     )
     student = distill(teacher, snapshot, config, train, teacher.state_dict_path.parent / "distill")
     logger.info(
         "student %s: test accuracy %.4f (teacher %.4f) after %d epochs",
-        config.student, student.test_acc, teacher.test_acc, len(student.history),
+        student.model_name, student.test_acc, teacher.test_acc, len(student.history),
     )
     return student
 
@@ -79,9 +80,9 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
     prefix = variant_prefix(exported.stage)
     train_raw, _ = snapshot.arrays("train")
     calibration = snapshot.input.to_model_input(calibration_sample(train_raw, config.calibration_size, config.seed))
-    logger.info("calibrating INT8 of %s on %d train images", exported.stage, len(calibration))
+    logger.info("calibrating INT8 of %s on %d train examples", exported.stage, len(calibration))
     progress = create_progress_artifact(
-        0.0, description=f"INT8 of {exported.stage}: calibrating ONNX Runtime on {len(calibration)} train images"
+        0.0, description=f"INT8 of {exported.stage}: calibrating ONNX Runtime on {len(calibration)} train examples"
     )
     root = onnx_fp32.directory.parent
     onnx_int8 = quantize_onnx_int8(

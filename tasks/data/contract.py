@@ -5,35 +5,26 @@ did, scales them for the model, and summarises them for monitoring. Training, th
 monitoring reference, scoring, serving and explanations all go through it, and the release
 manifest carries it, so an independent client can prepare inputs from the manifest alone.
 
-A second modality adds its contract class here (``kind`` tells them apart: ``InputContract``
-becomes their union, discriminated by ``kind``) and one module per stage where it differs:
-its source reader in ``tasks/data/``, its models in the zoo, its explainer in ``tasks/explain/``.
+Two modalities: images (``ImageInput``) and tables (``TabularInput``); ``InputContract`` is
+their union, discriminated by ``kind``. Each has one module per stage where it differs: its
+source reader in ``tasks/data/``, its models in the zoo, its explainer in ``tasks/explain/``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.data.images import STATISTIC_COLUMNS, BadImage, decode_image, image_statistics
+from tasks.data.decoded import DecodedInputs
+from tasks.data.table_schema import TabularInput
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-@dataclass(frozen=True)
-class DecodedInputs:
-    """Raw inputs decoded from files: one row per item, and why each unusable file was left out."""
-
-    raw: np.ndarray  # one row per item (images: uint8 C x H x W)
-    meta: pd.DataFrame  # one row per item: what the statistics need besides ``raw`` (images: width, height before resizing)
-    source: list[int]  # for each item, the index of the file it came from
-    failures: list[tuple[int, str]]  # (file index, reason) of each file that gave no item
 
 
 class ImageInput(BaseModel):
@@ -77,9 +68,19 @@ class ImageInput(BaseModel):
         return (self.channels, self.image_size, self.image_size)
 
     @property
+    def folder_name(self) -> str:
+        """The snapshot folder of one dataset version decoded by this contract."""
+        return "x".join(str(n) for n in self.shape)
+
+    @property
     def statistic_columns(self) -> list[str]:
-        """The per-input statistics monitoring compares (from :meth:`statistics`)."""
+        """The numerical per-input statistics monitoring compares (from :meth:`statistics`)."""
         return list(STATISTIC_COLUMNS)
+
+    @property
+    def categorical_statistics(self) -> list[str]:
+        """The categorical per-input statistics monitoring compares: none for images."""
+        return []
 
     @property
     def optional_statistics(self) -> list[str]:
@@ -142,5 +143,5 @@ class ImageInput(BaseModel):
         return unseen, note
 
 
-# Every modality's contract; with a second one, their union discriminated by ``kind``.
-InputContract = ImageInput
+# Every modality's contract, told apart by ``kind``.
+InputContract = Annotated[ImageInput | TabularInput, Field(discriminator="kind")]

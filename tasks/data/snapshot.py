@@ -50,6 +50,8 @@ class Example:
     label: str
     raw: np.ndarray  # as the input contract decodes it
     meta: dict[str, float | int] = field(default_factory=dict)  # what statistics need besides ``raw``
+    # What the split is drawn from, when not the content hash: identical table rows (or rows of one id) share it.
+    split_key: str | None = None
 
 
 class DatasetFile(BaseModel):
@@ -144,7 +146,7 @@ def build_snapshot(
     """
     accepted, quarantined = _drop_duplicates(items)
     class_counts = Counter(example.label for example in accepted)
-    splits = [assign_split(e.sha256, config.val_fraction, config.test_fraction, config.split_salt) for e in accepted]
+    splits = [assign_split(e.split_key or e.sha256, config.val_fraction, config.test_fraction, config.split_salt) for e in accepted]
     tally: dict[str, dict[str, int]] = {s: defaultdict(int) for s in SPLITS}
     for example, split in zip(accepted, splits):
         tally[split][example.label] += 1
@@ -152,7 +154,7 @@ def build_snapshot(
     problems = _problems(classes, class_counts, counts, len(quarantined), files_seen, config)
     manifest_rows = sorted((e.sha256, e.label) for e in accepted)
     version = sha256_bytes(json.dumps([list(row) for row in manifest_rows], separators=(",", ":")).encode())[:16]
-    directory = snapshots_dir / version / "x".join(str(n) for n in contract.shape)
+    directory = snapshots_dir / version / contract.folder_name
     report_dir = directory if not problems else snapshots_dir / "rejected" / version
     report_dir.mkdir(parents=True, exist_ok=True)
     report_path = report_dir / "validation_report.json"
@@ -169,7 +171,7 @@ def build_snapshot(
     # Hash splitting keeps files in place as data grows, at the price of exact per-class shares:
     # a small class can end up absent from a split, which the report says rather than hides.
     notes = [
-        f"class {c!r} has no {s} images ({class_counts.get(c, 0)} in total); add images or change split_salt"
+        f"class {c!r} has no {s} examples ({class_counts.get(c, 0)} in total); add examples or change split_salt"
         for c in classes
         if class_counts.get(c, 0) > 0
         for s in SPLITS
@@ -237,7 +239,7 @@ def _problems(
     problems = []
     usable = [c for c in classes if class_counts.get(c, 0) > 0]
     if len(usable) < 2:
-        problems.append(f"need at least 2 classes with valid images, found {len(usable)}: {usable}")
+        problems.append(f"need at least 2 classes with valid examples, found {len(usable)}: {usable}")
     small = {c: class_counts.get(c, 0) for c in classes if class_counts.get(c, 0) < config.min_images_per_class}
     if small:
         problems.append(
@@ -253,10 +255,10 @@ def _problems(
     total = sum(class_counts.values())
     empty = [split for split in SPLITS if total and not sum(counts[split].values())]
     if empty:
-        # Training needs train and val images, the gate and every variant's numbers need test images.
+        # Training needs train and val images, the gate and every variant's numbers need test examples.
         problems.append(
-            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty with {total} images "
-            f"(val_fraction={config.val_fraction}, test_fraction={config.test_fraction}); add images, "
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty with {total} examples "
+            f"(val_fraction={config.val_fraction}, test_fraction={config.test_fraction}); add examples, "
             "or change the fractions or split_salt"
         )
     return problems

@@ -7,35 +7,48 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.data.config import DataConfig
+from tasks.data.config import EMBEDDED_DIGITS, DataConfig
 from tasks.data.digits import write_digits_imagefolder
+from tasks.data.embedded_tables import write_sklearn_table
 from tasks.data.imagefolder import ingest_imagefolder
 from tasks.data.snapshot import DatasetSnapshot
+from tasks.data.tabular import ingest_table, source_kind
+
+QUARANTINE_SHOWN = 200
 
 
 @task(retries=2, retry_delay_seconds=[2, 8])
 def prepare_source(config: DataConfig, work_dir: Path) -> Path:
-    """The local ImageFolder to ingest; writes the embedded digits on first use."""
+    """The local ImageFolder or table to ingest; writes an embedded dataset on first use."""
     path = config.source_path()
-    if path is None:
+    if path is None and config.source == EMBEDDED_DIGITS:
         path = write_digits_imagefolder(work_dir / "datasets" / "digits")
         get_run_logger().info("embedded dataset: scikit-learn digits written as PNG files under %s", path)
+    elif path is None:
+        name = config.source.removeprefix("embedded://")
+        path = write_sklearn_table(name, work_dir / "datasets" / name)
+        get_run_logger().info("embedded dataset: scikit-learn %s written as CSV at %s", name, path)
     return path
 
 
 @task
 def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
-    """Validate and normalise every file, quarantine bad ones, split, and snapshot the dataset."""
+    """Validate and normalise every file (or table row), quarantine bad ones, split, and snapshot the dataset."""
     logger = get_run_logger()
-    snapshot = ingest_imagefolder(
+    tabular = source_kind(source, config.kind) == "tabular"
+    snapshot = (ingest_table if tabular else ingest_imagefolder)(
         source,
         config,
         work_dir / "snapshots",
-        progress=lambda done, total: logger.info("decoded %d/%d files", done, total),
+        progress=lambda done, total: logger.info("%s %d/%d %s", *(("read", done, total, "rows") if tabular else ("decoded", done, total, "files"))),
     )
     for note in snapshot.warnings:
         logger.warning(note)
-    rows = "\n".join(f"| `{q.path}` | {q.reason} |" for q in snapshot.quarantined) or "| (none) | |"
+    # The full list is in the report; an artifact of a million lines helps nobody.
+    shown = snapshot.quarantined[:QUARANTINE_SHOWN]
+    rows = "\n".join(f"| `{q.path}` | {q.reason} |" for q in shown) or "| (none) | |"
+    if len(snapshot.quarantined) > len(shown):
+        rows += f"\n| ... | {len(snapshot.quarantined) - len(shown)} more in the report |"
     counts = "\n".join(
         f"| {c} | " + " | ".join(str(snapshot.counts[s][c]) for s in ("train", "val", "test")) + " |"
         for c in snapshot.classes
@@ -44,14 +57,14 @@ def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
         key="dataset-validation",
         description=f"Dataset {snapshot.version}",
         markdown=(
-            f"# Dataset {snapshot.version}\n\n{snapshot.num_examples} images accepted from `{source}`, "
+            f"# Dataset {snapshot.version}\n\n{snapshot.num_examples} {'rows' if tabular else 'images'} accepted from `{source}`, "
             f"{len(snapshot.quarantined)} quarantined. Report: `{snapshot.report_path}`\n\n"
             f"| class | train | val | test |\n|---|---|---|---|\n{counts}\n\n"
-            f"## Quarantined\n\n| file | reason |\n|---|---|\n{rows}\n"
+            f"## Quarantined\n\n| {'row (file:line)' if tabular else 'file'} | reason |\n|---|---|\n{rows}\n"
         ),
     )
     logger.info(
-        "dataset %s: %d images, %d classes, %d quarantined (report %s)",
+        "dataset %s: %d examples, %d classes, %d quarantined (report %s)",
         snapshot.version,
         snapshot.num_examples,
         len(snapshot.classes),

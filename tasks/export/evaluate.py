@@ -9,6 +9,7 @@ from tasks.export.config import LatencyConfig, Objective
 from tasks.export.measure import Host
 from tasks.export.parity import ParityResult
 from tasks.export.policy import SLACK, Choice
+from tasks.export.reference_models import ReferenceModel
 from tasks.export.variants import Variant, VariantMetrics
 
 
@@ -21,6 +22,7 @@ class Evaluation(BaseModel):
     latency: LatencyConfig
     host: Host
     alternatives: list[str] = []  # variants a serving host may time and serve instead (see policy.host_alternatives)
+    references: list[ReferenceModel] = []  # other model families on the same split (tables: gradient-boosted trees)
 
     @property
     def served(self) -> str:

@@ -58,6 +58,13 @@ def accuracy(backend: Backend, inputs: np.ndarray, labels: np.ndarray, batch_siz
     return float(np.mean(predicted_classes(backend, inputs, batch_size) == labels)) if len(inputs) else 0.0
 
 
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 averaged over the classes present in ``labels`` or ``predicted``: a rare class weighs as much as a common one."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, predicted, average="macro", zero_division=0.0)) if len(labels) else 0.0
+
+
 def latency_ms(backend: Backend, inputs: np.ndarray, batch_size: int, repeats: int, warmup: int = 3) -> tuple[float, float]:
     """p50 and p95 wall time (ms) of one ``predict`` call on the first ``batch_size`` inputs.
 
@@ -97,9 +104,11 @@ def measure_variant(variant: Variant, backend: Backend, inputs: np.ndarray, labe
     with torch_threads(latency.threads):
         b1 = latency_ms(backend, inputs, 1, latency.repeats, latency.warmup)
         bn = latency_ms(backend, inputs, latency.batch_n, max(latency.repeats // 4, 3), max(latency.warmup // 2, 1))
+    predicted = predicted_classes(backend, inputs)
     return variant.model_copy(
         update={
-            "accuracy": accuracy(backend, inputs, labels),
+            "accuracy": float(np.mean(predicted == labels)) if len(labels) else 0.0,
+            "macro_f1": macro_f1(labels, predicted),
             "size_bytes": size_on_disk(variant.files()),
             "p50_ms_b1": b1[0],
             "p95_ms_b1": b1[1],

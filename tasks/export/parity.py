@@ -59,7 +59,7 @@ def check_parity(
     if not result.passed:
         raise ParityError(
             f"{variant} differs from the PyTorch model by {result.max_abs_diff:.3g} in logits on "
-            f"{len(images)} test images (tolerance {tolerance:g}; top-1 agreement {result.top1_agreement:.1%})"
+            f"{len(images)} test examples (tolerance {tolerance:g}; top-1 agreement {result.top1_agreement:.1%})"
         )
     return result
 

@@ -13,6 +13,7 @@ from tasks.export.evaluate import Evaluation, split_for_pages
 from tasks.export.fp32 import export_model
 from tasks.export.measure import measure_variant, measuring_host
 from tasks.export.policy import choose_variant, host_alternatives
+from tasks.export.reference_models import fit_reference_models
 from tasks.export.variants import TRAINED_STAGE, Exported, Variant
 from tasks.train.trained import TrainedModel
 
@@ -52,6 +53,8 @@ def evaluate_variants(
 ) -> Evaluation:
     """Measure accuracy, size and latency of every variant on the test split; pick the one to serve.
 
+    Tables also get a reference model of another family (gradient-boosted trees) on the same split, reported beside.
+
     Raises:
         NoServableVariant: there is not even a servable FP32 export.
     """
@@ -74,12 +77,18 @@ def evaluate_variants(
             i, len(variants), variant.name, result.accuracy, result.size_bytes / 1024, result.p50_ms_b1, result.p95_ms_b1,
         )
         measured.append(result)
+    references = fit_reference_models(snapshot, latency)
+    for ref in references:
+        logger.info(
+            "reference model %s (%s): accuracy %.4f, macro-F1 %.4f, p50 %.3f ms at batch 1, fitted in %.1f s",
+            ref.name, ref.library, ref.accuracy, ref.macro_f1, ref.p50_ms_b1, ref.fit_seconds,
+        )
     baseline = next(v.accuracy for v in measured if v.runtime == "torch" and v.uncompressed)
     choice = choose_variant(measured, baseline, config.policy)
     alternatives = [v.name for v in host_alternatives(measured, choice, config.policy)]
     evaluation = Evaluation(
         variants=measured, parity=[p for e in exported for p in e.parity], choice=choice, latency=latency, host=host,
-        alternatives=alternatives,
+        alternatives=alternatives, references=references,
     )
     deciding, details = split_for_pages(evaluation.table(), config.policy.objective, latency.batch_n)
     skipped = [reason for stage in exported for reason in stage.skipped]

@@ -30,6 +30,7 @@ class VariantMetrics(BaseModel):
     macs: int | None = Field(None, description="Multiply-accumulates of one input's forward pass (of the float model)")
     params: int | None = Field(None, description="Parameter count (of the float model)")
     accuracy: float = float("nan")
+    macro_f1: float | None = Field(None, description="F1 averaged over classes on the test split (releases before schema 4: none)")
     size_bytes: int = 0
     p50_ms_b1: float = float("nan")
     p95_ms_b1: float = float("nan")

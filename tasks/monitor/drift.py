@@ -38,6 +38,7 @@ from tasks.errors import LeptonError
 from tasks.monitor.config import DriftConfig
 from tasks.monitor.estimate import AccuracyEstimate, estimate_accuracy, familiar_rows
 from tasks.registry.manifest import AccuracyCalibration
+from tasks.score.features import off_schema_summary
 
 TWO_SAMPLE_CHI2 = "chi2_two_sample"
 PREDICTED_CLASS = "predicted_class"
@@ -92,6 +93,7 @@ class DriftResult(BaseModel):
     reference_rows: int
     false_alarm_rate: float
     drift_share: float | None = None
+    off_schema_rows: int = 0  # table rows whose cells did not fit the release's schema (new category, text for a number)
     drifted_columns: list[str] = []
     prediction_drift: bool = False
     columns: list[ColumnDrift] = []
@@ -116,6 +118,8 @@ class DriftResult(BaseModel):
         what += [f"{n.share:.0%} novel rows (expected {n.expected_share:.0%})" for n in self.novelty if n.drifted]
         if what:
             parts.append(f"drifted: {', '.join(what)}")
+        if self.off_schema_rows:
+            parts.append(f"{self.off_schema_rows} of {self.rows} rows off the schema")
         if self.estimate is not None:
             parts.append(self.estimate.describe())
         if self.harmful is not None and self.drift:
@@ -185,10 +189,10 @@ def prepare_window(
     if unmeasured:
         rows = int(current[unmeasured].isna().any(axis=1).sum())
         quarantined.append(
-            f"{rows} window rows do not measure {unmeasured} (inputs sent as tensors): those columns are tested on the "
+            f"{rows} window rows do not measure {unmeasured} (a missing value, or an image sent as a tensor): those columns are tested on the "
             f"{len(current) - rows} rows that do"
         )
-    reference, dropped = _finite(reference, usable)
+    reference, dropped = _finite(reference, usable, optional)
     if dropped:
         quarantined.append(f"{dropped} reference rows with a NaN or infinite value left out")
     if len(reference) < MIN_REFERENCE_ROWS:
@@ -244,7 +248,7 @@ def detect_drift(
         )
     rng = np.random.default_rng([config.seed, 1])
     level = config.column_level(len(columns))
-    results = [_numerical_test(reference[c], tested[c].dropna(), c, level) for c in measured]
+    results = [_numerical_test(reference[c].dropna(), tested[c].dropna(), c, level) for c in measured]
     results += [_categorical_test(reference[c], tested[c], c, level) for c in categorical]
     multivariate = None
     if embedding and config.embedding_share > 0:
@@ -253,7 +257,9 @@ def detect_drift(
     if config.novelty_share > 0:
         # Two views, half the budget each: every statistic (a dimmed or noisy image), and the model's
         # own embedding (a rotated digit keeps its statistics but not its place in the embedding).
-        views = [[c for c in numerical if tested[c].notna().all()]] + ([embedding] if embedding else [])
+        views = [[c for c in numerical if tested[c].notna().all() and reference[c].notna().all()]] + (
+            [embedding] if embedding else []
+        )
         for view in views:
             outcome = novelty_test(
                 reference[view].to_numpy(np.float64), tested[view].to_numpy(np.float64), view,
@@ -283,7 +289,8 @@ def detect_drift(
         # Harmful: the estimate lost at least harm_pp, and even its interval's top (unfamiliar rows at
         # chance, as in the estimate) is below the held-out accuracy: not the noise of a small window.
         harmful = estimate.drop_pp >= config.harm_pp and estimate.high_at_chance < estimate.reference_accuracy
-    notes = _notes(current, categorical) + skipped
+    off_schema, off_schema_note = off_schema_summary(current)
+    notes = _notes(current, categorical) + skipped + ([off_schema_note] if off_schema else [])
     if len(measured) < len(numerical):
         notes.append(f"not tested: no window row measures {[c for c in numerical if c not in measured]}")
     detail = (
@@ -299,6 +306,7 @@ def detect_drift(
     return DriftResult(
         status="drift" if is_drift else "no drift",
         rows_tested=len(tested),
+        off_schema_rows=off_schema,
         drift_share=len(drifted) / len(columns),
         drifted_columns=drifted,
         prediction_drift=prediction,

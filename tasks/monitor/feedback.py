@@ -224,7 +224,7 @@ def realized_performance(
         p_value=p_value,
         detail=(
             f"accuracy {accuracy_:.1%} on {correct.size} labelled predictions (95 % interval {interval.low:.1%}-{interval.high:.1%}) "
-            f"vs {test_accuracy:.1%} on {test_images} test images: {abs(drop):.1f} pp {'lost' if drop >= 0 else 'gained'}, "
+            f"vs {test_accuracy:.1%} on {test_images} test examples: {abs(drop):.1f} pp {'lost' if drop >= 0 else 'gained'}, "
             f"one-sided Fisher exact p = {p_value:.3g}"
         ),
         **base,

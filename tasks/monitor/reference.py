@@ -74,7 +74,7 @@ def build_reference(
     reference_file, projection_file = f"{folder}/{REFERENCE_NAME}", f"{folder}/{PROJECTION_NAME}"
     reference.to_parquet(reference_path, index=False)
     projection_path.write_text(projection.model_dump_json(indent=1))
-    numerical, categorical = monitoring_columns(contract.statistic_columns, projection.n_components)
+    numerical, categorical = monitoring_columns(contract, projection.n_components)
     section = MonitoringSection(
         reference=reference_file,
         projection=projection_file,

@@ -80,6 +80,7 @@ def draft_manifest(
         training=TrainingLineage(model=trained.model_name, best_epoch=trained.best_epoch, epochs_run=len(trained.history)),
         monitoring=monitoring.section if monitoring else None,
         alternatives=monitoring.alternatives if monitoring else [],
+        references=evaluation.references,
         config=config,
         code_version=code_version(),
         model_card=MODEL_CARD,

@@ -71,7 +71,7 @@ def score_production(
 
 
 class PairedComparison(BaseModel):
-    """Candidate vs production on the same test images: the difference, its interval, McNemar's exact test."""
+    """Candidate vs production on the same test examples: the difference, its interval, McNemar's exact test."""
 
     images: int
     candidate_accuracy: float
@@ -86,7 +86,7 @@ class PairedComparison(BaseModel):
     def describe(self) -> str:
         return (
             f"candidate {self.candidate_accuracy:.4f} vs production {self.production_accuracy:.4f} on the same "
-            f"{self.images} test images: difference {self.difference_pp:+.2f} pp (95 % interval {self.low_pp:+.2f} to "
+            f"{self.images} test examples: difference {self.difference_pp:+.2f} pp (95 % interval {self.low_pp:+.2f} to "
             f"{self.high_pp:+.2f} pp; {self.candidate_only} right only by the candidate, {self.production_only} only by "
             f"production, McNemar exact p = {self.mcnemar_p:.3g})"
         )
@@ -142,7 +142,7 @@ class BaselineCheck(BaseModel):
 
     def describe(self) -> str:
         return (
-            f"accuracy {self.accuracy:.4f} on {self.images} test images vs {self.majority_accuracy:.4f} by always "
+            f"accuracy {self.accuracy:.4f} on {self.images} test examples vs {self.majority_accuracy:.4f} by always "
             f"predicting the most frequent class (one-sided binomial p = {self.p_value:.3g})"
         )
 
@@ -189,7 +189,7 @@ def decide(
     In order: the absolute floor, the majority-class baseline (significantly better), then, when
     a comparable production exists, the paired comparison: refused when the candidate is worse
     than production by more than ``tolerance_pp`` (significantly or not); a warning says when
-    the test images are too few for the interval to decide at that tolerance.
+    the test examples are too few for the interval to decide at that tolerance.
     """
     candidate_correct = np.asarray(candidate_correct, dtype=bool)
     images = int(candidate_correct.size)
@@ -201,7 +201,7 @@ def decide(
     if accuracy_ < config.min_accuracy:
         return GateDecision(
             promote=False,
-            reason=f"accuracy {accuracy_:.4f} on {images} test images is below the floor min_accuracy={config.min_accuracy}{stays}",
+            reason=f"accuracy {accuracy_:.4f} on {images} test examples is below the floor min_accuracy={config.min_accuracy}{stays}",
             **base,
         )
     baseline = check_baseline(candidate_correct, labels, config.significance)
@@ -233,7 +233,7 @@ def decide(
         distance = max(abs(comparison.difference_pp + tolerance), 0.05 * max(tolerance, 0.1))
         needed = max(images + 1, int(np.ceil(images * (reach / distance) ** 2)))
         warnings.append(
-            f"{images} test images are too few to decide at a {tolerance} pp tolerance: the interval "
+            f"{images} test examples are too few to decide at a {tolerance} pp tolerance: the interval "
             f"({comparison.low_pp:+.2f} to {comparison.high_pp:+.2f} pp) spans -{tolerance} pp; about {needed} would be needed"
         )
     if comparison.high_pp < -tolerance:

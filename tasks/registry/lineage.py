@@ -83,20 +83,20 @@ Why: {served.reason}.
 {manifest.input.describe()}; input `{manifest.tensors.input}`, output `{manifest.tensors.logits}`
 (logits, one per class in the order above). Every field is in `input` of `manifest.json`.
 
-## Evaluation (held-out test split, {metrics.test_images} images)
+## Evaluation (held-out test split, {metrics.test_images} examples)
 - test accuracy, FP32 reference: {metrics.test_accuracy_fp32:.4f}
 - test accuracy, served variant: {metrics.test_accuracy_served:.4f}
 - validation accuracy: {val}
 - timed on: {measured_on}, {manifest.latency.threads} threads
 
 {markdown_table(release_table(manifest))}
-
+{_references_section(manifest)}
 Export parity against PyTorch on the test split:
 {parity or "- not measured"}
 
 ## Training data
 - dataset version `{data.version}` from `{data.source}`
-- images per split: {", ".join(f"{k} {v}" for k, v in counts.items())}; quarantined at ingestion: {data.quarantined}
+- examples per split: {", ".join(f"{k} {v}" for k, v in counts.items())}; quarantined at ingestion: {data.quarantined}
   (listed with reasons in `dataset/validation_report.json`)
 
 {_monitoring_section(manifest)}## Lineage
@@ -109,6 +109,25 @@ Export parity against PyTorch on the test split:
 - Inputs are reduced as the input contract says ({manifest.input.describe()}): what that removes, the model never sees.
 - Quantized variants trade a bounded accuracy loss (see the table) for size and speed.
 """
+
+
+def _references_section(manifest: ReleaseDraft) -> str:
+    if not manifest.references:
+        return ""
+    served = manifest.variant(manifest.served.name)
+    f1 = f"{served.macro_f1:.4f}" if served.macro_f1 is not None else "not measured"
+    rows = [
+        {
+            "model": r.name, "library": r.library, "accuracy": round(r.accuracy, 4), "macro_f1": round(r.macro_f1, 4),
+            "p50_ms_b1": round(r.p50_ms_b1, 3), f"p50_ms_b{manifest.latency.batch_n}": round(r.p50_ms_bn, 3),
+            "fit_s": round(r.fit_seconds, 2),
+        }
+        for r in manifest.references
+    ]
+    return (
+        "\nReference models of another family, fitted and tested on the same split (reported, not served); "
+        f"the served variant: accuracy {served.accuracy:.4f}, macro-F1 {f1}:\n\n" + markdown_table(rows) + "\n"
+    )
 
 
 def _monitoring_section(manifest: ReleaseDraft) -> str:
@@ -125,9 +144,15 @@ def _monitoring_section(manifest: ReleaseDraft) -> str:
 
 def release_summary(manifest: ReleaseManifest, release: Release) -> str:
     """What a build prints when it is done: the variant table, where the release is, what it serves, the gate."""
+    references = [
+        f"reference:  {r.name}: accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}, p50 {r.p50_ms_b1:.3f} ms at batch 1 "
+        "(same split; reported, not served)"
+        for r in manifest.references
+    ]
     return "\n".join([
         text_table(release_table(manifest)),
         "",
+        *references,
         f"release:    {release.model} {release.version}",
         f"location:   {release.uri}",
         f"manifest:   {release.manifest_uri}",

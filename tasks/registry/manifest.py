@@ -5,10 +5,11 @@
 which host, which files the release holds with their sha256, the monitoring reference, and
 where it all came from. An independent client can use a release from it alone.
 
-Schema 3 is written: schema 2 plus ``alternatives``, the variants a serving host may time and
-serve instead (a new field, so code that reads schema 2 refuses it by its number, not by a
-field it does not know). Schema 2 is read as it is (no alternatives: every host serves
-``served``). Schema 1 (written before this module) is read by upgrading it, from its
+Schema 4 is written: schema 3 plus tabular input contracts (``input.kind: tabular``, the
+table's schema), ``references`` (models of another family measured on the same split) and each
+variant's ``macro_f1``; code that reads schema 3 refuses it by its number, not by a field it
+does not know. Schema 3 (``alternatives``, the variants a serving host may time and serve
+instead) and schema 2 (without them: every host serves ``served``) are read as they are. Schema 1 (written before this module) is read by upgrading it, from its
 final layout (with the serving policy, latency settings and entrypoints): its variant rows kept
 rounded display values, so upgraded sizes, MACs and timings carry that rounding. An earlier
 schema-1 layout, or any other schema, is refused with a message saying what this code reads.
@@ -30,10 +31,11 @@ from tasks.export.config import LatencyConfig
 from tasks.export.measure import Host
 from tasks.export.parity import ParityResult
 from tasks.export.policy import OutOfBudget
+from tasks.export.reference_models import ReferenceModel
 from tasks.export.variants import TRAINED_STAGE, VariantMetrics
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
 
 
 class ManifestError(LeptonError):
@@ -180,7 +182,7 @@ class ReleaseFile(_Section):
 class ReleaseDraft(_Section):
     """Everything a release says about itself except what publishing adds (version, time, file list)."""
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: Literal[4] = SCHEMA_VERSION
     model: str
     input: InputContract
     tensors: TensorNames = Field(default_factory=TensorNames)
@@ -201,6 +203,10 @@ class ReleaseDraft(_Section):
             "each with its own monitoring reference: its embeddings and confidences are its own. Empty for releases "
             "built before host choice: every host serves ``served``."
         ),
+    )
+    references: list[ReferenceModel] = Field(
+        default_factory=list,
+        description="Models of another family fitted and measured on the same split (tables: gradient-boosted trees)",
     )
     config: dict[str, Any]
     code_version: str
@@ -250,8 +256,8 @@ class ReleaseManifest(ReleaseDraft):
                     f"a schema-1 manifest without {exc} (written before the serving policy, latency settings and "
                     "entrypoints were recorded) cannot be read; rebuild the model to release it again"
                 ) from None
-        if schema == 2:
-            return {**data, "schema_version": SCHEMA_VERSION}  # the same contract without alternatives
+        if schema in (2, 3):
+            return {**data, "schema_version": SCHEMA_VERSION}  # the same contract without the newer fields
         if schema != SCHEMA_VERSION:
             raise ValueError(
                 f"schema_version {schema!r} is not one this code reads ({', '.join(map(str, READABLE_SCHEMAS))}); "

@@ -150,7 +150,7 @@ def gate(
             # The outcome first: a refused promotion must be the first thing anyone opening the run reads.
             f"# {'Promoted' if decision.promote else 'Kept production'}: {release.model} {release.version}\n\n"
             f"- release: `{release.uri}`\n- serving variant: `{release.served_variant}`\n"
-            f"- gate: **{verdict}** ({decision.reason})\n- test images: {decision.test_images}\n"
+            f"- gate: **{verdict}** ({decision.reason})\n- test examples: {decision.test_images}\n"
             + "".join(f"- warning: {w}\n" for w in decision.warnings)
             + (f"- why this build ran: {reason}\n" if reason else "")
         ),

@@ -13,7 +13,27 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from tasks.data.contract import InputContract
 from tasks.score.inference import softmax
+
+# A table row's cells that did not fit the release's schema (new category, text for a number, a
+# missing column), '; '-separated; empty when it fit. Images have no such column.
+SCHEMA_PROBLEMS = "schema_problems"
+
+
+def off_schema_summary(frame: pd.DataFrame) -> tuple[int, str]:
+    """How many monitoring rows did not fit the release's schema, and a line naming the most common problems."""
+    if SCHEMA_PROBLEMS not in frame.columns:
+        return 0, ""
+    problems = frame[SCHEMA_PROBLEMS].fillna("")
+    off = problems[problems != ""]
+    if off.empty:
+        return 0, ""
+    counts = off.str.split("; ").explode().value_counts()
+    common = ", ".join(f"{reason} ({count})" for reason, count in counts.head(5).items())
+    more = f" and {len(counts) - 5} more kinds" if len(counts) > 5 else ""
+    return len(off), f"{len(off)} of {len(frame)} rows did not fit the release's schema (scored with those cells as missing): {common}{more}"
+
 
 def embedding_columns(n_components: int) -> list[str]:
     """Names of the projected embedding columns."""
@@ -82,9 +102,10 @@ def monitoring_features(
     return frame
 
 
-def monitoring_columns(statistic_columns: list[str], n_components: int) -> tuple[list[str], list[str]]:
-    """(numerical, categorical) monitoring columns."""
-    return statistic_columns + embedding_columns(n_components) + ["confidence"], ["predicted_class"]
+def monitoring_columns(contract: InputContract, n_components: int) -> tuple[list[str], list[str]]:
+    """(numerical, categorical) monitoring columns of inputs of ``contract``."""
+    numerical = contract.statistic_columns + embedding_columns(n_components) + ["confidence"]
+    return numerical, contract.categorical_statistics + ["predicted_class"]
 
 
 def non_finite_rows(frame: pd.DataFrame, numerical: list[str]) -> np.ndarray:

@@ -13,8 +13,9 @@ import pandas as pd
 from pydantic import BaseModel
 
 from tasks.data.contract import InputContract
+from tasks.data.decoded import DecodedInputs
 from tasks.export.backends import Backend
-from tasks.score.features import Projection, monitoring_columns, monitoring_features, non_finite_rows
+from tasks.score.features import SCHEMA_PROBLEMS, Projection, monitoring_columns, monitoring_features, non_finite_rows
 from tasks.score.inference import infer, probabilities, softmax
 from tasks.score.inputs import FailedInput, InputFile
 
@@ -64,29 +65,44 @@ def score_files(
     if not decoded.source:
         return ScoredFiles(pd.DataFrame(), None, failures)
     kept = [files[index] for index in decoded.source]
+    items = _items(kept, decoded)
     if projection is None:
         # No monitoring reference: predictions only, from the logits output alone (variants released
         # before monitoring existed have no embedding output).
-        return ScoredFiles(_predictions(kept, probabilities(backend, contract, decoded.raw, batch_size), classes), None, failures)
+        return ScoredFiles(_predictions(items, probabilities(backend, contract, decoded.raw, batch_size), classes), None, failures)
     logits, embeddings = infer(backend, contract, decoded.raw, batch_size)
-    predictions = _predictions(kept, softmax(logits), classes)
+    predictions = _predictions(items, softmax(logits), classes)
     features = monitoring_features(contract.statistics(decoded.raw, decoded.meta), logits, embeddings, projection, classes)
     features.insert(0, "file", predictions["file"])
     features.insert(1, "image_sha256", predictions["image_sha256"])
-    bad = non_finite_rows(features, monitoring_columns(contract.statistic_columns, projection.n_components)[0])
+    if "problems" in decoded.meta:
+        features[SCHEMA_PROBLEMS] = decoded.meta["problems"].to_numpy()
+    numerical = monitoring_columns(contract, projection.n_components)[0]
+    bad = non_finite_rows(features, [c for c in numerical if c not in contract.optional_statistics])
     # A model or input that yields NaN/inf cannot be tested for drift: report it, keep the rest.
     failures += [FailedInput(name=name, reason="monitoring features are NaN or infinite") for name in features.loc[bad, "file"]]
     return ScoredFiles(predictions.loc[~bad].reset_index(drop=True), features.loc[~bad].reset_index(drop=True), failures)
 
 
-def _predictions(kept: list[InputFile], probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """One row per scored file: where it is, its content hash, the predicted class and its probability."""
-    return pd.DataFrame(
+def _items(kept: list[InputFile], decoded: DecodedInputs) -> pd.DataFrame:
+    """Each scored item's name, file and content hash: the file's own, or a table row's ``file:line`` and values' hash.
+
+    The column keeps its name ``image_sha256`` for every modality: logs, feedback and monitoring
+    join on it (for a table row it is the hash of the row's values). A table's id column, when
+    the schema has one, comes along as ``id`` so predictions join back to the rows they describe.
+    """
+    items = pd.DataFrame(
         {
-            "file": [f.name for f in kept],
+            "file": decoded.names if decoded.names is not None else [f.name for f in kept],
             "path": [str(f.path.resolve()) for f in kept],
-            "image_sha256": [f.sha256 for f in kept],
-            "predicted_class": [classes[i] for i in probs.argmax(axis=1)],
-            "confidence": probs.max(axis=1),
+            "image_sha256": decoded.keys if decoded.keys is not None else [f.sha256 for f in kept],
         }
     )
+    if "id" in decoded.meta:
+        items["id"] = decoded.meta["id"].to_numpy()
+    return items
+
+
+def _predictions(items: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per scored item: where it is, its content hash, the predicted class and its probability."""
+    return items.assign(predicted_class=[classes[i] for i in probs.argmax(axis=1)], confidence=probs.max(axis=1))

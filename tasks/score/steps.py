@@ -14,7 +14,7 @@ from tasks.export.backends import RUNTIMES
 from tasks.registry.config import HostChoiceConfig, StoreConfig
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.store import open_store
-from tasks.score.features import load_projection
+from tasks.score.features import load_projection, off_schema_summary
 from tasks.score.inputs import InputBatch, archive_inputs, collect_batch
 from tasks.score.logs import batch_logs, log_batch, scored_before
 from tasks.score.scoring import ScoreResult, score_files
@@ -85,6 +85,10 @@ def score_batch(
     for failure in scored.failures:
         logger.warning("not scored: %s (%s)", failure.name, failure.reason)
     unseen = 0
+    if scored.features is not None:
+        off_schema, note = off_schema_summary(scored.features)
+        if off_schema:
+            logger.warning(note)
     if scored.features is not None and not scored.features.empty:
         reference = pd.read_parquet(production.release_dir / monitoring.reference)
         unseen, note = manifest.input.unfamiliar(scored.features, reference)
@@ -100,10 +104,11 @@ def score_batch(
     counts = {str(k): int(v) for k, v in predictions["predicted_class"].value_counts().sort_index().items()}
     create_table_artifact(
         key="score-class-counts",
-        table=[{"class": k, "images": v} for k, v in counts.items()],
+        table=[{"class": k, "inputs": v} for k, v in counts.items()],
         description=f"{model} {production.version} ({variant}): {len(predictions)} scored, {len(scored.failures)} not scored",
     )
-    logger.info("scored %d of %d files; predictions %s", len(predictions), len(batch.files), store.location(predictions_key))
+    what = "rows of" if manifest.input.kind == "tabular" else "of"
+    logger.info("scored %d %s %d files; predictions %s", len(predictions), what, len(batch.files), store.location(predictions_key))
     return result.model_copy(
         update={
             "class_counts": counts,

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from tasks.forms import FormModel
 
-ModelName = Literal["small_cnn", "tiny_cnn", "resnet18", "mobilenet_v3_small"]
+ModelName = Literal["auto", "small_cnn", "tiny_cnn", "resnet18", "mobilenet_v3_small", "tabular_mlp", "tabular_mlp_small"]
 
 
 class TrainConfig(FormModel):
@@ -19,7 +19,9 @@ class TrainConfig(FormModel):
     unchanged, so the same config runs DDP on a cluster.
     """
 
-    model: ModelName = Field("small_cnn", description="Architecture from the model zoo")
+    model: ModelName = Field(
+        "auto", description="Architecture from the model zoo; auto: small_cnn for images, tabular_mlp for tables"
+    )
     weights_path: Path | None = Field(None, description="Optional local state_dict to start from; nothing is downloaded")
     max_epochs: int = Field(30, ge=1, le=10_000, description="Most passes over the training images (early stopping may end sooner)")
     batch_size: int = Field(64, ge=1, le=65_536, description="Images per optimiser step")

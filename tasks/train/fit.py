@@ -18,7 +18,7 @@ from torch import nn
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
 from tasks.train.datamodule import SnapshotDataModule
-from tasks.train.models import build_model
+from tasks.train.models import build_model, resolve_model
 from tasks.train.module import ClassifierModule
 from tasks.train.trained import EpochRecord, TrainedModel
 
@@ -171,7 +171,8 @@ def fit_classifier(
         loads), the per-epoch history and validation/test accuracy.
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_model(config.model, len(snapshot.classes), snapshot.input, config.weights_path)
+    name = resolve_model(config.model, snapshot.input)
+    model = build_model(name, len(snapshot.classes), snapshot.input, config.weights_path)
     module = ClassifierModule(model, config.learning_rate, config.weight_decay, config.max_epochs)
     outcome = fit_module(module, snapshot, config, out_dir, on_epoch)
-    return trained_model(module.model, config.model, snapshot, outcome, out_dir)
+    return trained_model(module.model, name, snapshot, outcome, out_dir)

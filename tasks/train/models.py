@@ -1,7 +1,8 @@
-"""The model zoo: a small CNN default, a tiny one (a distillation student), two torchvision architectures; all random-initialised.
+"""The model zoo: for images a small CNN default, a tiny one (a distillation student), two torchvision
+architectures; for tables an MLP and a smaller one (its student). All random-initialised.
 
-Every entry takes one modality's inputs: these take images, sized by the input contract's
-channels. A second modality adds its own entries (in a module of its own) to ``ZOO``.
+Every entry takes one modality's inputs, sized by the input contract (images: its channels;
+tables: its number of model inputs). ``auto`` names each modality's default (or default student).
 """
 
 from __future__ import annotations
@@ -37,6 +38,29 @@ class SmallCNN(nn.Module):
             nn.AdaptiveAvgPool2d(2),
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * 2 * 4, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class TabularMLP(nn.Module):
+    """Two hidden layers (Linear, BatchNorm, ReLU, Dropout) and a linear head, over a table's model inputs.
+
+    The embedding monitoring compares is the input of the head: the second hidden layer's output.
+    """
+
+    def __init__(self, num_classes: int, in_features: int, width: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Linear(in_features, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(width, width // 2),
+            nn.BatchNorm1d(width // 2),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(width // 2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -82,20 +106,39 @@ def _mobilenet_v3_small(num_classes: int, contract: InputContract) -> nn.Module:
     return model
 
 
+def _tabular_mlp(num_classes: int, contract: InputContract) -> nn.Module:
+    return TabularMLP(num_classes, contract.shape[0])
+
+
+def _tabular_mlp_small(num_classes: int, contract: InputContract) -> nn.Module:
+    # A sixth of tabular_mlp's hidden multiply-accumulates: a student to distil it into.
+    return TabularMLP(num_classes, contract.shape[0], width=32)
+
+
 # name -> (the input kind it takes, builder)
 ZOO: dict[str, tuple[str, Callable[[int, InputContract], nn.Module]]] = {
     "small_cnn": ("image", _small_cnn),
     "tiny_cnn": ("image", _tiny_cnn),
     "resnet18": ("image", _resnet18),
     "mobilenet_v3_small": ("image", _mobilenet_v3_small),
+    "tabular_mlp": ("tabular", _tabular_mlp),
+    "tabular_mlp_small": ("tabular", _tabular_mlp_small),
 }
+AUTO = "auto"
+# kind -> (the model "auto" trains, the student "auto" distils into)
+DEFAULTS: dict[str, tuple[str, str]] = {"image": ("small_cnn", "tiny_cnn"), "tabular": ("tabular_mlp", "tabular_mlp_small")}
+
+
+def resolve_model(name: str, contract: InputContract, student: bool = False) -> str:
+    """The zoo name ``name`` stands for: itself, or for ``auto`` the default (or default student) of the contract's kind."""
+    return DEFAULTS[contract.kind][int(student)] if name == AUTO else name
 
 
 def build_model(name: str, num_classes: int, contract: InputContract, weights_path: Path | None = None) -> nn.Module:
     """Build a classifier by name with ``num_classes`` outputs for inputs of ``contract``.
 
     Args:
-        name: a key of ``ZOO``.
+        name: a key of ``ZOO``, or ``auto`` (the default model of the contract's kind).
         num_classes: size of the output layer.
         contract: the inputs it takes (images: their channel count).
         weights_path: optional local state_dict, loaded with ``weights_only=True``.
@@ -103,11 +146,15 @@ def build_model(name: str, num_classes: int, contract: InputContract, weights_pa
     Raises:
         ModelBuildError: an unknown name, a model of another modality, or weights that are missing or do not fit.
     """
+    name = resolve_model(name, contract)
     if name not in ZOO:
-        raise ModelBuildError(f"unknown model {name!r}; allowed: {', '.join(ZOO)}")
+        raise ModelBuildError(f"unknown model {name!r}; allowed: {', '.join(ZOO)}, {AUTO}")
     kind, build = ZOO[name]
     if kind != contract.kind:
-        raise ModelBuildError(f"model {name!r} takes {kind} inputs; this data is {contract.kind}")
+        fits = [n for n, (k, _) in ZOO.items() if k == contract.kind]
+        raise ModelBuildError(
+            f"model {name!r} takes {kind} inputs; this data is {contract.kind}: use {AUTO} or one of {', '.join(fits)}"
+        )
     model = build(num_classes, contract)
     if weights_path is not None:
         if not Path(weights_path).is_file():

@@ -12,6 +12,7 @@ from prefect.runtime import flow_run
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
 from tasks.train.fit import fit_classifier
+from tasks.train.models import resolve_model
 from tasks.train.trained import EpochRecord, TrainedModel
 
 
@@ -22,7 +23,8 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
     Progress shows in the run's artifacts epoch by epoch (early stopping may end it before the last).
     """
     logger = get_run_logger()
-    progress = create_progress_artifact(0.0, description=f"training {config.model}: up to {config.max_epochs} epochs")
+    name = resolve_model(config.model, snapshot.input)
+    progress = create_progress_artifact(0.0, description=f"training {name}: up to {config.max_epochs} epochs")
 
     def report(record: EpochRecord) -> None:
         logger.info(
@@ -35,21 +37,21 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
         )
         update_progress_artifact(
             progress, 100.0 * (record.epoch + 1) / config.max_epochs,
-            description=f"training {config.model}: epoch {record.epoch + 1} of at most {config.max_epochs}, "
+            description=f"training {name}: epoch {record.epoch + 1} of at most {config.max_epochs}, "
             f"val_acc {record.val_acc:.4f}",
         )
 
     # One folder per run: concurrent or repeated builds never share checkpoints or variant files.
     run_id = str(flow_run.id or uuid.uuid4())[:8]
-    out_dir = work_dir / "runs" / snapshot.version / f"{config.model}-seed{config.seed}-{run_id}"
+    out_dir = work_dir / "runs" / snapshot.version / f"{name}-seed{config.seed}-{run_id}"
     trained = fit_classifier(snapshot, config, out_dir, on_epoch=report)
     create_table_artifact(
         key="training-epochs",
         table=[{k: round(v, 4) if isinstance(v, float) else v for k, v in r.model_dump().items()} for r in trained.history],
-        description=f"{config.model}: best epoch {trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
+        description=f"{name}: best epoch {trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
     )
     update_progress_artifact(
-        progress, 100.0, description=f"trained {config.model}: {len(trained.history)} epochs, best epoch "
+        progress, 100.0, description=f"trained {name}: {len(trained.history)} epochs, best epoch "
         f"{trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
     )
     logger.info("best epoch %d, test accuracy %.4f", trained.best_epoch, trained.test_acc)

@@ -21,7 +21,7 @@ def test_defaults_build_the_demo() -> None:
     config = BuildConfig()
     assert config.data.source == "embedded://digits"
     assert config.store.uri.startswith("file://")
-    assert config.train.model == "small_cnn"
+    assert config.train.model == "auto" and config.compress.distill.student == "auto"  # small_cnn and tiny_cnn for images
 
 
 @pytest.mark.parametrize(

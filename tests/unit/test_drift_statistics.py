@@ -193,7 +193,7 @@ def test_rows_that_do_not_measure_an_optional_column_are_kept_and_tested_on_the_
     window.loc[:149, "width"] = np.nan
     result = detect_drift(REFERENCE, window, NUMERICAL, CATEGORICAL, config, optional=["width"])
     assert result.rows == 400 and result.status == "no drift"
-    assert result.quarantined == ["150 window rows do not measure ['width'] (inputs sent as tensors): those columns are tested on the 250 rows that do"]
+    assert result.quarantined == ["150 window rows do not measure ['width'] (a missing value, or an image sent as a tensor): those columns are tested on the 250 rows that do"]
     # Without the declaration the same rows are quarantined, as any NaN is.
     strict = detect_drift(REFERENCE, window, NUMERICAL, CATEGORICAL, config)
     assert strict.rows == 250 and strict.quarantined == ["150 window rows with a NaN or infinite value left out"]

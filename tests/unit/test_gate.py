@@ -83,7 +83,7 @@ def test_gate_refuses_a_chance_level_model_and_one_below_the_floor() -> None:
     # The noise build of the issue: 3 classes, 8 test images, 3 right; 3 of 8 are the most frequent class.
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 1])
     chance = decide(np.array([1, 1, 1, 0, 0, 0, 0, 0], bool), labels, ProductionScore(), GateConfig(min_accuracy=0.0))
-    assert not chance.promote and "majority-class baseline" in chance.reason and "8 test images" in chance.reason
+    assert not chance.promote and "majority-class baseline" in chance.reason and "8 test examples" in chance.reason
     floor = decide(correctness(0, 400, 0.45), LABELS, ProductionScore(), GateConfig())
     assert not floor.promote and "min_accuracy=0.5" in floor.reason
     first = decide(correctness(0, 400, 0.9), LABELS, ProductionScore(note="no production release yet"), GateConfig())
@@ -97,7 +97,7 @@ def test_gate_refuses_a_significantly_worse_model_and_promotes_an_equal_one() ->
     assert worse.comparison.high_pp < -0.5 and worse.comparison.mcnemar_p < 0.01 and worse.test_images == 400
     # Equal accuracy, different mistakes: promoted, and the interval is stated.
     equal = decide(correctness(3, 400, 0.95), LABELS, production_score(production), GateConfig(), "v2")
-    assert equal.promote and equal.comparison.low_pp < 0 < equal.comparison.high_pp and "400 test images" in equal.reason
+    assert equal.promote and equal.comparison.low_pp < 0 < equal.comparison.high_pp and "400 test examples" in equal.reason
     identical = decide(production, LABELS, production_score(production), GateConfig(), "v2")
     assert identical.promote and identical.comparison.difference_pp == 0 and identical.comparison.mcnemar_p == 1.0
 
@@ -106,7 +106,7 @@ def test_gate_warns_when_the_test_images_are_too_few_for_the_tolerance() -> None
     production, candidate = correctness(4, 400, 0.95), correctness(5, 400, 0.95)
     decision = decide(candidate, LABELS, production_score(production), GateConfig(tolerance_pp=0.5), "v2")
     assert decision.promote and len(decision.warnings) == 1
-    assert "400 test images are too few to decide at a 0.5 pp tolerance" in decision.warnings[0]
+    assert "400 test examples are too few to decide at a 0.5 pp tolerance" in decision.warnings[0]
     relaxed = decide(candidate, LABELS, production_score(production), GateConfig(tolerance_pp=10.0), "v2")
     assert relaxed.promote and relaxed.warnings == []
 

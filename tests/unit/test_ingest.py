@@ -123,7 +123,7 @@ def test_rgb_images_are_ingested_as_grayscale_when_configured(tmp_path: Path) ->
 def test_an_empty_split_is_rejected_with_the_fractions(tmp_path: Path) -> None:
     root = write_class_images(tmp_path / "imgs", {"a": 6, "b": 6})
     config = CONFIG.model_copy(update={"test_fraction": 0.0001, "val_fraction": 0.3})
-    with pytest.raises(DataValidationError, match=r"the test split is empty with 12 images \(val_fraction=0.3, test_fraction=0.0001\)") as info:
+    with pytest.raises(DataValidationError, match=r"the test split is empty with 12 examples \(val_fraction=0.3, test_fraction=0.0001\)") as info:
         ingest_imagefolder(root, config, tmp_path / "snaps")
     report = json.loads(Path(str(info.value).rsplit("Validation report: ", 1)[1]).read_text())
     assert sum(report["counts"]["test"].values()) == 0 and report["problems"]

@@ -25,7 +25,7 @@ def _store_with(tmp_path: Path, document: dict) -> FileStore:
 def test_a_schema_1_manifest_is_read_with_every_fact_in_its_typed_place(tmp_path: Path) -> None:
     old = json.loads(V1.read_text())
     manifest = read_manifest(_store_with(tmp_path, old), old["model"], "v1")
-    assert manifest.schema_version == 3 and manifest.version == old["version"] and manifest.alternatives == []
+    assert manifest.schema_version == 4 and manifest.version == old["version"] and manifest.alternatives == []
     assert (manifest.input.kind, manifest.input.channels, manifest.input.image_size) == ("image", 1, 16)
     assert (manifest.input.colour, manifest.input.resize, manifest.input.scale) == ("L", "bilinear", "pixel / 255")
     assert manifest.tensors.input == old["input"]["input_name"] and manifest.classes == old["dataset"]["classes"]
@@ -44,10 +44,10 @@ def test_a_schema_1_manifest_is_read_with_every_fact_in_its_typed_place(tmp_path
     assert len(manifest.files_under("onnx-fp32")) == 2
 
 
-@pytest.mark.parametrize("schema", [None, 0, 4, "2"])
+@pytest.mark.parametrize("schema", [None, 0, 5, "2"])
 def test_a_manifest_of_another_schema_is_refused_naming_what_is_read(tmp_path: Path, schema) -> None:
     document = json.loads(V1.read_text()) | {"schema_version": schema}
-    with pytest.raises(ManifestError, match=r"manifest\.json is not a release manifest .*schema_version .* reads \(1, 2, 3\)"):
+    with pytest.raises(ManifestError, match=r"manifest\.json is not a release manifest .*schema_version .* reads \(1, 2, 3, 4\)"):
         read_manifest(_store_with(tmp_path, document), document["model"], "v1")
 
 
@@ -80,19 +80,25 @@ def test_what_is_published_is_what_is_read(tmp_path: Path) -> None:
         manifest.variant("tflite")
 
 
-def test_a_schema_2_manifest_is_read_as_a_release_without_host_alternatives(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schema", [2, 3])
+def test_an_older_schema_is_read_as_a_release_without_the_newer_fields(tmp_path: Path, schema: int) -> None:
     store = FileStore(tmp_path / "reg")
     release = publish_release(store, {}, release_draft("m"))
     key = f"models/m/{release.version}/manifest.json"
     document = json.loads(store.get_bytes(key)[0])
-    assert document["schema_version"] == 3 and document["alternatives"] == []
-    del document["alternatives"]
-    store.put_bytes(key, json.dumps(document | {"schema_version": 2}).encode())
+    assert document["schema_version"] == 4 and document["alternatives"] == [] and document["references"] == []
+    del document["references"]  # schema 4's
+    for variant in document["variants"]:
+        del variant["macro_f1"]
+    if schema == 2:
+        del document["alternatives"]  # schema 3's
+    store.put_bytes(key, json.dumps(document | {"schema_version": schema}).encode())
     manifest = read_manifest(store, "m", release.version)
-    assert manifest.schema_version == 3 and [v.name for v in manifest.host_candidates()] == ["onnx-fp32"]
-    # A schema-2 reader meets a field it does not know in schema 3: the number tells it first.
-    with pytest.raises(ValueError, match="schema_version 4 is not one this code reads"):
-        ReleaseManifest.model_validate(document | {"schema_version": 4})
+    assert manifest.schema_version == 4 and [v.name for v in manifest.host_candidates()] == ["onnx-fp32"]
+    assert manifest.references == [] and manifest.variants[0].macro_f1 is None
+    # An older reader meets fields it does not know in a newer schema: the number tells it first.
+    with pytest.raises(ValueError, match="schema_version 5 is not one this code reads"):
+        ReleaseManifest.model_validate(document | {"schema_version": 5})
 
 
 def test_an_unmeasured_variant_cannot_be_released() -> None:

@@ -10,14 +10,15 @@ import torch
 
 from tasks.data.contract import ImageInput
 from tasks.train.config import ModelName
-from tasks.train.models import ZOO, build_model
+from tasks.data.table_schema import TabularColumn, TabularInput
+from tasks.train.models import ZOO, build_model, resolve_model
 
 GREY = ImageInput(channels=1, image_size=16)
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", [name for name, (kind, _) in ZOO.items() if kind == "image"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_each_model_maps_images_to_class_logits(name: str, channels: int) -> None:
+def test_each_image_model_maps_images_to_class_logits(name: str, channels: int) -> None:
     torch.manual_seed(0)
     model = build_model(name, num_classes=7, contract=ImageInput(channels=channels, image_size=32)).eval()
     with torch.no_grad():
@@ -45,5 +46,26 @@ def test_weights_of_another_shape_are_refused_clearly(tmp_path: Path) -> None:
         build_model("small_cnn", 10, GREY, weights_path=tmp_path / "w.pt")
 
 
+@pytest.mark.parametrize("name", [name for name, (kind, _) in ZOO.items() if kind == "tabular"])
+def test_each_table_model_maps_rows_to_class_logits(name: str) -> None:
+    torch.manual_seed(0)
+    schema = TabularInput(
+        columns=[TabularColumn(name="x", type="numeric"), TabularColumn(name="c", type="categorical", categories=["a", "b", "c"])],
+        label_column="y",
+    )
+    model = build_model(name, num_classes=3, contract=schema).eval()
+    with torch.no_grad():
+        assert model(torch.rand(5, schema.shape[0])).shape == (5, 3)
+    with pytest.raises(ValueError, match="takes tabular inputs; this data is image: use auto or one of small_cnn"):
+        build_model(name, 3, GREY)
+
+
+def test_auto_builds_each_kinds_default() -> None:
+    schema = TabularInput(columns=[TabularColumn(name="x", type="numeric")], label_column="y")
+    assert resolve_model("auto", schema) == "tabular_mlp" and resolve_model("auto", schema, student=True) == "tabular_mlp_small"
+    assert resolve_model("auto", GREY) == "small_cnn" and resolve_model("auto", GREY, student=True) == "tiny_cnn"
+    assert resolve_model("resnet18", GREY) == "resnet18"
+
+
 def test_the_zoo_and_the_config_name_the_same_models() -> None:
-    assert set(ZOO) == set(get_args(ModelName))
+    assert set(ZOO) | {"auto"} == set(get_args(ModelName))

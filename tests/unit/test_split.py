@@ -61,5 +61,5 @@ def test_a_class_missing_from_a_split_is_reported(tmp_path: Path) -> None:
     missing = [(c, s) for s in ("val", "test") for c in snapshot.classes if snapshot.counts[s][c] == 0]
     assert missing
     for class_name, split in missing:
-        assert any(f"class {class_name!r} has no {split} images" in w for w in snapshot.warnings)
+        assert any(f"class {class_name!r} has no {split} examples" in w for w in snapshot.warnings)
     assert json.loads(snapshot.report_path.read_text())["warnings"] == snapshot.warnings

@@ -1,0 +1,359 @@
+"""The tabular modality's contract: a table's schema, inferred at ingestion and stored in every release.
+
+Per feature column: its type (numeric, categorical, boolean), the share of training rows that
+miss it, its numeric range, its categories, and the train split's mean and standard deviation.
+One function turns rows into the model's input (``TabularInput.to_model_input``) and it is the
+only one: training, export parity, INT8 calibration, the monitoring reference, scoring, serving
+and explanations all call it on the same raw encoding, so there is no train/serve skew. An
+independent client can rebuild it from the manifest alone (the class docstring is the recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.data.decoded import DecodedInputs
+from tasks.data.tables import ColumnType, TableError, parse_cells, read_table, row_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MISSING = "(missing)"
+NEW_CATEGORY = "(new)"
+STATISTIC_PREFIX = "input."
+MISSING_FIELDS = "missing_fields"
+
+
+class TabularColumn(BaseModel):
+    """One feature column of the schema contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: ColumnType
+    missing_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of the accepted rows that miss a value here")
+    mean: float = Field(0.0, description="Numeric/boolean: mean of the train split's present values")
+    std: float = Field(1.0, gt=0.0, description="Numeric/boolean: their standard deviation (1 when constant)")
+    minimum: float | None = Field(None, description="Numeric: the smallest accepted value")
+    maximum: float | None = Field(None, description="Numeric: the largest accepted value")
+    categories: list[str] = Field([], description="Categorical: the known categories, one input each")
+
+    @property
+    def nullable(self) -> bool:
+        """Missing values were seen in training: the model has a missing indicator for this column."""
+        return self.missing_share > 0
+
+    @property
+    def width(self) -> int:
+        """How many model inputs this column becomes."""
+        return (len(self.categories) if self.type == "categorical" else 1) + int(self.nullable)
+
+    def feature_names(self) -> list[str]:
+        """A name per model input of this column."""
+        names = [f"{self.name}={c}" for c in self.categories] if self.type == "categorical" else [self.name]
+        return names + ([f"{self.name} is missing"] if self.nullable else [])
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """Rows in the contract's raw encoding, and what did not fit the contract."""
+
+    raw: np.ndarray  # float64 rows x columns: numbers, 0/1, category index (-1: a new category); NaN: missing
+    problems: list[tuple[int, str]]  # (row position, what does not fit), in row order
+    invalid: np.ndarray  # bool per row: a cell that is not a value of its column's type (text for a number, inf)
+    notes: list[str]  # about the whole table: missing or extra columns
+
+
+class TabularInput(BaseModel):
+    """How a table row becomes the model's input vector (preprocessing ``tabular-v1``).
+
+    Columns in ``columns`` order; per column:
+    numeric and boolean (yes/true/1 -> 1, no/false/0 -> 0): ``(value - mean) / std``, 0 when missing;
+    categorical: one input per category, 1 for the row's category (all 0 for a missing or new one);
+    then, for every column with ``missing_share > 0``, one input that is 1 when the value is missing.
+    Cells are parsed as in :mod:`tasks.data.tables` (NA spellings, thousands separators).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["tabular"] = "tabular"
+    columns: list[TabularColumn] = Field(min_length=1)
+    label_column: str
+    id_column: str | None = None
+    preprocessing: Literal["tabular-v1"] = "tabular-v1"
+    layout: Literal["N x features"] = "N x features"
+    dtype: Literal["float32"] = "float32"
+
+    @property
+    def shape(self) -> tuple[int]:
+        """One input's shape: the number of model inputs."""
+        return (sum(c.width for c in self.columns),)
+
+    @property
+    def folder_name(self) -> str:
+        """The snapshot folder of one dataset version under this schema (another schema: another folder)."""
+        from tasks.hashing import sha256_bytes
+
+        return f"table-{self.shape[0]}-{sha256_bytes(self.model_dump_json().encode())[:8]}"
+
+    def feature_names(self) -> list[str]:
+        """A name per model input."""
+        return [name for column in self.columns for name in column.feature_names()]
+
+    def _statistic(self, column: TabularColumn) -> str:
+        return STATISTIC_PREFIX + column.name
+
+    @property
+    def statistic_columns(self) -> list[str]:
+        """Numerical monitoring columns: each numeric column's value, and how many fields a row misses."""
+        return [self._statistic(c) for c in self.columns if c.type == "numeric"] + [MISSING_FIELDS]
+
+    @property
+    def categorical_statistics(self) -> list[str]:
+        """Categorical monitoring columns: each categorical and boolean column's value, missing and new ones named."""
+        return [self._statistic(c) for c in self.columns if c.type != "numeric"]
+
+    @property
+    def optional_statistics(self) -> list[str]:
+        """Numeric columns are NaN in a row that misses them; the row is still monitored."""
+        return [self._statistic(c) for c in self.columns if c.type == "numeric"]
+
+    def describe(self) -> str:
+        """One line for people: the model card and logs."""
+        kinds = {t: sum(c.type == t for c in self.columns) for t in ("numeric", "categorical", "boolean")}
+        counted = ", ".join(f"{n} {t}" for t, n in kinds.items() if n)
+        return (
+            f"table rows of {len(self.columns)} columns ({counted}), label {self.label_column!r}"
+            + (f", id {self.id_column!r}" if self.id_column else "")
+            + f"; {self.shape[0]} model inputs ({self.preprocessing}: standardised numbers, one-hot categories, "
+            "missing indicators), float32"
+        )
+
+    def encode(self, frame: pd.DataFrame) -> EncodedRows:
+        """A table's rows in the raw encoding; a cell that does not fit is missing, and a problem of its row.
+
+        Columns the schema lacks are ignored (named in ``notes``); a schema column the table lacks
+        is missing in every row.
+        """
+        n = len(frame)
+        raw = np.full((n, len(self.columns)), np.nan)
+        invalid = np.zeros(n, bool)
+        found: list[tuple[int, int, str]] = []  # (row, column index, reason): sorted into row order below
+        known = {c.name for c in self.columns} | {self.label_column, self.id_column}
+        extra = [str(c) for c in frame.columns if c not in known]
+        absent = [c.name for c in self.columns if c.name not in frame.columns]
+        notes = ([f"columns {absent} are missing: their values are missing in every row"] if absent else []) + (
+            [f"columns {extra} are not in the schema: ignored"] if extra else []
+        )
+        for j, column in enumerate(self.columns):
+            if column.name not in frame.columns:
+                continue
+            cells = parse_cells(frame[column.name])
+            present = ~cells.missing
+            if column.type == "numeric":
+                raw[:, j] = cells.numbers
+                for i in np.flatnonzero(cells.infinite):
+                    found.append((i, j, f"column {column.name!r}: infinite value {cells.text.iat[i]!r}"))
+                bad = present & ~cells.number & ~cells.infinite
+                for i in np.flatnonzero(bad):
+                    found.append((i, j, f"column {column.name!r}: {cells.text.iat[i]!r} is not a number"))
+                invalid |= bad | cells.infinite
+            elif column.type == "boolean":
+                raw[:, j] = cells.boolean
+                bad = present & np.isnan(cells.boolean)
+                for i in np.flatnonzero(bad):
+                    found.append((i, j, f"column {column.name!r}: {cells.text.iat[i]!r} is not yes/no, true/false or 1/0"))
+                invalid |= bad
+            else:
+                index = {category: k for k, category in enumerate(column.categories)}
+                codes = cells.text.map(index)
+                raw[:, j] = np.where(present, codes.fillna(-1).to_numpy(dtype=np.float64), np.nan)
+                for i in np.flatnonzero(present & codes.isna().to_numpy()):
+                    found.append((i, j, f"column {column.name!r}: new category {cells.text.iat[i]!r}"))
+            if not column.nullable:
+                for i in np.flatnonzero(cells.missing):
+                    found.append((i, j, f"column {column.name!r}: missing (never missing in training)"))
+        found.sort()
+        return EncodedRows(raw=raw, problems=[(i, reason) for i, _, reason in found], invalid=invalid, notes=notes)
+
+    def read(self, sources: Sequence[Path | bytes], max_pixels: int | None = None) -> DecodedInputs:
+        """Read every table file (or file's bytes): one item per row.
+
+        A file that is no table, or a line that is no row, is a failure with its reason. A row
+        whose cells do not fit the schema is still scored (those cells count as missing); its
+        problems are in ``meta["problems"]`` for the monitoring rows. ``max_pixels`` is unused.
+        """
+        import pandas as pd
+
+        raws, metas, source, failures, names, keys = [], [], [], [], [], []
+        for index, item in enumerate(sources):
+            try:
+                table = read_table(item, name=item.name if isinstance(item, Path) else "")
+            except TableError as bad:
+                failures.append((index, str(bad)))
+                continue
+            failures += [(index, f"line {line}: {reason}") for line, reason in table.bad_lines]
+            encoded = self.encode(table.frame)
+            problems = [[] for _ in range(len(table.frame))]
+            for row, reason in encoded.problems:
+                problems[row].append(reason)
+            meta = pd.DataFrame({"line": table.lines, "problems": ["; ".join(p) for p in problems]})
+            if encoded.notes:
+                meta["problems"] = [("; ".join([*encoded.notes, p]) if p else "; ".join(encoded.notes)) for p in meta["problems"]]
+            if self.id_column is not None and self.id_column in table.frame.columns:
+                meta["id"] = parse_cells(table.frame[self.id_column]).text.to_numpy()
+            raws.append(encoded.raw)
+            metas.append(meta)
+            source += [index] * len(table.frame)
+            file_name = item.name if isinstance(item, Path) else f"table {index}"
+            names += [f"{file_name}:{line}" for line in table.lines]
+            keys += row_keys(table.frame, [c.name for c in self.columns])
+        raw = np.concatenate(raws) if raws else np.zeros((0, len(self.columns)))
+        meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({"line": [], "problems": []})
+        return DecodedInputs(raw=raw, meta=meta, source=source, failures=failures, names=names, keys=keys)
+
+    def to_model_input(self, raw: np.ndarray) -> np.ndarray:
+        """Raw rows -> the float32 vectors every exported variant takes (the recipe in the class docstring)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        out = np.zeros((len(raw), self.shape[0]), np.float32)
+        at = 0
+        for j, column in enumerate(self.columns):
+            values = raw[:, j]
+            missing = np.isnan(values)
+            if column.type == "categorical":
+                codes = np.where(missing, -1, values).astype(np.int64)
+                rows = np.flatnonzero(codes >= 0)
+                out[rows, at + codes[rows]] = 1.0
+                at += len(column.categories)
+            else:
+                out[:, at] = np.where(missing, 0.0, (values - column.mean) / column.std)
+                at += 1
+            if column.nullable:
+                out[:, at] = missing
+                at += 1
+        return out
+
+    def statistics(self, raw: np.ndarray, meta: pd.DataFrame) -> pd.DataFrame:
+        """The monitoring columns of raw rows: values, categories (missing and new ones named), missing fields."""
+        import pandas as pd
+
+        raw = np.asarray(raw, dtype=np.float64)
+        frame = {}
+        for j, column in enumerate(self.columns):
+            values = raw[:, j]
+            name = self._statistic(column)
+            if column.type == "numeric":
+                frame[name] = values
+                continue
+            labels = np.array(column.categories + [NEW_CATEGORY], dtype=object) if column.type == "categorical" else (
+                np.array(["false", "true"], dtype=object)
+            )
+            codes = np.where(np.isnan(values), 0, values).astype(np.int64)
+            text = labels[codes]  # a new category's code -1 picks the last label, NEW_CATEGORY
+            text[np.isnan(values)] = MISSING
+            frame[name] = text
+        frame[MISSING_FIELDS] = np.isnan(raw).sum(axis=1).astype(np.float64)
+        return pd.DataFrame(frame)
+
+    def unfamiliar(self, rows: pd.DataFrame, reference: pd.DataFrame) -> tuple[int, str]:
+        """How many monitoring ``rows`` hold a new category or a number outside the training range, and which columns."""
+        flagged = np.zeros(len(rows), bool)
+        where = []
+        for column in self.columns:
+            name = self._statistic(column)
+            if name not in rows.columns:
+                continue
+            if column.type == "categorical":
+                hit = (rows[name] == NEW_CATEGORY).to_numpy()
+            elif column.type == "numeric" and column.minimum is not None and column.maximum is not None:
+                values = rows[name].to_numpy(dtype=np.float64)
+                hit = (values < column.minimum) | (values > column.maximum)
+            else:
+                continue
+            if hit.any():
+                where.append(f"{column.name} ({int(hit.sum())})")
+            flagged |= hit
+        note = (
+            f"{int(flagged.sum())} rows hold a category never seen in training or a number outside its training range: "
+            + ", ".join(where)
+            if where
+            else "every value is a known category or within its training range"
+        )
+        return int(flagged.sum()), note
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    *,
+    label_column: str,
+    id_column: str | None,
+    types: dict[str, str],
+    fit_rows: np.ndarray,
+    max_categories: int,
+) -> tuple[TabularInput, list[str]]:
+    """The schema contract of a table's feature columns, and notes on columns left out or cut.
+
+    Types follow ``types`` (column -> numeric, categorical, boolean or ignore), else what the
+    cells suggest (:func:`tasks.data.tables.infer_type`). Means and standard deviations are
+    fitted on ``fit_rows`` (bool mask: the train split), ranges and categories on every row.
+
+    Raises:
+        TableError: no feature column is left.
+    """
+    from tasks.data.tables import infer_type
+
+    columns, notes = [], []
+    for name in frame.columns:
+        if name in (label_column, id_column) or types.get(name) == "ignore":
+            continue
+        cells = parse_cells(frame[name])
+        kind = types.get(name) or infer_type(cells)
+        if kind is None:
+            notes.append(f"column {name!r} is empty in every row: left out")
+            continue
+        missing_share = float(cells.missing.mean()) if len(frame) else 0.0
+        if kind == "categorical":
+            counts = cells.text[~cells.missing].value_counts()
+            if len(counts) > max_categories and len(counts) > 0.5 * (~cells.missing).sum() and name not in types:
+                notes.append(
+                    f"column {name!r} has {len(counts)} distinct values in {len(frame)} rows: left out as an identifier "
+                    f"or free text (name it in data.id_column, or set data.columns.{name}: categorical to keep it)"
+                )
+                continue
+            ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            if len(ordered) > max_categories:
+                notes.append(
+                    f"column {name!r} has {len(ordered)} categories: the {max_categories} most frequent are kept "
+                    f"(data.max_categories), the rest count as new categories"
+                )
+            categories = sorted(category for category, _ in ordered[:max_categories])
+            columns.append(TabularColumn(name=name, type="categorical", missing_share=missing_share, categories=categories))
+            continue
+        values = cells.boolean if kind == "boolean" else cells.numbers
+        fitted = values[fit_rows & np.isfinite(values)]
+        std = float(fitted.std()) if len(fitted) > 1 else 1.0
+        finite = values[np.isfinite(values)]
+        columns.append(
+            TabularColumn(
+                name=name,
+                type=kind,
+                missing_share=missing_share,
+                mean=float(fitted.mean()) if len(fitted) else 0.0,
+                std=std if std > 1e-12 else 1.0,
+                minimum=float(finite.min()) if kind == "numeric" and len(finite) else None,
+                maximum=float(finite.max()) if kind == "numeric" and len(finite) else None,
+            )
+        )
+    if not columns:
+        raise TableError(
+            f"no feature column is left besides the label {label_column!r}"
+            + (f" and the id {id_column!r}" if id_column else "")
+            + (": " + "; ".join(notes) if notes else "")
+        )
+    return TabularInput(columns=columns, label_column=label_column, id_column=id_column), notes

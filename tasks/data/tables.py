@@ -1,0 +1,244 @@
+"""The tabular modality's cells: read a CSV/TSV/Parquet file as a table, parse its cells, infer its columns' types.
+
+Every table — at ingestion, scoring and serving — goes through ``read_table`` and ``parse_cells``,
+so the same cell means the same value everywhere. Real files are messy; what is handled here:
+
+- encodings: UTF-8 with or without a byte-order mark; anything else that is not valid UTF-8 is
+  read as latin-1 and the note says so;
+- delimiters: ``,`` ``;`` tab ``|``, detected from the header line;
+- a header with blank or repeated names, a file that is not text or not a table: one clear
+  :class:`TableError` naming the file;
+- a line with more or fewer fields than the header: left out with its line number;
+- NA spellings (empty, ``NA``, ``N/A``, ``NaN``, ``null``, ``None``, ``#N/A``, ``?``) are missing
+  values; numbers may carry thousands separators (``1,234.5``); ``inf`` is no number a model can take.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from tasks.errors import LeptonError
+from tasks.hashing import sha256_bytes
+
+ColumnType = Literal["numeric", "categorical", "boolean"]
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+NA_SPELLINGS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a", "?"})
+INFINITY_SPELLINGS = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+TRUE_WORDS = frozenset({"true", "t", "yes", "y"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n"})
+DELIMITERS = ",;\t|"
+# A column is numeric when at least this share of its present cells are numbers: the rest are
+# typing errors, quarantined row by row. Below it, the column's values are categories.
+NUMERIC_SHARE = 0.9
+_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+
+
+class TableError(LeptonError, ValueError):
+    """A file that cannot be read as a table at all; the message names the file and why."""
+
+
+@dataclass
+class RawTable:
+    """A table's cells as text (Parquet: as stored), with the file line of each row."""
+
+    frame: pd.DataFrame
+    lines: np.ndarray  # the file line of each row (1 = the header); Parquet: row number + 1
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)  # (line, reason) of lines left out
+    notes: list[str] = field(default_factory=list)  # how the file was read, when it is worth knowing
+
+
+@dataclass(frozen=True)
+class ParsedCells:
+    """One column's cells, parsed."""
+
+    numbers: np.ndarray  # float64; NaN where missing or not a number
+    missing: np.ndarray  # bool: an NA spelling or empty
+    number: np.ndarray  # bool: a finite number
+    infinite: np.ndarray  # bool: an infinity
+    boolean: np.ndarray  # float64 1/0 for a boolean word or 0/1; NaN otherwise
+    text: pd.Series  # stripped text of each cell ('' where missing)
+
+
+def is_table_file(path: Path) -> bool:
+    """A file whose suffix names a table format this modality reads."""
+    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
+
+
+def read_table(source: Path | bytes, name: str = "") -> RawTable:
+    """Read one CSV/TSV/Parquet file (or its bytes) as a table.
+
+    Raises:
+        TableError: not a table: binary, no header, one column only, or a header with blank or repeated names.
+    """
+    name = name or (str(source) if isinstance(source, Path) else "the table")
+    data = source.read_bytes() if isinstance(source, Path) else source
+    if data[:4] == b"PAR1":
+        return _read_parquet(data, name)
+    if isinstance(source, Path) and source.suffix.lower() in (".parquet", ".pq"):
+        raise TableError(f"{name} is named as Parquet but is not a Parquet file")
+    return _read_text(data, name)
+
+
+def _read_parquet(data: bytes, name: str) -> RawTable:
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a broken file; the message says which file
+        raise TableError(f"{name} is not a readable Parquet file: {exc}") from None
+    _check_header([str(c) for c in frame.columns], name)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return RawTable(frame=frame.reset_index(drop=True), lines=np.arange(2, len(frame) + 2))
+
+
+def _read_text(data: bytes, name: str) -> RawTable:
+    notes = []
+    if b"\x00" in data[:65_536]:
+        raise TableError(
+            f"{name} is not a text table: it holds NUL bytes (a binary file, or UTF-16 text; save it as UTF-8 CSV)"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        text = data.decode("latin-1")
+        notes.append(f"{name} is not valid UTF-8 (byte {exc.start}); read as latin-1")
+    if not text.strip():
+        raise TableError(f"{name} is empty: expected a header line and rows")
+    header_line = text.lstrip("\r\n").split("\n", 1)[0]
+    delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([header_line], delimiter=d))))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    bad: list[tuple[int, str]] = []
+    header: list[str] | None = None
+    try:
+        for record in reader:
+            line = reader.line_num
+            if not record or all(not cell.strip() for cell in record):
+                if header is not None and record:
+                    bad.append((line, "empty row"))
+                continue
+            if header is None:
+                header = record
+                continue
+            if len(record) != len(header):
+                bad.append((line, f"{len(record)} fields where the header has {len(header)}"))
+                continue
+            rows.append(record)
+            lines.append(line)
+    except csv.Error as exc:
+        raise TableError(f"{name} is not a readable CSV file: line {reader.line_num}: {exc}") from None
+    assert header is not None  # the text is not blank
+    if len(header) < 2:
+        raise TableError(
+            f"{name} is not a table: its header {header_line[:80]!r} has one column with any of the delimiters "
+            f"{', '.join(repr(d) for d in DELIMITERS)} (a label column and at least one feature are needed)"
+        )
+    _check_header(header, name)
+    if delimiter != ",":
+        notes.append(f"{name}: fields are separated by {delimiter!r}")
+    columns = [h.strip() for h in header]
+    frame = pd.DataFrame(rows, columns=columns, dtype=object) if rows else pd.DataFrame(columns=columns, dtype=object)
+    return RawTable(frame=frame, lines=np.asarray(lines, dtype=np.int64), bad_lines=bad, notes=notes)
+
+
+def _check_header(header: list[str], name: str) -> None:
+    names = [h.strip() for h in header]
+    blank = [i + 1 for i, h in enumerate(names) if not h]
+    if blank:
+        raise TableError(f"{name}: header column(s) {blank} have no name; every column needs one")
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise TableError(f"{name}: header names {repeated} appear more than once; column names must be unique")
+
+
+def parse_cells(cells: pd.Series) -> ParsedCells:
+    """Parse one column's cells: numbers (thousands separators allowed), missing values, infinities, booleans."""
+    if pd.api.types.is_bool_dtype(cells.dtype):
+        values = cells.astype("float64")
+        missing = values.isna().to_numpy()
+        text = cells.map(lambda v: "" if pd.isna(v) else str(v).lower())
+        return ParsedCells(
+            numbers=values.to_numpy(), missing=missing, number=~missing, infinite=np.zeros(len(cells), bool),
+            boolean=values.to_numpy(), text=text,
+        )
+    if pd.api.types.is_numeric_dtype(cells.dtype):
+        values = cells.astype("float64").to_numpy()
+        missing = np.isnan(values)
+        infinite = np.isinf(values)
+        number = ~missing & ~infinite
+        text = pd.Series(np.where(missing, "", cells.astype(str)), index=cells.index)
+        return ParsedCells(
+            numbers=np.where(infinite, np.nan, values), missing=missing, number=number, infinite=infinite,
+            boolean=np.where(np.isin(values, (0.0, 1.0)), values, np.nan), text=text,
+        )
+    text = cells.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+    lowered = text.str.lower()
+    missing = lowered.isin(NA_SPELLINGS).to_numpy()
+    infinite = lowered.isin(INFINITY_SPELLINGS).to_numpy()
+    plain = text.str.match(_NUMBER).to_numpy(dtype=bool)
+    grouped = text.str.match(_GROUPED).to_numpy(dtype=bool)
+    numbers = np.full(len(text), np.nan)
+    if plain.any():
+        numbers[plain] = text[plain].astype("float64").to_numpy()
+    if grouped.any():
+        numbers[grouped] = text[grouped].str.replace(",", "", regex=False).astype("float64").to_numpy()
+    number = (plain | grouped) & np.isfinite(numbers)
+    infinite |= (plain | grouped) & np.isinf(numbers)
+    numbers[~number] = np.nan
+    boolean = np.full(len(text), np.nan)
+    boolean[lowered.isin(TRUE_WORDS).to_numpy()] = 1.0
+    boolean[lowered.isin(FALSE_WORDS).to_numpy()] = 0.0
+    boolean[number & np.isin(numbers, (0.0, 1.0))] = numbers[number & np.isin(numbers, (0.0, 1.0))]
+    return ParsedCells(
+        numbers=numbers, missing=missing, number=number, infinite=infinite, boolean=boolean,
+        text=text.where(~missing, ""),
+    )
+
+
+def infer_type(parsed: ParsedCells) -> ColumnType | None:
+    """The type a column's present cells suggest; None when every cell is missing.
+
+    Boolean: every present cell is a yes/no word or 0/1. Numeric: at least ``NUMERIC_SHARE`` of
+    them are numbers (infinities count: they are typing errors of a numeric column). Else categorical.
+    """
+    present = ~parsed.missing
+    if not present.any():
+        return None
+    if not np.isnan(parsed.boolean[present]).any():
+        return "boolean"
+    numeric = (parsed.number | parsed.infinite)[present].mean()
+    return "numeric" if numeric >= NUMERIC_SHARE else "categorical"
+
+
+def canonical_label(labels: pd.Series) -> pd.Series:
+    """Label cells as class names: stripped text; integral numbers written without a decimal part ('1.0' -> '1')."""
+    parsed = parse_cells(labels)
+    text = parsed.text.copy()
+    integral = parsed.number & (np.floor(np.nan_to_num(parsed.numbers)) == np.nan_to_num(parsed.numbers))
+    text[integral] = [str(int(v)) for v in parsed.numbers[integral]]
+    return text
+
+
+def row_keys(frame: pd.DataFrame, feature_columns: list[str]) -> list[str]:
+    """sha256 of each row's values in ``feature_columns``: numbers as numbers ('1.0' = '1'), text stripped,
+    missing (or a column the frame lacks) as empty. The identity of a row, as a file's hash is an image's."""
+    if not len(frame):
+        return []
+    parts = []
+    for name in feature_columns:
+        if name not in frame.columns:
+            parts.append(pd.Series([""] * len(frame)))
+            continue
+        cells = parse_cells(frame[name])
+        parts.append(pd.Series(np.where(cells.number, cells.numbers.astype(str), cells.text.to_numpy(dtype=object))))
+    joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+    return [sha256_bytes(text.encode()) for text in joined]
