@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # The demo's temporary Prefect API can take longer than Prefect's 20 s default to start on a busy laptop.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: demo test test-slow test-all install browser clean serve serve-model drill screenshots
+.PHONY: demo demo-tabular test test-slow test-all install browser clean serve serve-model drill screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ browser:
 ## Build the embedded digits classifier and release it to .lepton/registry.
 demo: install
 	$(BIN)/python -m flows.build
+
+## Build scikit-learn's breast cancer table instead (configs/tabular.json); your own CSV: --set data.source=FILE.
+demo-tabular: install
+	$(BIN)/python -m flows.build --config configs/tabular.json
 
 ## The loop on this machine: Prefect server on 127.0.0.1, work pool, every deployment, a worker.
 serve: install

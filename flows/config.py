@@ -33,7 +33,7 @@ class BuildConfig(FormModel):
         None, gt=0, le=24 * 30,
         description="Retrain at most once per N hours: skip this run if another claimed the model's period (set by triggers)",
     )
-    data: DataConfig = Field(default_factory=DataConfig, description="Where the images come from, how they are read and split")
+    data: DataConfig = Field(default_factory=DataConfig, description="Where the data comes from (images or a table), how it is read and split")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The model and how it is trained")
     compress: CompressConfig = Field(default_factory=CompressConfig, description="Smaller and faster variants: distillation, pruning, INT8")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="How variants are measured and which one is served")

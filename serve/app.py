@@ -56,6 +56,7 @@ from serve.protocol import (
     split_body,
 )
 from serve.requestlog import RequestLog, ServedRows
+from serve.table_rows import RowsRefused, encode_request, frame_from_inputs, frame_from_instances, is_column_request
 from tasks.hashing import sha256_bytes
 from tasks.registry.store import ArtifactStore, open_store
 from tasks.score.inference import softmax
@@ -355,18 +356,28 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
             except ProtocolError as exc:
                 raise ApiError(400, str(exc)) from None
             loaded = arrival.take(version).loaded
+            rows = None
             try:
-                tensor = input_tensor(parsed, loaded.contract, config.limits.max_rows, binary)
+                if loaded.contract.kind == "tabular" and is_column_request(parsed):
+                    rows = encode_request(frame_from_inputs(parsed, loaded.contract, config.limits.max_rows), loaded.contract)
+                    tensor = loaded.contract.to_model_input(rows.raw)
+                else:
+                    tensor = input_tensor(parsed, loaded.contract, config.limits.max_rows, binary)
             except ProtocolError as exc:
                 raise ApiError(400, str(exc)) from None
+            except RowsRefused as exc:
+                raise ApiError(422, str(exc)) from None
             logits, embeddings = await arrival.run(tensor)
         probabilities = softmax(logits)
         request_id = parsed.id or request.scope["state"]["request_id"]
         server.request_log.record(ServedRows(
             version=loaded, files=[f"request:{request_id}/{i}" for i in range(len(tensor))], logits=logits,
-            embeddings=embeddings, tensor=tensor,
+            embeddings=embeddings, tensor=None if rows else tensor, raw=rows.raw if rows else None,
+            problems=rows.problems if rows else None,
         ))
         answer, blobs = infer_response(name, loaded.version, parsed.id, outputs, logits, probabilities, loaded.classes)
+        if rows and any(rows.problems):
+            answer["parameters"] = {"schema_problems": rows.problems}
         if not blobs:
             return json_response(answer, headers={"X-Model-Version": loaded.version, "X-Model-Variant": loaded.variant})
         head = orjson.dumps(answer)
@@ -409,6 +420,46 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
             headers={"X-Model-Version": loaded.version, "X-Model-Variant": loaded.variant},
         )
 
+    async def predict_rows(request: Request) -> Response:
+        """KServe V1 ``:predict`` for table models: ``{"instances": [{column: value}, ...]}`` -> ``{"predictions": [...]}``."""
+        name = request.path_params["name"]
+        server.check_name(name)
+        with Arrival(server) as arrival:
+            try:
+                body = orjson.loads(await request.body())
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"the body is not JSON: {exc}") from None
+            loaded = arrival.take(None).loaded
+            if loaded.contract.kind != "tabular":
+                raise ApiError(400, f"{name} takes images: use /v1/models/{name}:predict-image or the V2 infer endpoint")
+            try:
+                rows = encode_request(frame_from_instances(body, loaded.contract, config.limits.max_rows), loaded.contract)
+            except ProtocolError as exc:
+                raise ApiError(400, str(exc)) from None
+            except RowsRefused as exc:
+                raise ApiError(422, str(exc)) from None
+            logits, embeddings = await arrival.run(loaded.contract.to_model_input(rows.raw))
+        probabilities = softmax(logits)
+        request_id = request.scope["state"]["request_id"]
+        server.request_log.record(ServedRows(
+            version=loaded, files=[f"request:{request_id}/{i}" for i in range(len(rows.raw))], logits=logits,
+            embeddings=embeddings, raw=rows.raw, problems=rows.problems,
+        ))
+        classes = loaded.classes
+        predictions = [
+            {
+                "class": classes[int(p.argmax())],
+                "confidence": float(p.max()),
+                "probabilities": {c: float(v) for c, v in zip(classes, p)},
+                **({"schema_problems": problem} if problem else {}),
+            }
+            for p, problem in zip(probabilities, rows.problems)
+        ]
+        return json_response(
+            {"model_name": name, "model_version": loaded.version, "predictions": predictions},
+            headers={"X-Model-Version": loaded.version, "X-Model-Variant": loaded.variant},
+        )
+
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -423,6 +474,7 @@ def create_app(config: ServeConfig, token: str | None, store: ArtifactStore | No
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/v1/models/{name}:predict-image", predict_image, methods=["POST"]),
+        Route("/v1/models/{name}:predict", predict_rows, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     app = Starlette(

@@ -77,17 +77,27 @@ class InferRequest(BaseModel):
 def model_metadata(
     name: str, version: str, runtime: str, contract: InputContract, classes: list[str], variant: str = "", variant_reason: str = ""
 ) -> ModelMetadata:
-    """The metadata of a served release: one FP32 input in the contract's layout, three outputs.
+    """The metadata of a served release: its inputs, three outputs.
 
+    Images: one FP32 input in the contract's layout. Tables: one input per schema column (BYTES
+    for categories, FP64 otherwise); the prepared FP32 tensor ``input`` is accepted too, alone.
     ``parameters`` (the protocol's extension point) add the classes, the input contract, and the
     released variant this host serves with why it was chosen.
     """
     platform = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino_ir"}.get(runtime, runtime)
+    prepared = TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, *contract.shape])
+    if contract.kind == "tabular":
+        inputs = [
+            TensorMetadata(name=c.name, datatype="BYTES" if c.type == "categorical" else "FP64", shape=[-1])
+            for c in contract.columns
+        ]
+    else:
+        inputs = [prepared]
     return ModelMetadata(
         name=name,
         versions=[version],
         platform=platform,
-        inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, *contract.shape])],
+        inputs=inputs,
         outputs=[
             TensorMetadata(name="logits", datatype="FP32", shape=[-1, len(classes)]),
             TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(classes)]),
@@ -96,6 +106,7 @@ def model_metadata(
         parameters={
             "classes": classes, "input_contract": contract.model_dump(), "layout": contract.describe(),
             "variant": variant, "variant_reason": variant_reason,
+            **({"prepared_input": prepared.model_dump()} if contract.kind == "tabular" else {}),
         },
     )
 
@@ -129,7 +140,7 @@ def parse_infer_request(body: Any) -> InferRequest:
 
 
 def input_tensor(request: InferRequest, contract: InputContract, max_rows: int, binary: bytes = b"") -> np.ndarray:
-    """The one input tensor, checked against the contract: FP32, N x C x H x W, 1 <= N <= ``max_rows``.
+    """The one input tensor, checked against the contract: FP32, N x the contract's shape, 1 <= N <= ``max_rows``.
 
     ``binary`` is the binary part of the body, for an input sent with ``binary_data_size``.
 
@@ -144,7 +155,7 @@ def input_tensor(request: InferRequest, contract: InputContract, max_rows: int, 
         raise ProtocolError(f"input {tensor.name!r} is unknown; the model's input is {INPUT_NAME!r}")
     if tensor.datatype != "FP32":
         raise ProtocolError(f"input {INPUT_NAME!r} has datatype {tensor.datatype}; the model takes FP32")
-    if len(tensor.shape) != 4 or tensor.shape[1:] != expected:
+    if len(tensor.shape) != len(expected) + 1 or tensor.shape[1:] != expected:
         raise ProtocolError(f"input {INPUT_NAME!r} has shape {tensor.shape}; the model takes [N, {', '.join(map(str, expected))}]")
     rows = tensor.shape[0]
     if not 1 <= rows <= max_rows:

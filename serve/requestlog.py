@@ -22,7 +22,7 @@ import pandas as pd
 from serve.config import RequestLogConfig
 from serve.model import LoadedVersion
 from tasks.hashing import sha256_bytes
-from tasks.score.features import monitoring_columns, monitoring_features, non_finite_rows
+from tasks.score.features import SCHEMA_PROBLEMS, monitoring_columns, monitoring_features, non_finite_rows
 from tasks.score.inference import softmax
 from tasks.score.logs import batch_logs, log_batch
 from tasks.registry.store import ArtifactStore
@@ -50,6 +50,7 @@ class ServedRows:
     sizes: np.ndarray | None = None  # N x 2 (width, height) before resizing; None: not carried (tensors)
     sha256: list[str] | None = None
     tensor: np.ndarray | None = None  # the float32 model input of a tensor request
+    problems: list[str] | None = None  # table rows: what did not fit the schema, per row ('' when nothing)
 
     @property
     def nbytes(self) -> int:
@@ -60,10 +61,10 @@ class ServedRows:
     def complete(self) -> None:
         """Derive what a tensor request did not carry: the pixels it scales, its rows' hashes, unknown sizes."""
         if self.raw is None:
-            # A contract-scaled tensor is pixel / 255: these are the pixels it came from.
-            self.raw = np.clip(np.rint(self.tensor * 255.0), 0, 255).astype(np.uint8)
+            # The contract's preparation is invertible: these are the raw inputs the tensor came from.
+            self.raw = self.version.contract.from_model_input(self.tensor)
         if self.sha256 is None:
-            self.sha256 = [sha256_bytes(row.tobytes()) for row in self.tensor]
+            self.sha256 = [sha256_bytes(row.tobytes()) for row in (self.tensor if self.tensor is not None else self.raw)]
         if self.sizes is None:
             self.sizes = np.full((len(self.files), 2), np.nan)
         self.tensor = None  # four times the pixels' size; not needed once they are derived
@@ -207,6 +208,8 @@ class RequestLog:
             features = monitoring_features(statistics, logits, embeddings, loaded.projection, loaded.classes)
             features.insert(0, "file", predictions["file"])
             features.insert(1, "image_sha256", predictions["image_sha256"])
+            if any(g.problems is not None for g in group):
+                features[SCHEMA_PROBLEMS] = [p for g in group for p in (g.problems or [""] * len(g.files))]
             numerical = monitoring_columns(loaded.contract, loaded.projection.n_components)[0]
             # A tensor request carries no size on disk: those columns are NaN (not measured); nothing else may be.
             broken = non_finite_rows(features, [c for c in numerical if c not in loaded.contract.optional_statistics])

@@ -120,9 +120,24 @@ class ImageInput(BaseModel):
         meta = pd.DataFrame(np.asarray(sizes, dtype=np.int64).reshape(-1, 2), columns=["original_width", "original_height"])
         return DecodedInputs(raw=raw, meta=meta, source=source, failures=failures)
 
+    def incomparable(self, other: object) -> str | None:
+        """Why a model of this contract cannot be measured on inputs of ``other`` (None: it can, unchanged)."""
+        if other == self:
+            return None
+        shown = f"{list(other.shape)} ({other.describe()})" if hasattr(other, "describe") else repr(other)
+        return f"it takes inputs {list(self.shape)} ({self.describe()}), the other data is {shown}"
+
+    def adopt(self, other: ImageInput, raw: np.ndarray) -> np.ndarray:
+        """Raw inputs of an equal contract: unchanged (see :meth:`incomparable`)."""
+        return raw
+
     def to_model_input(self, raw: np.ndarray) -> np.ndarray:
         """uint8 pixels -> the float32 tensor every exported variant takes."""
         return raw.astype(np.float32) / 255.0
+
+    def from_model_input(self, tensor: np.ndarray) -> np.ndarray:
+        """The pixels a model input was scaled from (a tensor sent as is): the inverse of :meth:`to_model_input`."""
+        return np.clip(np.rint(tensor * 255.0), 0, 255).astype(np.uint8)
 
     def statistics(self, raw: np.ndarray, meta: pd.DataFrame) -> pd.DataFrame:
         """Per-input statistics for monitoring (columns :attr:`statistic_columns`)."""

@@ -30,6 +30,41 @@ STATISTIC_PREFIX = "input."
 MISSING_FIELDS = "missing_fields"
 
 
+class ValueBins(BaseModel):
+    """A numeric column's train values in quartile bins: the training statistics LIME samples perturbed rows from.
+
+    Bin ``k`` holds the values ``v`` with ``searchsorted(edges, v) == k`` (lime's own rule), so
+    ``len(edges) + 1`` bins; ``mins``/``maxs`` are the bins' bounds (the outer ones: the train extremes).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edges: list[float]
+    counts: list[int]
+    means: list[float]
+    stds: list[float]
+    mins: list[float]
+    maxs: list[float]
+
+
+def value_bins(values: np.ndarray) -> ValueBins | None:
+    """Quartile bins of finite ``values``; None without any."""
+    if not len(values):
+        return None
+    edges = np.unique(np.percentile(values, [25, 50, 75]))
+    codes = np.searchsorted(edges, values)
+    members = [values[codes == k] for k in range(len(edges) + 1)]
+    return ValueBins(
+        edges=edges.tolist(),
+        counts=[len(m) for m in members],
+        means=[float(m.mean()) if len(m) else float(edges[min(k, len(edges) - 1)]) for k, m in enumerate(members)],
+        # lime adds this to every spread, so a one-valued bin still samples (its truncated normal needs std > 0)
+        stds=[float(m.std()) + 1e-11 if len(m) else 1e-11 for m in members],
+        mins=[float(values.min()), *edges.tolist()],
+        maxs=[*edges.tolist(), float(values.max())],
+    )
+
+
 class TabularColumn(BaseModel):
     """One feature column of the schema contract."""
 
@@ -43,6 +78,10 @@ class TabularColumn(BaseModel):
     minimum: float | None = Field(None, description="Numeric: the smallest accepted value")
     maximum: float | None = Field(None, description="Numeric: the largest accepted value")
     categories: list[str] = Field([], description="Categorical: the known categories, one input each")
+    bins: ValueBins | None = Field(None, description="Numeric: the train split's values in quartile bins (for LIME)")
+    value_counts: list[int] = Field(
+        [], description="Categorical: train rows per category; boolean: per false, true (for LIME)"
+    )
 
     @property
     def nullable(self) -> bool:
@@ -218,6 +257,40 @@ class TabularInput(BaseModel):
         meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({"line": [], "problems": []})
         return DecodedInputs(raw=raw, meta=meta, source=source, failures=failures, names=names, keys=keys)
 
+    def decode_rows(self, raw: np.ndarray) -> pd.DataFrame:
+        """Raw rows back to a table of values: numbers, 0/1, category names (None: missing; a new one: ``(new)``)."""
+        import pandas as pd
+
+        raw = np.asarray(raw, dtype=np.float64)
+        frame = {}
+        for j, column in enumerate(self.columns):
+            values = raw[:, j]
+            if column.type != "categorical":
+                frame[column.name] = values
+                continue
+            names = np.array([*column.categories, NEW_CATEGORY], dtype=object)
+            text = names[np.where(np.isnan(values), 0, values).astype(np.int64)]
+            text[np.isnan(values)] = None
+            frame[column.name] = text
+        return pd.DataFrame(frame)
+
+    def incomparable(self, other: TabularInput | object) -> str | None:
+        """Why a model of this contract cannot be measured on rows of ``other`` (None: it can, see :meth:`adopt`)."""
+        if not isinstance(other, TabularInput):
+            return f"it takes table rows, the other data is {getattr(other, 'kind', other)!r}"
+        lacking = [c.name for c in self.columns if c.name not in {o.name for o in other.columns}]
+        if lacking:
+            return f"it needs columns {lacking}, which the other table lacks"
+        return None
+
+    def adopt(self, other: TabularInput, raw: np.ndarray) -> np.ndarray:
+        """Rows in ``other``'s raw encoding, in this contract's: through their values, as if read from a file.
+
+        Two builds of one table fit their own categories and statistics, so their raw codes differ;
+        their values do not. A category ``other`` had cut (``data.max_categories``) stays unknown.
+        """
+        return self.encode(other.decode_rows(raw)).raw
+
     def to_model_input(self, raw: np.ndarray) -> np.ndarray:
         """Raw rows -> the float32 vectors every exported variant takes (the recipe in the class docstring)."""
         raw = np.asarray(raw, dtype=np.float64)
@@ -238,6 +311,27 @@ class TabularInput(BaseModel):
                 out[:, at] = missing
                 at += 1
         return out
+
+    def from_model_input(self, tensor: np.ndarray) -> np.ndarray:
+        """The raw rows a model input was prepared from (a tensor sent as is): the inverse of :meth:`to_model_input`.
+
+        A category block of zeros is a missing value when the missing indicator is on, else a new category.
+        """
+        tensor = np.asarray(tensor, dtype=np.float64)
+        raw = np.full((len(tensor), len(self.columns)), np.nan)
+        at = 0
+        for j, column in enumerate(self.columns):
+            if column.type == "categorical":
+                block = tensor[:, at : at + len(column.categories)]
+                raw[:, j] = np.where(block.max(axis=1, initial=0.0) > 0.5, block.argmax(axis=1), -1.0)
+                at += len(column.categories)
+            else:
+                raw[:, j] = tensor[:, at] * column.std + column.mean
+                at += 1
+            if column.nullable:
+                raw[tensor[:, at] > 0.5, j] = np.nan
+                at += 1
+        return raw
 
     def statistics(self, raw: np.ndarray, meta: pd.DataFrame) -> pd.DataFrame:
         """The monitoring columns of raw rows: values, categories (missing and new ones named), missing fields."""
@@ -333,7 +427,13 @@ def infer_schema(
                     f"(data.max_categories), the rest count as new categories"
                 )
             categories = sorted(category for category, _ in ordered[:max_categories])
-            columns.append(TabularColumn(name=name, type="categorical", missing_share=missing_share, categories=categories))
+            in_train = cells.text[fit_rows & ~cells.missing].value_counts()
+            columns.append(
+                TabularColumn(
+                    name=name, type="categorical", missing_share=missing_share, categories=categories,
+                    value_counts=[int(in_train.get(c, 0)) for c in categories],
+                )
+            )
             continue
         values = cells.boolean if kind == "boolean" else cells.numbers
         fitted = values[fit_rows & np.isfinite(values)]
@@ -348,6 +448,8 @@ def infer_schema(
                 std=std if std > 1e-12 else 1.0,
                 minimum=float(finite.min()) if kind == "numeric" and len(finite) else None,
                 maximum=float(finite.max()) if kind == "numeric" and len(finite) else None,
+                bins=value_bins(fitted) if kind == "numeric" else None,
+                value_counts=[int((fitted == 0).sum()), int((fitted == 1).sum())] if kind == "boolean" else [],
             )
         )
     if not columns:

@@ -112,6 +112,10 @@ def _read_text(data: bytes, name: str) -> RawTable:
         notes.append(f"{name} is not valid UTF-8 (byte {exc.start}); read as latin-1")
     if not text.strip():
         raise TableError(f"{name} is empty: expected a header line and rows")
+    start = text.lstrip()[:1]
+    if start in ("{", "[", "<"):
+        what = "JSON" if start in "{[" else "HTML or XML"
+        raise TableError(f"{name} is not a table: it holds {what} (expected a CSV, TSV or Parquet file with a header line)")
     header_line = text.lstrip("\r\n").split("\n", 1)[0]
     delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([header_line], delimiter=d))))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,7 +16,9 @@ from tasks.explain.config import LimeConfig
 from tasks.explain.explanation import ExplainedInput, Explainer, choose_samples, least_confident_count
 from tasks.explain.inputs import NothingToExplain
 from tasks.explain.lime_images import ImageLimeExplainer
+from tasks.explain.lime_tables import TabularLimeExplainer
 from tasks.explain.report import write_report as write_image_report
+from tasks.explain.report_tables import write_report as write_table_report
 from tasks.export.backends import Backend
 from tasks.score.inference import probabilities
 from tasks.score.inputs import FailedInput, InputFile
@@ -38,7 +41,9 @@ def explaining(contract: InputContract, predict_logits: Callable[[np.ndarray], n
     """
     if contract.kind == "image":
         return Explaining(ImageLimeExplainer(predict_logits, contract, config), write_image_report)
-    raise ValueError(f"no explainer for {contract.kind} inputs; explainers exist for: image")
+    if contract.kind == "tabular":
+        return Explaining(TabularLimeExplainer(predict_logits, contract, config), partial(write_table_report, contract=contract))
+    raise ValueError(f"no explainer for {contract.kind} inputs; explainers exist for: image, tabular")
 
 
 class ExplainedFiles(BaseModel):
@@ -68,7 +73,7 @@ def explain_files(
     failed = [FailedInput(name=files[index].name, reason=reason) for index, reason in decoded.failures]
     if not decoded.source:
         raise NothingToExplain(f"no readable input among {len(files)} files ({len(failed)} unreadable)")
-    names = [files[index].name for index in decoded.source]
+    names = decoded.names if decoded.names is not None else [files[index].name for index in decoded.source]
     probs = probabilities(backend, contract, decoded.raw)
     chosen = choose_samples(probs, count, seed)
     least = set(chosen[: least_confident_count(len(chosen))])

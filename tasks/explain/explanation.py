@@ -1,8 +1,8 @@
 """What every explainer returns, and which inputs are explained.
 
 An :class:`Explainer` turns one raw input into an :class:`Explanation`: per explained label,
-the weight of each interpretable feature (superpixels of an image; a tabular explainer's
-columns fit the same shape). Each modality implements one (``tasks/explain/lime_images.py``).
+the weight of each interpretable feature (superpixels of an image, columns of a table row).
+Each modality implements one (``tasks/explain/lime_images.py``, ``tasks/explain/lime_tables.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ class Explanation(BaseModel):
 
     probabilities: list[float]
     labels: list[int]
-    weights: dict[int, dict[int, float]]  # label -> feature (superpixel) -> weight
+    weights: dict[int, dict[int, float]]  # label -> feature (superpixel, table column) -> weight
     intercepts: dict[int, float]
     segments: list[list[int]] | None = None  # images: superpixel id of each pixel
+    features: list[str] | None = None  # tables: each column's condition as LIME tested it ("age > 52.00", "colour=red")
     model_calls: int = 0
 
     def top_features(self, label: int, k: int = 3, positive: bool = True) -> list[int]:

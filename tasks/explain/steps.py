@@ -74,7 +74,11 @@ def explain_images(
         work_dir / "explain" / production.model / stamp,
         f"LIME explanations: {production.model} {production.version}",
         f"{len(result.items)} inputs from {batch.source}, explained with the served artifact {manifest.served.name} "
-        f"({config.num_samples} perturbations each, {config.segmentation} segmentation, seed {config.seed}).",
+        + (
+            f"({config.num_samples} perturbations each, sampled from the release's training statistics, seed {config.seed})."
+            if manifest.input.kind == "tabular"
+            else f"({config.num_samples} perturbations each, {config.segmentation} segmentation, seed {config.seed})."
+        ),
         result.items,
         manifest.classes,
     )

@@ -230,6 +230,8 @@ def detect_drift(
         ValueError: a column missing from either frame.
         ReferenceTooSmall: fewer than 20 usable reference rows.
     """
+    # Counted on every window row, before any is left out: a row off the schema is news even in a small window.
+    off_schema, off_schema_note = off_schema_summary(current)
     prepared = prepare_window(reference, current, numerical, categorical, config, optional)
     reference, current, tested, numerical = prepared.reference, prepared.current, prepared.tested, prepared.numerical
     columns = numerical + categorical
@@ -239,11 +241,11 @@ def detect_drift(
     embedding = [c for c in numerical if c.startswith("embedding_")] if embedding is None else [c for c in embedding if c in numerical]
     base = dict(
         rows=len(current), reference_rows=len(reference), false_alarm_rate=config.false_alarm_rate,
-        quarantined=prepared.quarantined,
+        quarantined=prepared.quarantined, off_schema_rows=off_schema,
     )
     if len(current) < config.min_rows:
         return DriftResult(
-            status="not enough data", rows_tested=0,
+            status="not enough data", rows_tested=0, notes=[off_schema_note] if off_schema else [],
             detail=f"{len(current)} usable rows in the window; at least {config.min_rows} are needed for a verdict", **base,
         )
     rng = np.random.default_rng([config.seed, 1])
@@ -289,7 +291,6 @@ def detect_drift(
         # Harmful: the estimate lost at least harm_pp, and even its interval's top (unfamiliar rows at
         # chance, as in the estimate) is below the held-out accuracy: not the noise of a small window.
         harmful = estimate.drop_pp >= config.harm_pp and estimate.high_at_chance < estimate.reference_accuracy
-    off_schema, off_schema_note = off_schema_summary(current)
     notes = _notes(current, categorical) + skipped + ([off_schema_note] if off_schema else [])
     if len(measured) < len(numerical):
         notes.append(f"not tested: no window row measures {[c for c in numerical if c not in measured]}")
@@ -306,7 +307,6 @@ def detect_drift(
     return DriftResult(
         status="drift" if is_drift else "no drift",
         rows_tested=len(tested),
-        off_schema_rows=off_schema,
         drift_share=len(drifted) / len(columns),
         drifted_columns=drifted,
         prediction_drift=prediction,

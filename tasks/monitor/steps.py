@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from tasks.data.imagefolder import merge_imagefolders
 from tasks.data.snapshot import DatasetSnapshot
+from tasks.data.tabular import source_kind
 from tasks.errors import STORE_RETRIES, LeptonError
 from tasks.events import DRIFT, PERFORMANCE_DEGRADED, model_event
 from tasks.export.evaluate import Evaluation
@@ -409,7 +410,13 @@ def publish_feedback(
         except ConditionalWriteFailed:
             pass  # the same labelled rows, written by a retry
         labels_uri = store.location(labels_key)
-        if keep_for_training:
+        if keep_for_training and production.manifest.input.kind == "tabular":
+            # A row is not a file to keep: its labelled copy is in the labels table written above.
+            get_run_logger().info(
+                "labelled table rows are not copied for training: they are in %s; append them to the source table to "
+                "train on them", labels_uri,
+            )
+        elif keep_for_training:
             kept, missing = keep_labelled_inputs(store, production.model, joined)
             problems += missing
     lines = [f"- {result.detail}", f"- labelled predictions: {window.rows} ({window.production_rows} of this release)"]
@@ -471,6 +478,12 @@ def feedback_source(source: Path, store_config: StoreConfig, model: str, work_di
     Returns ``source`` unchanged when nothing was kept for training yet.
     """
     logger = get_run_logger()
+    if source_kind(source) == "tabular":
+        logger.info(
+            "%s is a table: labelled production rows are kept as label tables (labels/%s/ in the store), not merged in; "
+            "append them to the table to train on them", source, model,
+        )
+        return source
     store = open_store(store_config)
     prefix = f"feedback/{model}/images/"
     keys = [k for k in store.list_keys(prefix) if k.count("/") == prefix.count("/") + 1]

@@ -34,16 +34,17 @@ def score_production(
     store: ArtifactStore,
     model: str,
     contract: InputContract,
-    inputs: np.ndarray,
+    raw: np.ndarray,
     labels: np.ndarray,
     classes: list[str],
     work_dir: Path,
 ) -> ProductionScore:
     """Production's served variant (downloaded, sha256-verified) measured on the candidate's test split.
 
-    ``inputs`` are prepared by the candidate's input contract. Production is
-    incomparable when it was trained on other classes or takes other inputs;
-    the gate then decides by its own setting.
+    ``raw`` are the split's inputs as the candidate's input contract decoded them; production's
+    contract prepares them (a table's rows are re-encoded through their values: each build fits
+    its own categories and statistics). Production is incomparable when it was trained on other
+    classes or cannot take these inputs; the gate then decides by its own setting.
     """
     version = production_version(store, model)
     if version is None:
@@ -55,17 +56,12 @@ def score_production(
             comparable=False,
             note=f"production classes {manifest.classes} differ from the candidate's {classes}",
         )
-    if manifest.input != contract:
-        return ProductionScore(
-            version=version,
-            comparable=False,
-            note=(
-                f"production takes inputs {list(manifest.input.shape)} ({manifest.input.describe()}), the candidate's "
-                f"test split is {list(contract.shape)} ({contract.describe()})"
-            ),
-        )
+    why = manifest.input.incomparable(contract)
+    if why is not None:
+        return ProductionScore(version=version, comparable=False, note=f"production cannot be measured here: {why}")
     # Compared first, then only the served variant is downloaded (verified): the gate needs nothing else.
     production = fetch_release(store, model, version, work_dir, monitoring=False, manifest=manifest)
+    inputs = manifest.input.to_model_input(manifest.input.adopt(contract, raw))
     correct = predicted_classes(production.open(), inputs) == labels
     return ProductionScore(version=production.version, accuracy=float(correct.mean()), correct=correct.tolist())
 

@@ -231,3 +231,55 @@ def release_split(store: ArtifactStore, release: FetchedRelease, cache_dir: Path
             f"build read them (sha256 differs; first: {changed[0]}); use a folder or an s3:// prefix"
         )
     return files
+
+
+def release_table_split(store: ArtifactStore, release: FetchedRelease, cache_dir: Path, split: str, out_dir: Path) -> Path:
+    """The rows of one split of a table release's dataset, read again from its source and written as one CSV.
+
+    The release names each row by ``file:line`` of the source the build read. Every row's label
+    is checked against the release's: a source edited since the build is refused, not explained.
+
+    Raises:
+        SplitNotAvailable: the source is not on this machine, or its rows changed.
+    """
+    from tasks.data.tables import TableError, canonical_label, read_table
+
+    download_release(
+        store, release.model, release.version, release.release_dir, cache_dir, only="dataset", manifest=release.manifest
+    )
+    dataset = DatasetManifest.model_validate_json((release.release_dir / "dataset" / "manifest.json").read_text())
+    source = Path(release.manifest.dataset.source)
+    rows = dataset.split_files(split)
+    by_file: dict[str, dict[int, str]] = {}
+    for row in rows:
+        name, _, line = row.path.rpartition(":")
+        by_file.setdefault(name, {})[int(line)] = row.label
+    label_column = release.manifest.input.label_column
+    frames = []
+    for name, lines in by_file.items():
+        path = source if source.is_file() and source.name == name else source / name
+        try:
+            table = read_table(path, name=name)
+        except (OSError, TableError) as exc:
+            raise SplitNotAvailable(
+                f"the {split} rows of {release.model} {release.version} come from {path}, which cannot be read here ({exc}); "
+                "use a folder or an s3:// prefix of table files"
+            ) from None
+        pick = [i for i, line in enumerate(table.lines) if int(line) in lines]
+        frame = table.frame.iloc[pick]
+        changed = [
+            int(table.lines[i]) for i, label in zip(pick, canonical_label(frame[label_column]))
+            if label != lines[int(table.lines[i])]
+        ] if label_column in frame.columns else list(lines)
+        if len(pick) != len(lines) or changed:
+            raise SplitNotAvailable(
+                f"{path} changed since {release.model} {release.version} was built from it (rows of the {split} split "
+                "missing or relabelled); use a folder or an s3:// prefix of table files"
+            )
+        frames.append(frame)
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{split}-rows.csv"
+    pd.concat(frames, ignore_index=True).to_csv(out, index=False)
+    return out

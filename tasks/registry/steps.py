@@ -97,8 +97,8 @@ def score_current_production(
     store_config: StoreConfig, model: str, snapshot: DatasetSnapshot, work_dir: Path
 ) -> ProductionScore:
     """Production's accuracy on this build's test split (its served artifact, sha256-verified)."""
-    inputs, labels = snapshot.model_inputs("test")
-    score = score_production(open_store(store_config), model, snapshot.input, inputs, labels, snapshot.classes, work_dir)
+    raw, labels = snapshot.arrays("test")
+    score = score_production(open_store(store_config), model, snapshot.input, raw, labels, snapshot.classes, work_dir)
     get_run_logger().info(
         "production %s: %s",
         score.version or "-",

@@ -40,27 +40,27 @@ def production(tmp_path: Path):
 def test_production_is_scored_with_its_served_artifact(production, tmp_path: Path) -> None:
     store, version, onnx_path = production
     rng = np.random.default_rng(0)
-    inputs = rng.random((30, 1, 16, 16), dtype=np.float32)
+    raw = rng.integers(0, 256, (30, 1, 16, 16), dtype=np.uint8)  # as the contract decodes images
     labels = rng.integers(0, 3, 30)
-    score = score_production(store, "m", CONTRACT, inputs, labels, CLASSES, tmp_path / "work")
+    score = score_production(store, "m", CONTRACT, raw, labels, CLASSES, tmp_path / "work")
     assert score.version == version and score.comparable
-    assert score.accuracy == accuracy(OnnxRuntimeBackend(onnx_path), inputs, labels)
+    assert score.accuracy == accuracy(OnnxRuntimeBackend(onnx_path), CONTRACT.to_model_input(raw), labels)
     assert len(score.correct) == 30 and np.mean(score.correct) == score.accuracy
 
 
 def test_other_classes_or_shapes_are_incomparable(production, tmp_path: Path) -> None:
     store, _, _ = production
-    inputs = np.zeros((4, 1, 16, 16), np.float32)
+    inputs = np.zeros((4, 1, 16, 16), np.uint8)
     other_classes = score_production(store, "m", CONTRACT, inputs, np.zeros(4, int), ["a", "b", "d"], tmp_path / "w1")
     assert not other_classes.comparable and "classes" in other_classes.note
     rgb = ImageInput(channels=3, image_size=32)
-    other_shape = score_production(store, "m", rgb, np.zeros((4, 3, 32, 32), np.float32), np.zeros(4, int), CLASSES, tmp_path / "w2")
+    other_shape = score_production(store, "m", rgb, np.zeros((4, 3, 32, 32), np.uint8), np.zeros(4, int), CLASSES, tmp_path / "w2")
     assert not other_shape.comparable and "[1, 16, 16]" in other_shape.note and "[3, 32, 32]" in other_shape.note
 
 
 def test_no_production_yet(tmp_path: Path) -> None:
     score = score_production(
-        FileStore(tmp_path / "empty"), "m", CONTRACT, np.zeros((1, 1, 16, 16), np.float32), np.zeros(1, int), CLASSES, tmp_path
+        FileStore(tmp_path / "empty"), "m", CONTRACT, np.zeros((1, 1, 16, 16), np.uint8), np.zeros(1, int), CLASSES, tmp_path
     )
     assert score.version is None and score.accuracy is None
 
