@@ -79,8 +79,8 @@ def build_embedded(work: Path) -> dict:
          "--set", f"work_dir={work / 'work'}", "--set", f"store.uri=file://{work / 'registry'}"],
         cwd=PROJECT, env=env, check=True, capture_output=True,
     )
-    (manifest,) = (work / "registry" / "models").rglob("manifest.json")
-    return json.loads(manifest.read_text())
+    newest = max((work / "registry" / "models").glob("*/*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(newest.read_text())
 
 
 def embedded_tables(manifest: dict) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data.decoded import DecodedInputs
-from tasks.data.tables import ColumnType, TableError, parse_cells, read_table, row_keys
+from tasks.data.tables import ColumnType, ParsedCells, TableError, parse_cells, read_table, row_keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -174,11 +174,11 @@ class TabularInput(BaseModel):
             "missing indicators), float32"
         )
 
-    def encode(self, frame: pd.DataFrame) -> EncodedRows:
+    def encode(self, frame: pd.DataFrame, parsed: dict[str, ParsedCells] | None = None) -> EncodedRows:
         """A table's rows in the raw encoding; a cell that does not fit is missing, and a problem of its row.
 
         Columns the schema lacks are ignored (named in ``notes``); a schema column the table lacks
-        is missing in every row.
+        is missing in every row. ``parsed`` are cells already parsed (by column), to parse each once.
         """
         n = len(frame)
         raw = np.full((n, len(self.columns)), np.nan)
@@ -193,7 +193,7 @@ class TabularInput(BaseModel):
         for j, column in enumerate(self.columns):
             if column.name not in frame.columns:
                 continue
-            cells = parse_cells(frame[column.name])
+            cells = parsed[column.name] if parsed and column.name in parsed else parse_cells(frame[column.name])
             present = ~cells.missing
             if column.type == "numeric":
                 raw[:, j] = cells.numbers
@@ -390,6 +390,7 @@ def infer_schema(
     types: dict[str, str],
     fit_rows: np.ndarray,
     max_categories: int,
+    parsed: dict[str, ParsedCells] | None = None,
 ) -> tuple[TabularInput, list[str]]:
     """The schema contract of a table's feature columns, and notes on columns left out or cut.
 
@@ -406,7 +407,7 @@ def infer_schema(
     for name in frame.columns:
         if name in (label_column, id_column) or types.get(name) == "ignore":
             continue
-        cells = parse_cells(frame[name])
+        cells = parsed[name] if parsed and name in parsed else parse_cells(frame[name])
         kind = types.get(name) or infer_type(cells)
         if kind is None:
             notes.append(f"column {name!r} is empty in every row: left out")

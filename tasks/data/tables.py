@@ -39,7 +39,6 @@ DELIMITERS = ",;\t|"
 # A column is numeric when at least this share of its present cells are numbers: the rest are
 # typing errors, quarantined row by row. Below it, the column's values are categories.
 NUMERIC_SHARE = 0.9
-_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
 
 
@@ -184,28 +183,40 @@ def parse_cells(cells: pd.Series) -> ParsedCells:
             numbers=np.where(infinite, np.nan, values), missing=missing, number=number, infinite=infinite,
             boolean=np.where(np.isin(values, (0.0, 1.0)), values, np.nan), text=text,
         )
-    text = cells.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+    text = _stripped_text(cells)
     lowered = text.str.lower()
-    missing = lowered.isin(NA_SPELLINGS).to_numpy()
-    infinite = lowered.isin(INFINITY_SPELLINGS).to_numpy()
-    plain = text.str.match(_NUMBER).to_numpy(dtype=bool)
-    grouped = text.str.match(_GROUPED).to_numpy(dtype=bool)
-    numbers = np.full(len(text), np.nan)
-    if plain.any():
-        numbers[plain] = text[plain].astype("float64").to_numpy()
-    if grouped.any():
-        numbers[grouped] = text[grouped].str.replace(",", "", regex=False).astype("float64").to_numpy()
-    number = (plain | grouped) & np.isfinite(numbers)
-    infinite |= (plain | grouped) & np.isinf(numbers)
+    missing = lowered.isin(NA_SPELLINGS).to_numpy(dtype=bool)
+    infinite = lowered.isin(INFINITY_SPELLINGS).to_numpy(dtype=bool)
+    # pandas' C parser reads plain numbers ("12", "-3.5e2", ".5"); NA and infinity spellings it also
+    # reads are masked out by the two checks above, which come first.
+    numbers = pd.to_numeric(text.to_numpy(dtype=object), errors="coerce").astype(np.float64)
+    number = np.isfinite(numbers) & ~missing & ~infinite
+    rest = ~number & ~missing & ~infinite
+    if rest.any():  # thousands separators ("1,234.5"): the few cells the C parser left, by the strict pattern
+        candidates = text[rest]
+        grouped = candidates.str.match(_GROUPED).to_numpy(dtype=bool)
+        if grouped.any():
+            where = np.flatnonzero(rest)[grouped]
+            numbers[where] = candidates[grouped].str.replace(",", "", regex=False).astype("float64").to_numpy()
+            number[where] = np.isfinite(numbers[where])
+    infinite |= np.isinf(numbers) & ~missing
     numbers[~number] = np.nan
     boolean = np.full(len(text), np.nan)
-    boolean[lowered.isin(TRUE_WORDS).to_numpy()] = 1.0
-    boolean[lowered.isin(FALSE_WORDS).to_numpy()] = 0.0
-    boolean[number & np.isin(numbers, (0.0, 1.0))] = numbers[number & np.isin(numbers, (0.0, 1.0))]
+    boolean[lowered.isin(TRUE_WORDS).to_numpy(dtype=bool)] = 1.0
+    boolean[lowered.isin(FALSE_WORDS).to_numpy(dtype=bool)] = 0.0
+    zero_one = number & np.isin(numbers, (0.0, 1.0))
+    boolean[zero_one] = numbers[zero_one]
     return ParsedCells(
         numbers=numbers, missing=missing, number=number, infinite=infinite, boolean=boolean,
-        text=text.where(~missing, ""),
+        text=text.where(~missing, "").astype(object),
     )
+
+
+def _stripped_text(cells: pd.Series) -> pd.Series:
+    """Each cell as stripped text ('' for None/NaN), with Arrow's string kernels when every cell is text."""
+    if pd.api.types.infer_dtype(cells, skipna=True) in ("string", "empty"):
+        return cells.astype("string[pyarrow]").fillna("").str.strip()
+    return cells.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()).astype("string[pyarrow]")
 
 
 def infer_type(parsed: ParsedCells) -> ColumnType | None:
@@ -232,7 +243,7 @@ def canonical_label(labels: pd.Series) -> pd.Series:
     return text
 
 
-def row_keys(frame: pd.DataFrame, feature_columns: list[str]) -> list[str]:
+def row_keys(frame: pd.DataFrame, feature_columns: list[str], parsed: dict[str, ParsedCells] | None = None) -> list[str]:
     """sha256 of each row's values in ``feature_columns``: numbers as numbers ('1.0' = '1'), text stripped,
     missing (or a column the frame lacks) as empty. The identity of a row, as a file's hash is an image's."""
     if not len(frame):
@@ -242,7 +253,7 @@ def row_keys(frame: pd.DataFrame, feature_columns: list[str]) -> list[str]:
         if name not in frame.columns:
             parts.append(pd.Series([""] * len(frame)))
             continue
-        cells = parse_cells(frame[name])
+        cells = parsed[name] if parsed and name in parsed else parse_cells(frame[name])
         parts.append(pd.Series(np.where(cells.number, cells.numbers.astype(str), cells.text.to_numpy(dtype=object))))
     joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
     return [sha256_bytes(text.encode()) for text in joined]

@@ -111,10 +111,12 @@ def ingest_table(
     if progress:
         progress(0, len(frame))
 
-    labels = canonical_label(frame[config.label_column])
-    keep = (labels != "").to_numpy()
+    # Each column parsed once: the row keys, the schema and the encoding all read the same cells.
+    parsed = {name: parse_cells(frame[name]) for name in features}
+    labels = canonical_label(frame[config.label_column]).to_numpy(dtype=object)
+    keep = labels != ""
     reasons: dict[int, str] = {int(i): f"label {config.label_column!r} is missing" for i in np.flatnonzero(~keep)}
-    content = row_keys(frame, features)
+    content = row_keys(frame, features, parsed)
     split_keys = content
     if config.id_column:
         ids = parse_cells(frame[config.id_column]).text
@@ -131,9 +133,9 @@ def ingest_table(
     splits = np.array([assign_split(k, config.val_fraction, config.test_fraction, config.split_salt) for k in split_keys])
     usable = np.ones(len(frame), bool)
     usable[list(reasons)] = False
-    contract, schema_notes = _schema(frame, config, (splits == "train") & usable, source)
+    contract, schema_notes = _schema(frame, config, (splits == "train") & usable, source, parsed)
     notes += schema_notes
-    encoded = contract.encode(frame)
+    encoded = contract.encode(frame, parsed)
     for i, reason in encoded.problems:
         if encoded.invalid[i] and usable[i]:
             reasons[i] = reason if i not in reasons else f"{reasons[i]}; {reason}"
@@ -149,7 +151,7 @@ def ingest_table(
         identity = content[i] if not seen and not config.id_column else sha256_bytes(f"{split_keys[i]}#{seen}".encode())
         examples.append(
             Example(
-                path=where[i], sha256=identity, label=labels.iat[i], raw=encoded.raw[i],
+                path=where[i], sha256=identity, label=labels[i], raw=encoded.raw[i],
                 meta={"line": int(where[i].rsplit(":", 1)[1])}, split_key=split_keys[i],
             )
         )
@@ -167,7 +169,7 @@ def ingest_table(
     return snapshot.model_copy(update={"warnings": notes + snapshot.warnings})
 
 
-def _schema(frame: pd.DataFrame, config: DataConfig, fit_rows: np.ndarray, source: Path):  # noqa: ANN202
+def _schema(frame: pd.DataFrame, config: DataConfig, fit_rows: np.ndarray, source: Path, parsed: dict):  # noqa: ANN202
     try:
         return infer_schema(
             frame,
@@ -176,25 +178,32 @@ def _schema(frame: pd.DataFrame, config: DataConfig, fit_rows: np.ndarray, sourc
             types=dict(config.columns),
             fit_rows=fit_rows,
             max_categories=config.max_categories,
+            parsed=parsed,
         )
     except TableError as bad:
         raise DataValidationError(f"{source}: {bad}") from None
 
 
-def _conflicting_labels(content: list[str], labels: pd.Series, where: list[str], reasons: dict[int, str]) -> None:
+def _conflicting_labels(content: list[str], labels: np.ndarray, where: list[str], reasons: dict[int, str]) -> None:
     """Quarantine every row whose exact values appear elsewhere under another label: neither label can be trusted."""
-    by_content: dict[str, list[int]] = {}
+    first_label: dict[str, str] = {}
+    conflicted: set[str] = set()
+    for key, label in zip(content, labels):
+        if label and first_label.setdefault(key, label) != label:
+            conflicted.add(key)
+    if not conflicted:
+        return
+    rows_of: dict[str, list[int]] = {}
     for i, key in enumerate(content):
-        if labels.iat[i]:
-            by_content.setdefault(key, []).append(i)
-    for rows in by_content.values():
-        names = sorted({labels.iat[i] for i in rows})
-        if len(names) > 1:
-            for i in rows:
-                others = [where[k] for k in rows if k != i][:3]
-                reasons.setdefault(
-                    i, f"same values as {', '.join(others)} but labelled {labels.iat[i]!r} here ({' vs '.join(map(repr, names))})"
-                )
+        if key in conflicted and labels[i]:
+            rows_of.setdefault(key, []).append(i)
+    for rows in rows_of.values():
+        names = sorted({labels[i] for i in rows})
+        for i in rows:
+            others = [where[k] for k in rows if k != i][:3]
+            reasons.setdefault(
+                i, f"same values as {', '.join(others)} but labelled {labels[i]!r} here ({' vs '.join(map(repr, names))})"
+            )
 
 
 def source_kind(source: Path, kind: str = "auto") -> str:

@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 
 from flows.build import build
-from flows.config import ExplainConfig, MonitorConfig, RollbackConfig, ScoreConfig
+from flows.config import ExplainConfig, FeedbackConfig, MonitorConfig, RollbackConfig, ScoreConfig
 from flows.explain import explain
+from flows.feedback import feedback
 from flows.monitor import monitor
 from flows.rollback import rollback
 from flows.score import score
 from tasks.explain.config import LimeConfig
-from tasks.monitor.config import DriftConfig
+from tasks.monitor.config import DriftConfig, LabelRow
 from tasks.monitor.drift import detect_drift, reference_rows
 from tasks.registry.aliases import read_alias
 from tasks.registry.release import download_release
@@ -106,6 +107,13 @@ def test_scoring_rows_gives_the_builds_own_monitoring_rows(tabular, tmp_path: Pa
         assert logged[column].tolist() == reference[column].tolist(), column
     predictions = read_window(open_store(config.store), "predictions", release.model, last_rows=scored.scored)
     assert predictions["file"].tolist()[:2] == ["rows.csv:2", "rows.csv:3"]
+    # Labels that arrive later join the logged rows by name (file:line) or by the row's hash, as for images.
+    truth = source.iloc[[line - 2 for line in lines]]["outcome"].tolist()
+    labels = [LabelRow(id=name, label=label) for name, label in zip(predictions["file"], truth)]
+    labels[0] = LabelRow(id=predictions["image_sha256"].iloc[0], label=truth[0])
+    report = feedback(FeedbackConfig(labels=labels, model_name=config.model_name, work_dir=config.work_dir, store=config.store))
+    assert report.labelled_rows == len(lines) and not report.problems and report.kept_for_training == 0
+    assert report.result.accuracy == pytest.approx(np.mean(predictions["predicted_class"].to_numpy() == np.array(truth)))
 
 
 def test_off_schema_cells_are_scored_reported_and_counted(tabular, tmp_path: Path) -> None:
