@@ -19,7 +19,9 @@ class DataConfig(FormModel):
     """Where the data comes from, how it is read, validated and split.
 
     ``source`` is an ImageFolder directory (one subfolder per class), a table (a CSV, TSV or
-    Parquet file, or a folder of them, with a label column), or an embedded dataset:
+    Parquet file, or a folder of them, with a label column), either of them under an
+    ``s3://bucket/prefix`` (downloaded into ``work_dir/datasets/s3`` with a cache by ETag), or an
+    embedded dataset:
     ``embedded://digits`` (scikit-learn's handwritten digits, written as PNG files into
     ``work_dir/datasets/digits`` on first use) or ``embedded://breast_cancer`` /
     ``embedded://wine`` (scikit-learn's tables, written as CSV with a ``label`` column). Each is
@@ -28,8 +30,11 @@ class DataConfig(FormModel):
 
     source: str = Field(
         EMBEDDED_DIGITS,
-        description="ImageFolder directory, CSV/Parquet file or folder of them, or embedded://digits, "
-        "embedded://breast_cancer, embedded://wine",
+        description="ImageFolder directory, CSV/Parquet file or folder of them, s3://bucket/prefix of either, or "
+        "embedded://digits, embedded://breast_cancer, embedded://wine",
+    )
+    endpoint_url: str | None = Field(
+        None, description="s3:// sources: an S3-compatible endpoint (empty: AWS, or AWS_ENDPOINT_URL); credentials from the AWS chain"
     )
     kind: Literal["auto", "image", "tabular"] = Field(
         "auto", description="image, tabular, or auto: tabular for a table file or a folder holding only table files"
@@ -64,8 +69,11 @@ class DataConfig(FormModel):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
-        if value not in EMBEDDED and "://" in value and not value.startswith("file://"):
-            raise ValueError(f"source must be a local folder or file, a file:// path or one of {', '.join(EMBEDDED)}, got {value!r}")
+        if value not in EMBEDDED and "://" in value and not value.startswith(("file://", "s3://")):
+            raise ValueError(
+                f"source must be a local folder or file, a file:// path, s3://bucket/prefix or one of {', '.join(EMBEDDED)}, "
+                f"got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -86,7 +94,7 @@ class DataConfig(FormModel):
         return self
 
     def source_path(self) -> Path | None:
-        """The local path of a folder or file source; None for an embedded dataset."""
-        if self.source in EMBEDDED:
+        """The local path of a folder or file source; None for an embedded dataset or an s3:// prefix."""
+        if self.source in EMBEDDED or self.source.startswith("s3://"):
             return None
         return Path(self.source.removeprefix("file://")).expanduser()

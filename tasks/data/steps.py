@@ -11,17 +11,26 @@ from tasks.data.config import EMBEDDED_DIGITS, DataConfig
 from tasks.data.digits import write_digits_imagefolder
 from tasks.data.embedded_tables import write_sklearn_table
 from tasks.data.imagefolder import ingest_imagefolder
+from tasks.data.remote import download_prefix
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.data.tabular import ingest_table, source_kind
+from tasks.errors import retry_if_transient
 
 QUARANTINE_SHOWN = 200
 
 
-@task(retries=2, retry_delay_seconds=[2, 8])
+@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=retry_if_transient)
 def prepare_source(config: DataConfig, work_dir: Path) -> Path:
-    """The local ImageFolder or table to ingest; writes an embedded dataset on first use."""
+    """The local ImageFolder or table to ingest: an s3:// prefix downloaded (cached by ETag), an embedded dataset written."""
     path = config.source_path()
-    if path is None and config.source == EMBEDDED_DIGITS:
+    if config.source.startswith("s3://"):
+        logger = get_run_logger()
+        path = download_prefix(
+            config.source, work_dir / "datasets" / "s3", config.endpoint_url,
+            progress=lambda done, total: logger.info("downloaded %d/%d objects of %s", done, total, config.source),
+        )
+        logger.info("%s is at %s", config.source, path)
+    elif path is None and config.source == EMBEDDED_DIGITS:
         path = write_digits_imagefolder(work_dir / "datasets" / "digits")
         get_run_logger().info("embedded dataset: scikit-learn digits written as PNG files under %s", path)
     elif path is None:
