@@ -129,7 +129,8 @@ def encode_request(frame: pd.DataFrame, contract: TabularInput) -> EncodedReques
     if encoded.invalid.any():
         bad = [f"row {row}: {reason}" for row, reason in encoded.problems if encoded.invalid[row]]
         raise RowsRefused(f"{int(encoded.invalid.sum())} of {len(frame)} rows do not fit the schema: " + "; ".join(bad[:5]))
-    problems = [[] for _ in range(len(frame))]
+    # What holds for the whole request (a column left out) is every row's problem, as in batch scoring.
+    problems = [list(encoded.notes) for _ in range(len(frame))]
     for row, reason in encoded.problems:
         problems[row].append(reason)
     return EncodedRequest(raw=encoded.raw, problems=["; ".join(p) for p in problems])

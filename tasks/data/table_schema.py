@@ -72,12 +72,12 @@ class TabularColumn(BaseModel):
 
     name: str
     type: ColumnType
-    missing_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of the accepted rows that miss a value here")
+    missing_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of the train split's rows that miss a value here")
     mean: float = Field(0.0, description="Numeric/boolean: mean of the train split's present values")
     std: float = Field(1.0, gt=0.0, description="Numeric/boolean: their standard deviation (1 when constant)")
     minimum: float | None = Field(None, description="Numeric: the smallest accepted value")
     maximum: float | None = Field(None, description="Numeric: the largest accepted value")
-    categories: list[str] = Field([], description="Categorical: the known categories, one input each")
+    categories: list[str] = Field([], description="Categorical: the categories of the train split, one input each")
     bins: ValueBins | None = Field(None, description="Numeric: the train split's values in quartile bins (for LIME)")
     value_counts: list[int] = Field(
         [], description="Categorical: train rows per category; boolean: per false, true (for LIME)"
@@ -177,19 +177,16 @@ class TabularInput(BaseModel):
     def encode(self, frame: pd.DataFrame, parsed: dict[str, ParsedCells] | None = None) -> EncodedRows:
         """A table's rows in the raw encoding; a cell that does not fit is missing, and a problem of its row.
 
-        Columns the schema lacks are ignored (named in ``notes``); a schema column the table lacks
-        is missing in every row. ``parsed`` are cells already parsed (by column), to parse each once.
+        Columns the schema lacks are not features: ignored (a scored file may carry its label, ids,
+        anything). A schema column the table lacks is missing in every row, and said in ``notes``.
+        ``parsed`` are cells already parsed (by column), to parse each once.
         """
         n = len(frame)
         raw = np.full((n, len(self.columns)), np.nan)
         invalid = np.zeros(n, bool)
         found: list[tuple[int, int, str]] = []  # (row, column index, reason): sorted into row order below
-        known = {c.name for c in self.columns} | {self.label_column, self.id_column}
-        extra = [str(c) for c in frame.columns if c not in known]
         absent = [c.name for c in self.columns if c.name not in frame.columns]
-        notes = ([f"columns {absent} are missing: their values are missing in every row"] if absent else []) + (
-            [f"columns {extra} are not in the schema: ignored"] if extra else []
-        )
+        notes = [f"columns {absent} are missing: their values are missing in every row"] if absent else []
         for j, column in enumerate(self.columns):
             if column.name not in frame.columns:
                 continue
@@ -278,9 +275,18 @@ class TabularInput(BaseModel):
         """Why a model of this contract cannot be measured on rows of ``other`` (None: it can, see :meth:`adopt`)."""
         if not isinstance(other, TabularInput):
             return f"it takes table rows, the other data is {getattr(other, 'kind', other)!r}"
-        lacking = [c.name for c in self.columns if c.name not in {o.name for o in other.columns}]
+        theirs = {o.name: o for o in other.columns}
+        lacking = [c.name for c in self.columns if c.name not in theirs]
         if lacking:
             return f"it needs columns {lacking}, which the other table lacks"
+        # A category's name cannot be told from a number or a yes/no decoded from the other's rows.
+        changed = [
+            f"{c.name} ({c.type} here, {theirs[c.name].type} there)"
+            for c in self.columns
+            if (c.type == "categorical") != (theirs[c.name].type == "categorical")
+        ]
+        if changed:
+            return f"columns changed between categories and values: {', '.join(changed)}"
         return None
 
     def adopt(self, other: TabularInput, raw: np.ndarray) -> np.ndarray:
@@ -325,6 +331,12 @@ class TabularInput(BaseModel):
                 block = tensor[:, at : at + len(column.categories)]
                 raw[:, j] = np.where(block.max(axis=1, initial=0.0) > 0.5, block.argmax(axis=1), -1.0)
                 at += len(column.categories)
+            elif column.type == "boolean":
+                # float32 rounding moves 0 and 1 a little: what is near neither was never a yes/no.
+                value = tensor[:, at] * column.std + column.mean
+                nearest = np.rint(value)
+                raw[:, j] = np.where((np.abs(value - nearest) < 1e-3) & np.isin(nearest, (0.0, 1.0)), nearest, np.nan)
+                at += 1
             else:
                 raw[:, j] = tensor[:, at] * column.std + column.mean
                 at += 1
@@ -367,7 +379,9 @@ class TabularInput(BaseModel):
                 hit = (rows[name] == NEW_CATEGORY).to_numpy()
             elif column.type == "numeric" and column.minimum is not None and column.maximum is not None:
                 values = rows[name].to_numpy(dtype=np.float64)
-                hit = (values < column.minimum) | (values > column.maximum)
+                # A row sent as a float32 tensor comes back a little off its value: not out of range for that.
+                slack = 1e-5 * max(abs(column.minimum), abs(column.maximum), 1.0)
+                hit = (values < column.minimum - slack) | (values > column.maximum + slack)
             else:
                 continue
             if hit.any():
@@ -391,55 +405,63 @@ def infer_schema(
     fit_rows: np.ndarray,
     max_categories: int,
     parsed: dict[str, ParsedCells] | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[TabularInput, list[str]]:
     """The schema contract of a table's feature columns, and notes on columns left out or cut.
 
     Types follow ``types`` (column -> numeric, categorical, boolean or ignore), else what the
-    cells suggest (:func:`tasks.data.tables.infer_type`). Means and standard deviations are
-    fitted on ``fit_rows`` (bool mask: the train split), ranges and categories on every row.
+    cells of ``rows`` suggest (:func:`tasks.data.tables.infer_type`; default: every row). What the
+    model learns from is fitted on ``fit_rows`` (bool mask: the train split's usable rows): means,
+    standard deviations, quartile bins, the categories (a category seen only outside training would
+    be an input the model never saw set) and the missing shares (a missing indicator for a column
+    never missing in training would be an input it never saw set). Ranges span ``rows``.
 
     Raises:
         TableError: no feature column is left.
     """
     from tasks.data.tables import infer_type
 
+    rows = np.ones(len(frame), bool) if rows is None else rows
+    fit_rows = fit_rows & rows if (fit_rows & rows).any() else rows
     columns, notes = [], []
     for name in frame.columns:
         if name in (label_column, id_column) or types.get(name) == "ignore":
             continue
         cells = parsed[name] if parsed and name in parsed else parse_cells(frame[name])
-        kind = types.get(name) or infer_type(cells)
+        kind = types.get(name) or infer_type(_subset(cells, rows))
         if kind is None:
             notes.append(f"column {name!r} is empty in every row: left out")
             continue
-        missing_share = float(cells.missing.mean()) if len(frame) else 0.0
+        missing_share = float(cells.missing[fit_rows].mean())
         if kind == "categorical":
-            counts = cells.text[~cells.missing].value_counts()
-            if len(counts) > max_categories and len(counts) > 0.5 * (~cells.missing).sum() and name not in types:
+            present = rows & ~cells.missing
+            distinct = cells.text[present].nunique()
+            if distinct > max_categories and distinct > 0.5 * present.sum() and name not in types:
                 notes.append(
-                    f"column {name!r} has {len(counts)} distinct values in {len(frame)} rows: left out as an identifier "
+                    f"column {name!r} has {distinct} distinct values in {int(rows.sum())} rows: left out as an identifier "
                     f"or free text (name it in data.id_column, or set data.columns.{name}: categorical to keep it)"
                 )
                 continue
-            ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            in_train = cells.text[fit_rows & ~cells.missing].value_counts()
+            ordered = sorted(in_train.items(), key=lambda item: (-item[1], item[0]))
             if len(ordered) > max_categories:
                 notes.append(
-                    f"column {name!r} has {len(ordered)} categories: the {max_categories} most frequent are kept "
+                    f"column {name!r} has {len(ordered)} categories in training: the {max_categories} most frequent are kept "
                     f"(data.max_categories), the rest count as new categories"
                 )
-            categories = sorted(category for category, _ in ordered[:max_categories])
-            in_train = cells.text[fit_rows & ~cells.missing].value_counts()
+            kept = dict(ordered[:max_categories])
+            categories = sorted(kept)
             columns.append(
                 TabularColumn(
                     name=name, type="categorical", missing_share=missing_share, categories=categories,
-                    value_counts=[int(in_train.get(c, 0)) for c in categories],
+                    value_counts=[int(kept[c]) for c in categories],
                 )
             )
             continue
         values = cells.boolean if kind == "boolean" else cells.numbers
         fitted = values[fit_rows & np.isfinite(values)]
         std = float(fitted.std()) if len(fitted) > 1 else 1.0
-        finite = values[np.isfinite(values)]
+        finite = values[rows & np.isfinite(values)]
         columns.append(
             TabularColumn(
                 name=name,
@@ -460,3 +482,11 @@ def infer_schema(
             + (": " + "; ".join(notes) if notes else "")
         )
     return TabularInput(columns=columns, label_column=label_column, id_column=id_column), notes
+
+
+def _subset(cells: ParsedCells, rows: np.ndarray) -> ParsedCells:
+    """The parsed cells of ``rows`` only."""
+    return ParsedCells(
+        numbers=cells.numbers[rows], missing=cells.missing[rows], number=cells.number[rows], infinite=cells.infinite[rows],
+        boolean=cells.boolean[rows], text=cells.text[rows],
+    )

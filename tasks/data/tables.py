@@ -89,8 +89,12 @@ def read_table(source: Path | bytes, name: str = "") -> RawTable:
 
 
 def _read_parquet(data: bytes, name: str) -> RawTable:
+    import pyarrow.parquet as pq
+
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
+        # Without pandas' metadata: a column stored as the index (``set_index("customer_id")``) stays a
+        # column, and nullable integers come back as floats with NaN, as every other path sees them.
+        frame = pq.read_table(io.BytesIO(data)).to_pandas(ignore_metadata=True)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a broken file; the message says which file
         raise TableError(f"{name} is not a readable Parquet file: {exc}") from None
     _check_header([str(c) for c in frame.columns], name)
@@ -163,12 +167,26 @@ def _check_header(header: list[str], name: str) -> None:
         raise TableError(f"{name}: header names {repeated} appear more than once; column names must be unique")
 
 
+def canonical_numbers(values: np.ndarray) -> np.ndarray:
+    """Finite numbers as category text, one way whatever their source: whole ones without a decimal part ('1.0' -> '1')."""
+    out = np.empty(len(values), dtype=object)
+    whole = (np.floor(values) == values) & (np.abs(values) < 2**63)
+    out[whole] = values[whole].astype(np.int64).astype(str)
+    out[~whole] = values[~whole].astype(str)  # numpy writes the shortest repr, as Python does
+    return out
+
+
 def parse_cells(cells: pd.Series) -> ParsedCells:
-    """Parse one column's cells: numbers (thousands separators allowed), missing values, infinities, booleans."""
+    """Parse one column's cells: numbers (thousands separators allowed), missing values, infinities, booleans.
+
+    ``text`` is each cell as a category: stripped text, but a number written one way (``1``, ``1.0``,
+    ``01`` and a float column's 1.0 are all ``'1'``) and a yes/no value as ``true``/``false`` when
+    the cell is a boolean, so a CSV, a Parquet column and a JSON value name the same category alike.
+    """
     if pd.api.types.is_bool_dtype(cells.dtype):
         values = cells.astype("float64")
         missing = values.isna().to_numpy()
-        text = cells.map(lambda v: "" if pd.isna(v) else str(v).lower())
+        text = cells.map(lambda v: "" if pd.isna(v) else ("true" if v else "false")).astype(object)
         return ParsedCells(
             numbers=values.to_numpy(), missing=missing, number=~missing, infinite=np.zeros(len(cells), bool),
             boolean=values.to_numpy(), text=text,
@@ -178,7 +196,9 @@ def parse_cells(cells: pd.Series) -> ParsedCells:
         missing = np.isnan(values)
         infinite = np.isinf(values)
         number = ~missing & ~infinite
-        text = pd.Series(np.where(missing, "", cells.astype(str)), index=cells.index)
+        text = pd.Series("", index=cells.index, dtype=object)
+        text[number] = canonical_numbers(values[number])
+        text[infinite] = values[infinite].astype(str)
         return ParsedCells(
             numbers=np.where(infinite, np.nan, values), missing=missing, number=number, infinite=infinite,
             boolean=np.where(np.isin(values, (0.0, 1.0)), values, np.nan), text=text,
@@ -206,17 +226,22 @@ def parse_cells(cells: pd.Series) -> ParsedCells:
     boolean[lowered.isin(FALSE_WORDS).to_numpy(dtype=bool)] = 0.0
     zero_one = number & np.isin(numbers, (0.0, 1.0))
     boolean[zero_one] = numbers[zero_one]
-    return ParsedCells(
-        numbers=numbers, missing=missing, number=number, infinite=infinite, boolean=boolean,
-        text=text.where(~missing, "").astype(object),
-    )
+    text = text.where(~missing, "").astype(object)
+    if number.any():
+        text[number] = canonical_numbers(numbers[number])
+    return ParsedCells(numbers=numbers, missing=missing, number=number, infinite=infinite, boolean=boolean, text=text)
 
 
 def _stripped_text(cells: pd.Series) -> pd.Series:
     """Each cell as stripped text ('' for None/NaN), with Arrow's string kernels when every cell is text."""
     if pd.api.types.infer_dtype(cells, skipna=True) in ("string", "empty"):
         return cells.astype("string[pyarrow]").fillna("").str.strip()
-    return cells.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()).astype("string[pyarrow]")
+    def one(value: object) -> str:
+        if isinstance(value, bool | np.bool_):
+            return "true" if value else "false"
+        return "" if value is None or (np.ndim(value) == 0 and pd.isna(value)) else str(value).strip()
+
+    return cells.map(one).astype("string[pyarrow]")
 
 
 def infer_type(parsed: ParsedCells) -> ColumnType | None:
@@ -254,6 +279,6 @@ def row_keys(frame: pd.DataFrame, feature_columns: list[str], parsed: dict[str, 
             parts.append(pd.Series([""] * len(frame)))
             continue
         cells = parsed[name] if parsed and name in parsed else parse_cells(frame[name])
-        parts.append(pd.Series(np.where(cells.number, cells.numbers.astype(str), cells.text.to_numpy(dtype=object))))
+        parts.append(pd.Series(cells.text.to_numpy(dtype=object)))  # numbers already written one way
     joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
     return [sha256_bytes(text.encode()) for text in joined]

@@ -133,7 +133,7 @@ def ingest_table(
     splits = np.array([assign_split(k, config.val_fraction, config.test_fraction, config.split_salt) for k in split_keys])
     usable = np.ones(len(frame), bool)
     usable[list(reasons)] = False
-    contract, schema_notes = _schema(frame, config, (splits == "train") & usable, source, parsed)
+    contract, schema_notes = _schema(frame, config, usable, splits == "train", source, parsed)
     notes += schema_notes
     encoded = contract.encode(frame, parsed)
     for i, reason in encoded.problems:
@@ -169,16 +169,17 @@ def ingest_table(
     return snapshot.model_copy(update={"warnings": notes + snapshot.warnings})
 
 
-def _schema(frame: pd.DataFrame, config: DataConfig, fit_rows: np.ndarray, source: Path, parsed: dict):  # noqa: ANN202
+def _schema(frame: pd.DataFrame, config: DataConfig, rows: np.ndarray, train: np.ndarray, source: Path, parsed: dict):  # noqa: ANN202
     try:
         return infer_schema(
             frame,
             label_column=config.label_column,
             id_column=config.id_column,
             types=dict(config.columns),
-            fit_rows=fit_rows,
+            fit_rows=train & rows,
             max_categories=config.max_categories,
             parsed=parsed,
+            rows=rows,
         )
     except TableError as bad:
         raise DataValidationError(f"{source}: {bad}") from None

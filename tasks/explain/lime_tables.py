@@ -6,8 +6,8 @@ each category, both of the train split), through lime's own ``training_data_stat
 training data is needed at explain time. Categorical and boolean columns are perturbed as
 categories; numeric ones within their quartile bins. A missing value, and a category the
 release never saw, are categories of their own here, so perturbations can switch them on and off.
-A missing number stays missing in the explained row (the model reads it as missing) and is
-named so; lime perturbs it as if in the top quartile bin, where it puts NaN.
+A numeric column missing in training has a bin of its own after its quartiles, so a missing
+number is explained, and perturbed, as missing; lime's sampling from one-valued bins is fixed too.
 """
 
 from __future__ import annotations
@@ -66,16 +66,67 @@ def training_statistics(contract: TabularInput) -> dict[str, dict[int, list[floa
             stats["bins"][j], stats["means"][j], stats["stds"][j] = edges, means, stds
             stats["mins"][j], stats["maxs"][j] = mins, maxs
             # Floats, not ints: lime copies the explained row's own value into the drawn column, and a
-            # missing number (NaN, which the model reads as missing) does not fit an int array.
-            stats["feature_values"][j] = [float(k) for k in range(len(edges) + 1)]
-            stats["feature_frequencies"][j] = [float(c) for c in counts]
+            # missing number (NaN, which the model reads as missing) does not fit an int array. One more
+            # bin, after the quartiles, is "missing" for a column that was missing in training.
+            frequencies = [float(c) for c in counts] + ([_missing_count(column, sum(counts))] if column.nullable else [])
+            stats["feature_values"][j] = [float(k) for k in range(len(frequencies))]
+            stats["feature_frequencies"][j] = _drawable(frequencies)
+            if column.nullable:
+                for key, filler in (("means", 0.0), ("stds", 1.0), ("mins", 0.0), ("maxs", 0.0)):
+                    stats[key][j] = [*stats[key][j], filler]  # never used: the missing bin undiscretizes to NaN
             continue
-        counts = [float(c) for c in column.value_counts] or [1.0] * (len(_levels(column)) - 2)
-        known_total = sum(counts)
-        missing = known_total * column.missing_share / (1.0 - column.missing_share) if column.missing_share < 1 else 1.0
+        counts = [float(c) for c in column.value_counts] or [0.0] * (len(_levels(column)) - 2)
         stats["feature_values"][j] = [float(k) for k in range(len(counts) + 2)]
-        stats["feature_frequencies"][j] = [*counts, missing, 0.0]  # a new category never occurred in training
+        # A new category never occurred in training.
+        stats["feature_frequencies"][j] = _drawable([*counts, _missing_count(column, sum(counts)), 0.0])
     return stats
+
+
+def _missing_count(column: TabularColumn, present: float) -> float:
+    """How many train rows missed ``column``, from its missing share and the count of those that did not."""
+    share = column.missing_share
+    return present * share / (1.0 - share) if share < 1 else 1.0
+
+
+def _drawable(frequencies: list[float]) -> list[float]:
+    """Frequencies lime can draw from: all equal where none was counted (a column seen only outside training)."""
+    return frequencies if sum(frequencies) > 0 else [1.0] * len(frequencies)
+
+
+def _missing_bin(discretizer, feature: int, edges: list[float], name: str) -> None:  # noqa: ANN001 - lime's discretizer
+    """Give a numeric column the bin after its quartiles for a missing value: NaN falls in it, and comes back from it."""
+    missing = len(edges) + 1
+    quartiles = np.asarray(edges, dtype=np.float64)
+    discretizer.lambdas[feature] = lambda x: np.where(np.isnan(x), missing, np.searchsorted(quartiles, x))
+    discretizer.names[feature] = [*discretizer.names[feature][:missing], f"{name} is missing"]
+
+
+def _undiscretize(discretizer, missing_bins: dict[int, int]):  # noqa: ANN001, ANN202
+    """lime's ``get_undiscretize_values`` that draws NaN from a missing bin and a bin's one value from a one-valued bin.
+
+    lime's own returns the z-score 0 for a bin whose smallest and largest values are equal (a
+    column with many equal values), not that value; and it knows no missing bin.
+    """
+    from scipy.stats import truncnorm
+
+    def values_of(feature: int, bins: np.ndarray) -> np.ndarray:
+        bins = np.asarray(bins, dtype=np.int64)
+        out = np.full(len(bins), np.nan)
+        drawn = bins != missing_bins.get(feature, -1)
+        idx = bins[drawn]
+        mins, maxs = np.asarray(discretizer.mins[feature])[idx], np.asarray(discretizer.maxs[feature])[idx]
+        means, stds = np.asarray(discretizer.means[feature])[idx], np.asarray(discretizer.stds[feature])[idx]
+        values = mins.astype(np.float64).copy()
+        spread = mins != maxs
+        if spread.any():
+            values[spread] = truncnorm.rvs(
+                (mins[spread] - means[spread]) / stds[spread], (maxs[spread] - means[spread]) / stds[spread],
+                loc=means[spread], scale=stds[spread], random_state=discretizer.random_state,
+            )
+        out[drawn] = values
+        return out
+
+    return values_of
 
 
 class TabularLimeExplainer:
@@ -99,6 +150,14 @@ class TabularLimeExplainer:
             training_data_stats=training_statistics(contract),
             random_state=config.seed,
         )
+        discretizer = self._lime.discretizer
+        missing_bins = {}
+        for j, column in enumerate(contract.columns):
+            if column.type == "numeric" and column.nullable:
+                edges = column.bins.edges if column.bins else [column.mean]
+                _missing_bin(discretizer, j, edges, column.name)
+                missing_bins[j] = len(edges) + 1
+        discretizer.get_undiscretize_values = _undiscretize(discretizer, missing_bins)
         self._predict_logits = predict_logits
 
     def probabilities(self, lime_rows: np.ndarray) -> np.ndarray:
@@ -129,7 +188,7 @@ class TabularLimeExplainer:
         names = list(result.domain_mapper.discretized_feature_names or result.domain_mapper.feature_names)
         for j, column in enumerate(self.contract.columns):
             if column.type == "numeric" and np.isnan(item[j]):
-                names[j] = f"{column.name} is missing"
+                names[j] = f"{column.name} is missing"  # a column never missing in training: in its top bin for lime
         return Explanation(
             probabilities=probabilities.tolist(),
             labels=[int(label) for label in result.top_labels],

@@ -77,7 +77,9 @@ def evaluate_variants(
             i, len(variants), variant.name, result.accuracy, result.size_bytes / 1024, result.p50_ms_b1, result.p95_ms_b1,
         )
         measured.append(result)
-    references = fit_reference_models(snapshot, latency)
+    references, skipped_references = fit_reference_models(snapshot, latency)
+    for note in skipped_references:
+        logger.warning(note)
     for ref in references:
         logger.info(
             "reference model %s (%s): accuracy %.4f, macro-F1 %.4f, p50 %.3f ms at batch 1, fitted in %.1f s",

@@ -120,8 +120,14 @@ def clean_labels(labels: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame
     return kept, problems
 
 
-def join_labels(labels: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[LabelProblem]]:
+def join_labels(
+    labels: pd.DataFrame, predictions: pd.DataFrame, identity: tuple[str, ...] = ("image_sha256",)
+) -> tuple[pd.DataFrame, list[LabelProblem]]:
     """Logged predictions that have a label (by content hash, or by logged file name), and the labels that found none.
+
+    ``identity`` are the logged columns that tell one input from another: an image is its content;
+    a table row is its values and where it was (two rows of equal values are two inputs, and may
+    rightly have two labels).
 
     A file name logged for more than one content (two batches with a ``0/img_1.png``) is
     ambiguous: its label is a problem, not a guess. An input whose hash label and name label
@@ -146,14 +152,17 @@ def join_labels(labels: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.Dat
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*predictions.columns, "label", "id", "origin"])
     matched = set(frame["id"])
     if len(frame):
-        per_input = frame.groupby("image_sha256")["label"].nunique()
+        key = frame[list(identity)].astype(str).agg("\x1f".join, axis=1)
+        per_input = frame.groupby(key)["label"].nunique()
         conflicting = set(per_input[per_input > 1].index)
-        for row in frame.loc[frame["image_sha256"].isin(conflicting)].drop_duplicates(["image_sha256", "id"]).itertuples():
-            others = sorted(set(frame.loc[frame["image_sha256"] == row.image_sha256, "label"]))
+        clashing = key.isin(conflicting)
+        for row, row_key in zip(frame.loc[clashing].itertuples(), key[clashing]):
+            others = sorted(set(frame.loc[key == row_key, "label"]))
             problems.append(
                 LabelProblem(id=row.id, origin=row.origin, reason=f"conflicting labels for one input (by hash and by name): {others}")
             )
-        frame = frame.loc[~frame["image_sha256"].isin(conflicting)]
+        problems = list({(p.id, p.origin, p.reason): p for p in problems}.values())
+        frame = frame.loc[~clashing]
         # The same prediction matched by its hash and by its name counts once.
         frame = frame.drop_duplicates(["scored_at", "image_sha256", "file"] if "scored_at" in frame else ["image_sha256", "file"])
     reported = {p.id for p in problems}
@@ -238,15 +247,20 @@ def write_performance_report(
     import html as html_escape
     import warnings
 
-    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
     from evidently.presets import ClassificationPreset
 
     e = html_escape.escape
     frame = joined[["label", "predicted_class"]].astype(str).reset_index(drop=True)
-    definition = DataDefinition(
-        classification=[MulticlassClassification(target="label", prediction_labels="predicted_class")],
-        categorical_columns=["label", "predicted_class"],
+    seen = [c for c in classes if c in set(frame["label"]) | set(frame["predicted_class"])]
+    # Evidently reports two seen classes as a binary task, whose positive class is 1 unless named:
+    # class names are text, so the release's later one is named.
+    task = (
+        BinaryClassification(target="label", prediction_labels="predicted_class", pos_label=seen[-1])
+        if len(seen) == 2
+        else MulticlassClassification(target="label", prediction_labels="predicted_class")
     )
+    definition = DataDefinition(classification=[task], categorical_columns=["label", "predicted_class"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         snapshot = Report([ClassificationPreset()]).run(current_data=Dataset.from_pandas(frame, data_definition=definition))

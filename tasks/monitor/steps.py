@@ -312,7 +312,7 @@ def join_feedback(
     kept, problems = clean_labels(labels, production.manifest.classes)
     since = datetime.now(timezone.utc) - timedelta(hours=window_hours) if window_hours else None
     predictions = read_window(open_store(store_config), "predictions", production.model, since=since)
-    joined, never = join_labels(kept, predictions)
+    joined, never = join_labels(kept, predictions, input_identity(production))
     problems += never
     for problem in problems[:20]:
         logger.warning("label not used: %s (%s): %s", problem.id, problem.origin, problem.reason)
@@ -329,6 +329,11 @@ def join_feedback(
     return LabelledWindow(path=path, rows=len(joined), production_rows=mine, labels=len(labels), problems=problems)
 
 
+def input_identity(production: FetchedRelease) -> tuple[str, ...]:
+    """The logged columns that tell one input from another: an image's content; a table row's values and place."""
+    return ("image_sha256", "file") if production.manifest.input.kind == "tabular" else ("image_sha256",)
+
+
 @task
 def measure_performance(
     production: FetchedRelease, window: LabelledWindow, config: PerformanceConfig, work_dir: Path
@@ -339,10 +344,11 @@ def measure_performance(
     manifest = production.manifest
     mine = mine.assign(variant=logged_variants(mine, manifest.served.name))
     # An input scored twice by one variant got the same prediction twice: one trial, not two.
-    repeats = len(mine) - len(mine.drop_duplicates(["image_sha256", "variant"])) if len(mine) else 0
+    once = [*input_identity(production), "variant"]
+    repeats = len(mine) - len(mine.drop_duplicates(once)) if len(mine) else 0
     if repeats:
         get_run_logger().info("%d repeated scorings of the same inputs counted once", repeats)
-        mine = mine.drop_duplicates(["image_sha256", "variant"])
+        mine = mine.drop_duplicates(once)
     # Hosts may serve different in-budget variants: each row is held to its own variant's test accuracy.
     expected = float(np.mean([manifest.variant(v).accuracy for v in mine["variant"]])) if len(mine) else manifest.metrics.test_accuracy_served
     result = realized_performance(

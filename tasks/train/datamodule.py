@@ -27,7 +27,10 @@ class SnapshotDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self._sets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator)
+        # A last training batch of one row cannot be batch-normalised (BatchNorm1d needs two): it is
+        # left out of that epoch; with shuffling, another row each epoch.
+        lone = shuffle and len(self._sets[split]) % self.batch_size == 1 and len(self._sets[split]) > 1
+        return DataLoader(self._sets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator, drop_last=lone)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

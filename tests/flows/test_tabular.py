@@ -131,7 +131,8 @@ def test_off_schema_cells_are_scored_reported_and_counted(tabular, tmp_path: Pat
     assert scored.scored == 120 and [f.name for f in scored.failed] == ["notes.json"]
     assert "not a table: it holds JSON" in scored.failed[0].reason
     report = monitor(MonitorConfig(window_hours=None, window_rows=120, model_name=config.model_name, work_dir=config.work_dir, store=config.store))
-    # Every row misses 'member' (a whole column gone); three also hold a new category, a missing and a wrong cell.
+    # Every row misses 'member' (a whole column gone; the extra one is ignored); three also hold a new category,
+    # a missing and a wrong cell.
     assert report.result.off_schema_rows == 120 and report.result.status != "not enough data"
     joined = " ".join(report.result.notes)
     assert "new category 'emerald' (1)" in joined and "'lots' is not a number (1)" in joined

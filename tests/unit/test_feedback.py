@@ -122,3 +122,16 @@ def test_ambiguous_names_and_hash_name_conflicts_are_problems_not_guesses() -> N
         ("b.png", "conflicting labels for one input (by hash and by name)"),
         (SHA["b.png"], "conflicting labels for one input (by hash and by name)"),
     ]
+
+
+def test_two_table_rows_of_equal_values_are_two_inputs_with_their_own_labels() -> None:
+    same = "ab" * 32
+    rows = pd.DataFrame(
+        {"file": ["t.csv:2", "t.csv:3"], "image_sha256": [same, same], "predicted_class": ["cat", "cat"], "release_version": "v1"}
+    )
+    labels, _ = clean_labels(label_rows([LabelRow(id="t.csv:2", label="cat"), LabelRow(id="t.csv:3", label="dog")]), CLASSES)
+    joined, problems = join_labels(labels, rows, identity=("image_sha256", "file"))
+    assert not problems and sorted(joined["label"]) == ["cat", "dog"]
+    # As images (one content, one input) the same labels conflict: neither is used.
+    joined, problems = join_labels(labels, rows)
+    assert joined.empty and {p.id for p in problems} == {"t.csv:2", "t.csv:3"}

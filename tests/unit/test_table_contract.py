@@ -130,3 +130,66 @@ def test_v1_instances_become_cells_and_cells_of_the_wrong_type_are_refused_by_ro
     refused = frame_from_instances({"instances": [{"member": 1, "age": "old"}, {"member": 1}]}, CONTRACT, 10)
     with pytest.raises(RowsRefused, match="1 of 2 rows do not fit the schema: row 0: column 'age': 'old' is not a number"):
         encode_request(refused, CONTRACT)
+
+
+def test_a_category_is_named_one_way_whatever_the_file_or_request_sent() -> None:
+    zip_codes = TabularInput(
+        columns=[TabularColumn(name="zip", type="categorical", categories=["1", "2", "true", "x"])], label_column="label"
+    )
+    sources = [
+        pd.DataFrame({"zip": ["1", "2.0", " 02 ", "x"]}, dtype=object),  # CSV text
+        pd.DataFrame({"zip": [1.0, 2.0, 2.0, np.nan]}),  # a Parquet float column (an int column with a null)
+        pd.DataFrame({"zip": [1, "2", 2.0, True]}, dtype=object),  # JSON values
+    ]
+    codes = [zip_codes.encode(frame).raw[:, 0].tolist() for frame in sources]
+    assert codes[0] == [0, 1, 1, 3] and codes[1][:3] == [0, 1, 1] and codes[2] == [0, 1, 1, 2]
+
+
+def test_a_boolean_sent_as_a_tensor_comes_back_as_its_value() -> None:
+    flag = TabularInput(columns=[TabularColumn(name="flag", type="boolean", mean=2 / 3, std=0.4714)], label_column="label")
+    raw = np.array([[1.0], [0.0], [1.0]])
+    tensor = flag.to_model_input(raw).astype(np.float32)  # what a client sends, in float32
+    np.testing.assert_array_equal(flag.from_model_input(tensor), raw)
+    assert flag.statistics(flag.from_model_input(tensor), None)["input.flag"].tolist() == ["true", "false", "true"]
+
+
+def test_a_column_that_changed_between_categories_and_values_is_incomparable() -> None:
+    production = TabularInput(columns=[TabularColumn(name="flag", type="categorical", categories=["0", "1", "maybe"])], label_column="l")
+    candidate = TabularInput(columns=[TabularColumn(name="flag", type="boolean")], label_column="l")
+    assert "flag (categorical here, boolean there)" in production.incomparable(candidate)
+
+
+def test_what_the_model_learns_from_is_fitted_on_train_rows_only() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, np.nan, 5.0, 6.0], "c": ["a", "b", "a", "b", "zz", "a"], "label": list("ababab")})
+    train = np.array([True, True, True, False, False, True])
+    usable = np.array([True, True, True, True, True, False])
+    schema, _ = infer_schema(frame, label_column="label", id_column=None, types={}, fit_rows=train, max_categories=10, rows=usable)
+    x, c = schema.columns
+    # The missing x and the category zz are outside training: no input for them; 6.0 is not usable.
+    assert x.missing_share == 0 and x.mean == 2.0 and (x.minimum, x.maximum) == (1.0, 5.0)
+    assert c.categories == ["a", "b"] and c.value_counts == [2, 1]
+
+
+def test_lime_explains_a_missing_number_as_missing() -> None:
+    from tasks.data.table_schema import value_bins
+    from tasks.explain.config import LimeConfig
+    from tasks.explain.lime_tables import TabularLimeExplainer
+
+    rng = np.random.default_rng(0)
+    contract = TabularInput(
+        columns=[
+            TabularColumn(name="x", type="numeric", missing_share=0.2, bins=value_bins(rng.normal(0, 1, 400))),
+            TabularColumn(name="y", type="numeric", bins=value_bins(rng.normal(0, 1, 400))),
+        ],
+        label_column="l",
+    )
+
+    def logits(inputs: np.ndarray) -> np.ndarray:  # a model that reads only x's missing indicator: [x, x missing, y]
+        return np.stack([4 * inputs[:, 1], -4 * inputs[:, 1]], axis=1)
+
+    explainer = TabularLimeExplainer(logits, contract, LimeConfig(num_samples=400))
+    missing = explainer.explain(np.array([np.nan, 0.3]))
+    assert missing.features[0] == "x is missing"
+    assert abs(missing.weights[0][0]) > 0.3 > 20 * abs(missing.weights[0][1])  # perturbed as present vs missing
+    present = explainer.explain(np.array([0.5, 0.3]))
+    assert "<" in present.features[0] and "missing" not in present.features[0]
