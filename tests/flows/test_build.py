@@ -61,7 +61,7 @@ def test_demo_release_is_promoted(demo) -> None:
         ))
     # Long work shows progress, and each ends at 100 %: training, INT8 of each of the three models, the upload.
     assert sorted(p.description.split(":")[0] for p in progress if p.data == 100.0) == sorted(
-        [f"{config.model_name} {release.version}", f"trained {config.train.model}"]
+        [f"{config.model_name} {release.version}", f"trained {manifest.training.model}"]
         + [f"INT8 of {stage}" for stage in ("distilled", "distilled-pruned", "trained")]
     )
     assert manifest.served.name == release.served_variant
@@ -221,7 +221,7 @@ def test_a_worse_candidate_is_kept_but_not_promoted(demo) -> None:
     # Training showed its progress epoch by epoch, and ends at 100 % whether or not it stopped early; so does
     # storing the release (the plan has no INT8 step here).
     assert sorted((p.data, p.description.split(":")[0]) for p in progress) == [
-        (100.0, f"{config.model_name} {second.version}"), (100.0, f"trained {weak.train.model}")
+        (100.0, f"{config.model_name} {second.version}"), (100.0, "trained small_cnn")  # what train.model "auto" is for images
     ]
     # Why it ran: for a triggered build, the event's name and id (the trigger templates them into the reason).
     assert "- why this build ran: weak" in refused[0].data.splitlines()
