@@ -10,10 +10,13 @@ modality: duplicates, validation limits, versioning, splitting, writing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,36 +155,12 @@ def build_snapshot(
     for example, split in zip(accepted, splits):
         tally[split][example.label] += 1
     counts = {s: {c: tally[s].get(c, 0) for c in classes} for s in SPLITS}
-    problems = _problems(classes, class_counts, counts, len(quarantined), files_seen, config)
     manifest_rows = sorted((e.sha256, e.label) for e in accepted)
     version = sha256_bytes(json.dumps([list(row) for row in manifest_rows], separators=(",", ":")).encode())[:16]
-    directory = snapshots_dir / version / contract.folder_name
-    report_dir = directory if not problems else snapshots_dir / "rejected" / version
-    report_dir.mkdir(parents=True, exist_ok=True)
-    report_path = report_dir / "validation_report.json"
-    report: dict[str, object] = {
-        "source": source,
-        "files_seen": files_seen,
-        "accepted": len(accepted),
-        "quarantined": [q.model_dump() for q in quarantined],
-        "images_per_class": {c: class_counts.get(c, 0) for c in classes},
-        "problems": problems,
-        "dataset_version": version,
-        "counts": counts,
-    }
-    # Hash splitting keeps files in place as data grows, at the price of exact per-class shares:
-    # a small class can end up absent from a split, which the report says rather than hides.
-    notes = [
-        f"class {c!r} has no {s} examples ({class_counts.get(c, 0)} in total); add examples or change split_salt"
-        for c in classes
-        if class_counts.get(c, 0) > 0
-        for s in SPLITS
-        if counts[s][c] == 0
-    ]
-    report["warnings"] = notes
-    _write_json(report_path, report)
-    if problems:
-        raise DataValidationError(f"dataset {source} rejected: " + "; ".join(problems) + f". Validation report: {report_path}")
+    directory, report_path, notes = _validated(
+        source=source, files_seen=files_seen, accepted=len(accepted), quarantined=quarantined, class_counts=class_counts,
+        counts=counts, classes=classes, version=version, contract=contract, config=config, snapshots_dir=snapshots_dir,
+    )
 
     _write_arrays(directory, accepted, splits, classes, version)
     return DatasetSnapshot(
@@ -196,6 +175,56 @@ def build_snapshot(
         warnings=notes,
         report_path=report_path,
     )
+
+
+def _validated(
+    *,
+    source: str,
+    files_seen: int,
+    accepted: int,
+    quarantined: list[QuarantineEntry],
+    class_counts: Counter[str],
+    counts: dict[str, dict[str, int]],
+    classes: list[str],
+    version: str,
+    contract: InputContract,
+    config: DataConfig,
+    snapshots_dir: Path,
+) -> tuple[Path, Path, list[str]]:
+    """The snapshot's folder, its validation report (written) and the notes on the split.
+
+    Raises:
+        DataValidationError: the dataset cannot be trained on; the report is written first.
+    """
+    problems = _problems(classes, class_counts, counts, len(quarantined), files_seen, config)
+    directory = snapshots_dir / version / contract.folder_name
+    report_dir = directory if not problems else snapshots_dir / "rejected" / version
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report_path = report_dir / "validation_report.json"
+    # Hash splitting keeps files in place as data grows, at the price of exact per-class shares:
+    # a small class can end up absent from a split, which the report says rather than hides.
+    notes = [
+        f"class {c!r} has no {s} examples ({class_counts.get(c, 0)} in total); add examples or change split_salt"
+        for c in classes
+        if class_counts.get(c, 0) > 0
+        for s in SPLITS
+        if counts[s][c] == 0
+    ]
+    report: dict[str, object] = {
+        "source": source,
+        "files_seen": files_seen,
+        "accepted": accepted,
+        "quarantined": [q.model_dump() for q in quarantined],
+        "images_per_class": {c: class_counts.get(c, 0) for c in classes},
+        "problems": problems,
+        "dataset_version": version,
+        "counts": counts,
+        "warnings": notes,
+    }
+    _write_json(report_path, report)
+    if problems:
+        raise DataValidationError(f"dataset {source} rejected: " + "; ".join(problems) + f". Validation report: {report_path}")
+    return directory, report_path, notes
 
 
 def _drop_duplicates(items: Iterable[Example | QuarantineEntry]) -> tuple[list[Example], list[QuarantineEntry]]:
@@ -289,3 +318,110 @@ def _write_json(path: Path, payload: object) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY))
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """A chunk of a table's rows in the contract's raw encoding, and why some of its rows cannot be used."""
+
+    start: int  # the first row's index in the whole table
+    raw: np.ndarray  # rows x columns
+    invalid: dict[int, str]  # row -> why its cells do not fit the contract (unless it has a reason already)
+    named: dict[int, str]  # row -> its reason, written now that the chunk's cells can name it (replaces the first)
+
+
+@dataclass
+class TableRows:
+    """A table's rows for a snapshot, as arrays of a few bytes per row and chunks encoded on demand."""
+
+    contract: InputContract
+    labels: np.ndarray  # class index per row (-1: no label)
+    splits: np.ndarray  # SPLIT_CODES per row
+    identity: np.ndarray  # S16 per row: unique among usable rows
+    lines: np.ndarray  # the file line of each row
+    where: Callable[[int], str]  # a row's name, ``file:line``
+    chunks: Callable[[], Iterator[EncodedChunk]]  # every row, encoded, in order
+
+
+def write_table_snapshot(
+    rows: TableRows,
+    *,
+    reasons: dict[int, str],
+    quarantined: list[QuarantineEntry],
+    source: str,
+    classes: list[str],
+    config: DataConfig,
+    snapshots_dir: Path,
+) -> DatasetSnapshot:
+    """Accept a table's usable rows into a snapshot, streaming them to disk chunk by chunk.
+
+    ``reasons`` are the rows already known unusable; rows whose cells the contract refuses join
+    them as their chunks are encoded. Checked and reported as :func:`build_snapshot` does.
+
+    Raises:
+        DataValidationError: as :func:`build_snapshot`.
+    """
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=snapshots_dir))
+    try:
+        accepted_parts = []
+        with (scratch / "raw.bin").open("wb") as out:
+            for chunk in rows.chunks():
+                for i, reason in chunk.invalid.items():
+                    reasons.setdefault(i, reason)
+                reasons.update(chunk.named)
+                index = np.arange(chunk.start, chunk.start + len(chunk.raw))
+                keep = np.array([i not in reasons for i in index], dtype=bool)
+                out.write(np.ascontiguousarray(chunk.raw[keep], dtype=np.float64).tobytes())
+                accepted_parts.append(index[keep])
+        accepted = np.concatenate(accepted_parts) if accepted_parts else np.zeros(0, np.int64)
+        labels, splits, identity = rows.labels[accepted], rows.splits[accepted], rows.identity[accepted]
+        class_counts = Counter({classes[c]: int(n) for c, n in enumerate(np.bincount(labels, minlength=len(classes))) if n})
+        counts = {
+            s: {c: int(((labels == k) & (splits == SPLIT_CODES[s])).sum()) for k, c in enumerate(classes)} for s in SPLITS
+        }
+        quarantined = quarantined + [QuarantineEntry(path=rows.where(i), reason=reasons[i]) for i in sorted(reasons)]
+        order = np.argsort(identity, kind="stable")
+        digest = hashlib.sha256(identity[order].tobytes())
+        digest.update("\n".join(classes).encode() + labels[order].astype("<i8").tobytes())
+        version = digest.hexdigest()[:16]
+        files_seen = len(rows.labels) + len(quarantined) - len(reasons)
+        directory, report_path, notes = _validated(
+            source=source, files_seen=files_seen, accepted=len(accepted), quarantined=quarantined, class_counts=class_counts,
+            counts=counts, classes=classes, version=version, contract=rows.contract, config=config, snapshots_dir=snapshots_dir,
+        )
+        if not (directory / "manifest.json").exists():
+            _write_table_arrays(directory, scratch / "raw.bin", rows, accepted, classes, version)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return DatasetSnapshot(
+        version=version, directory=directory, source=source, classes=classes, input=rows.contract,
+        num_examples=len(accepted), counts=counts, quarantined=quarantined, warnings=notes, report_path=report_path,
+    )
+
+
+def _write_table_arrays(directory: Path, raw: Path, rows: TableRows, accepted: np.ndarray, classes: list[str], version: str) -> None:
+    """The snapshot's arrays and manifest, from the accepted rows' encoding on disk; the manifest last."""
+    width = len(rows.contract.columns)
+    with (directory / "images.npy").open("wb") as out, raw.open("rb") as data:
+        np.lib.format.write_array_header_2_0(out, {"descr": "<f8", "fortran_order": False, "shape": (len(accepted), width)})
+        shutil.copyfileobj(data, out, 1 << 24)
+    np.save(directory / "labels.npy", rows.labels[accepted].astype(np.int64))
+    np.save(directory / "splits.npy", rows.splits[accepted].astype(np.uint8))
+    pd.DataFrame({"line": rows.lines[accepted]}).to_parquet(directory / "metadata.parquet", index=False)
+    # DatasetManifest's layout (keys in order), written entry by entry: a million rows are a million entries.
+    tmp = directory / "manifest.json.tmp"
+    with tmp.open("wb") as out:
+        out.write(b'{\n  "classes": ' + orjson.dumps(classes) + b',\n  "dataset_version": ' + orjson.dumps(version))
+        out.write(b',\n  "files": [')
+        for start in range(0, len(accepted), 50_000):
+            part = accepted[start : start + 50_000]
+            entries = [
+                {"label": classes[int(rows.labels[i])], "path": rows.where(int(i)), "sha256": rows.identity[i].hex(),
+                 "split": SPLITS[int(rows.splits[i])]}
+                for i in part
+            ]
+            # One dump per part: orjson's output buffers are kilobytes each, a million small dumps are gigabytes.
+            out.write((b"," if start else b"") + orjson.dumps(entries)[1:-1])
+        out.write(b"]\n}")
+    os.replace(tmp, directory / "manifest.json")

@@ -49,7 +49,11 @@ def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
         source,
         config,
         work_dir / "snapshots",
-        progress=lambda done, total: logger.info("%s %d/%d %s", *(("read", done, total, "rows") if tabular else ("decoded", done, total, "files"))),
+        progress=lambda done, total: (
+            logger.info("decoded %d/%d files", done, total) if not tabular
+            else logger.info("read %d rows (first pass: types, statistics)", done) if not total
+            else logger.info("encoded %d/%d rows", done, total)
+        ),
     )
     for note in snapshot.warnings:
         logger.warning(note)

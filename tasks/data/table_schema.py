@@ -10,8 +10,9 @@ independent client can rebuild it from the manifest alone (the class docstring i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -19,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data.decoded import DecodedInputs
-from tasks.data.tables import ColumnType, ParsedCells, TableError, parse_cells, read_table, row_keys
+from tasks.data.tables import NUMERIC_SHARE, ColumnType, ParsedCells, TableError, parse_cells, read_table, row_keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,7 +191,10 @@ class TabularInput(BaseModel):
         for j, column in enumerate(self.columns):
             if column.name not in frame.columns:
                 continue
-            cells = parsed[column.name] if parsed and column.name in parsed else parse_cells(frame[column.name])
+            cells = (
+                parsed[column.name] if parsed and column.name in parsed
+                else parse_cells(frame[column.name], categories=column.type == "categorical")
+            )
             present = ~cells.missing
             if column.type == "numeric":
                 raw[:, j] = cells.numbers
@@ -396,6 +400,137 @@ class TabularInput(BaseModel):
         return int(flagged.sum()), note
 
 
+# How many distinct train categories a column keeps once it has counted five times as many: the top
+# max_categories (at most 10,000) are kept in the end, so counting every number of a million-row
+# numeric column helps nobody.
+CATEGORY_COUNT_CAP = 20_000
+# Distinct values counted per column (to tell an identifier or free text from a category): past
+# this many, the column is one of those whatever else it holds.
+DISTINCT_CAP = 200_000
+
+
+@dataclass
+class ColumnEvidence:
+    """What one column's cells showed, accumulated chunk by chunk: enough to infer its type and fit it.
+
+    Counted over the usable rows (``rows``): how many are present, numbers, yes/no values; their
+    range and distinct texts. Over the train split's usable rows (``fit``): the missing share,
+    the numbers (for mean, standard deviation and quartile bins), the yes/no and category counts.
+    """
+
+    rows: int = 0
+    present: int = 0
+    numberish: int = 0
+    booleanish: int = 0
+    minimum: float = np.inf
+    maximum: float = -np.inf
+    distinct: set[int] = field(default_factory=set)
+    fit_rows: int = 0
+    fit_missing: int = 0
+    fit_numbers: list[np.ndarray] = field(default_factory=list)
+    fit_booleans: list[int] = field(default_factory=lambda: [0, 0])
+    fit_text: Counter = field(default_factory=Counter)
+
+    def add(self, cells: ParsedCells, rows: np.ndarray, fit: np.ndarray) -> None:
+        """Count the cells of ``rows`` (and of ``fit``, the train split's usable rows among them)."""
+        present = rows & ~cells.missing
+        self.rows += int(rows.sum())
+        self.present += int(present.sum())
+        self.numberish += int((present & (cells.number | cells.infinite)).sum())
+        self.booleanish += int((present & ~np.isnan(cells.boolean)).sum())
+        finite = cells.numbers[present & cells.number]
+        if len(finite):
+            self.minimum, self.maximum = min(self.minimum, float(finite.min())), max(self.maximum, float(finite.max()))
+        if len(self.distinct) <= DISTINCT_CAP:
+            self.distinct.update(hash(t) for t in cells.text[present].unique())
+        fit = fit & rows
+        self.fit_rows += int(fit.sum())
+        self.fit_missing += int((fit & cells.missing).sum())
+        self.fit_numbers.append(cells.numbers[fit & cells.number].astype(np.float32))
+        booleans = cells.boolean[fit & ~np.isnan(cells.boolean)]
+        self.fit_booleans[0] += int((booleans == 0).sum())
+        self.fit_booleans[1] += int((booleans == 1).sum())
+        self.fit_text.update(cells.text[fit & ~cells.missing].value_counts().to_dict())
+        if len(self.fit_text) > 5 * CATEGORY_COUNT_CAP:
+            self.fit_text = Counter(dict(self.fit_text.most_common(CATEGORY_COUNT_CAP // 2)))
+
+    def inferred_type(self) -> ColumnType | None:
+        """As :func:`tasks.data.tables.infer_type` on all the cells counted."""
+        if not self.present:
+            return None
+        if self.booleanish == self.present:
+            return "boolean"
+        return "numeric" if self.numberish / self.present >= NUMERIC_SHARE else "categorical"
+
+    def column(self, name: str, kind: ColumnType, max_categories: int, forced: bool) -> tuple[TabularColumn | None, list[str]]:
+        """The schema column of type ``kind`` fitted from the evidence (None: left out), and notes."""
+        missing_share = self.fit_missing / self.fit_rows if self.fit_rows else 0.0
+        if kind == "categorical":
+            distinct = len(self.distinct)
+            if distinct > max_categories and (distinct > 0.5 * self.present or distinct > DISTINCT_CAP) and not forced:
+                return None, [
+                    f"column {name!r} has {distinct} distinct values in {self.rows} rows: left out as an identifier "
+                    f"or free text (name it in data.id_column, or set data.columns.{name}: categorical to keep it)"
+                ]
+            ordered = sorted(self.fit_text.items(), key=lambda item: (-item[1], item[0]))
+            notes = [
+                f"column {name!r} has {len(ordered)} categories in training: the {max_categories} most frequent are kept "
+                f"(data.max_categories), the rest count as new categories"
+            ] if len(ordered) > max_categories else []
+            kept = dict(ordered[:max_categories])
+            categories = sorted(kept)
+            return TabularColumn(
+                name=name, type="categorical", missing_share=missing_share, categories=categories,
+                value_counts=[int(kept[c]) for c in categories],
+            ), notes
+        fitted = (
+            np.repeat([0.0, 1.0], self.fit_booleans) if kind == "boolean"
+            else np.concatenate(self.fit_numbers).astype(np.float64) if self.fit_numbers else np.zeros(0)
+        )
+        std = float(fitted.std()) if len(fitted) > 1 else 1.0
+        numeric = kind == "numeric" and np.isfinite(self.minimum)
+        return TabularColumn(
+            name=name,
+            type=kind,
+            missing_share=missing_share,
+            mean=float(fitted.mean()) if len(fitted) else 0.0,
+            std=std if std > 1e-12 else 1.0,
+            minimum=self.minimum if numeric else None,
+            maximum=self.maximum if numeric else None,
+            bins=value_bins(fitted) if kind == "numeric" else None,
+            value_counts=list(self.fit_booleans) if kind == "boolean" else [],
+        ), []
+
+
+def schema_from_evidence(
+    evidence: dict[str, ColumnEvidence], *, label_column: str, id_column: str | None, types: dict[str, str], max_categories: int
+) -> tuple[TabularInput, list[str]]:
+    """The schema contract from each feature column's evidence, and notes on columns left out or cut.
+
+    Raises:
+        TableError: no feature column is left.
+    """
+    columns, notes = [], []
+    for name, seen in evidence.items():
+        if types.get(name) == "ignore":
+            continue
+        kind = types.get(name) or seen.inferred_type()
+        if kind is None:
+            notes.append(f"column {name!r} is empty in every row: left out")
+            continue
+        column, said = seen.column(name, kind, max_categories, forced=name in types)
+        notes += said
+        if column is not None:
+            columns.append(column)
+    if not columns:
+        raise TableError(
+            f"no feature column is left besides the label {label_column!r}"
+            + (f" and the id {id_column!r}" if id_column else "")
+            + (": " + "; ".join(notes) if notes else "")
+        )
+    return TabularInput(columns=columns, label_column=label_column, id_column=id_column), notes
+
+
 def infer_schema(
     frame: pd.DataFrame,
     *,
@@ -407,86 +542,23 @@ def infer_schema(
     parsed: dict[str, ParsedCells] | None = None,
     rows: np.ndarray | None = None,
 ) -> tuple[TabularInput, list[str]]:
-    """The schema contract of a table's feature columns, and notes on columns left out or cut.
+    """The schema contract of one frame's feature columns (see :class:`ColumnEvidence`), and notes.
 
     Types follow ``types`` (column -> numeric, categorical, boolean or ignore), else what the
-    cells of ``rows`` suggest (:func:`tasks.data.tables.infer_type`; default: every row). What the
-    model learns from is fitted on ``fit_rows`` (bool mask: the train split's usable rows): means,
-    standard deviations, quartile bins, the categories (a category seen only outside training would
-    be an input the model never saw set) and the missing shares (a missing indicator for a column
-    never missing in training would be an input it never saw set). Ranges span ``rows``.
+    cells of ``rows`` suggest (default: every row). What the model learns from is fitted on
+    ``fit_rows`` (the train split's usable rows): means, standard deviations, quartile bins, the
+    categories (a category seen only outside training would be an input the model never saw set)
+    and the missing shares (likewise for a missing indicator). Ranges span ``rows``.
 
     Raises:
         TableError: no feature column is left.
     """
-    from tasks.data.tables import infer_type
-
     rows = np.ones(len(frame), bool) if rows is None else rows
-    fit_rows = fit_rows & rows if (fit_rows & rows).any() else rows
-    columns, notes = [], []
+    fit = fit_rows & rows if (fit_rows & rows).any() else rows
+    evidence = {}
     for name in frame.columns:
         if name in (label_column, id_column) or types.get(name) == "ignore":
             continue
-        cells = parsed[name] if parsed and name in parsed else parse_cells(frame[name])
-        kind = types.get(name) or infer_type(_subset(cells, rows))
-        if kind is None:
-            notes.append(f"column {name!r} is empty in every row: left out")
-            continue
-        missing_share = float(cells.missing[fit_rows].mean())
-        if kind == "categorical":
-            present = rows & ~cells.missing
-            distinct = cells.text[present].nunique()
-            if distinct > max_categories and distinct > 0.5 * present.sum() and name not in types:
-                notes.append(
-                    f"column {name!r} has {distinct} distinct values in {int(rows.sum())} rows: left out as an identifier "
-                    f"or free text (name it in data.id_column, or set data.columns.{name}: categorical to keep it)"
-                )
-                continue
-            in_train = cells.text[fit_rows & ~cells.missing].value_counts()
-            ordered = sorted(in_train.items(), key=lambda item: (-item[1], item[0]))
-            if len(ordered) > max_categories:
-                notes.append(
-                    f"column {name!r} has {len(ordered)} categories in training: the {max_categories} most frequent are kept "
-                    f"(data.max_categories), the rest count as new categories"
-                )
-            kept = dict(ordered[:max_categories])
-            categories = sorted(kept)
-            columns.append(
-                TabularColumn(
-                    name=name, type="categorical", missing_share=missing_share, categories=categories,
-                    value_counts=[int(kept[c]) for c in categories],
-                )
-            )
-            continue
-        values = cells.boolean if kind == "boolean" else cells.numbers
-        fitted = values[fit_rows & np.isfinite(values)]
-        std = float(fitted.std()) if len(fitted) > 1 else 1.0
-        finite = values[rows & np.isfinite(values)]
-        columns.append(
-            TabularColumn(
-                name=name,
-                type=kind,
-                missing_share=missing_share,
-                mean=float(fitted.mean()) if len(fitted) else 0.0,
-                std=std if std > 1e-12 else 1.0,
-                minimum=float(finite.min()) if kind == "numeric" and len(finite) else None,
-                maximum=float(finite.max()) if kind == "numeric" and len(finite) else None,
-                bins=value_bins(fitted) if kind == "numeric" else None,
-                value_counts=[int((fitted == 0).sum()), int((fitted == 1).sum())] if kind == "boolean" else [],
-            )
-        )
-    if not columns:
-        raise TableError(
-            f"no feature column is left besides the label {label_column!r}"
-            + (f" and the id {id_column!r}" if id_column else "")
-            + (": " + "; ".join(notes) if notes else "")
-        )
-    return TabularInput(columns=columns, label_column=label_column, id_column=id_column), notes
-
-
-def _subset(cells: ParsedCells, rows: np.ndarray) -> ParsedCells:
-    """The parsed cells of ``rows`` only."""
-    return ParsedCells(
-        numbers=cells.numbers[rows], missing=cells.missing[rows], number=cells.number[rows], infinite=cells.infinite[rows],
-        boolean=cells.boolean[rows], text=cells.text[rows],
-    )
+        evidence[name] = ColumnEvidence()
+        evidence[name].add(parsed[name] if parsed and name in parsed else parse_cells(frame[name]), rows, fit)
+    return schema_from_evidence(evidence, label_column=label_column, id_column=id_column, types=types, max_categories=max_categories)

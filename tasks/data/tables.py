@@ -15,13 +15,15 @@ so the same cell means the same value everywhere. Real files are messy; what is 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -74,87 +76,154 @@ def is_table_file(path: Path) -> bool:
 
 
 def read_table(source: Path | bytes, name: str = "") -> RawTable:
-    """Read one CSV/TSV/Parquet file (or its bytes) as a table.
+    """Read one CSV/TSV/Parquet file (or its bytes) as a table, whole (see :func:`iter_table` for chunks).
 
     Raises:
         TableError: not a table: binary, no header, one column only, or a header with blank or repeated names.
     """
+    chunks = list(iter_table(source, name))
+    if len(chunks) == 1:
+        return chunks[0]
+    return RawTable(
+        frame=pd.concat([c.frame for c in chunks], ignore_index=True),
+        lines=np.concatenate([c.lines for c in chunks]),
+        bad_lines=[bad for c in chunks for bad in c.bad_lines],
+        notes=[note for c in chunks for note in c.notes],
+    )
+
+
+def iter_table(source: Path | bytes, name: str = "", chunk_rows: int | None = None) -> Iterator[RawTable]:
+    """A table file (or its bytes) in chunks of at most ``chunk_rows`` rows (None: one chunk), read as it streams.
+
+    Every chunk has the header's columns; the first carries the notes; lines count on across
+    chunks. Nothing but the current chunk is held, whatever the file's size.
+
+    Raises:
+        TableError: not a table (raised before the first chunk).
+    """
     name = name or (str(source) if isinstance(source, Path) else "the table")
-    data = source.read_bytes() if isinstance(source, Path) else source
-    if data[:4] == b"PAR1":
-        return _read_parquet(data, name)
+
+    def opened() -> BinaryIO:
+        return source.open("rb") if isinstance(source, Path) else io.BytesIO(source)
+
+    with opened() as stream:
+        head = stream.read(65_536)
+    if head[:4] == b"PAR1":
+        yield from _iter_parquet(opened, name, chunk_rows)
+        return
     if isinstance(source, Path) and source.suffix.lower() in (".parquet", ".pq"):
         raise TableError(f"{name} is named as Parquet but is not a Parquet file")
-    return _read_text(data, name)
+    yield from _iter_text(opened, head, name, chunk_rows)
 
 
-def _read_parquet(data: bytes, name: str) -> RawTable:
+def _iter_parquet(opened: Callable[[], BinaryIO], name: str, chunk_rows: int | None) -> Iterator[RawTable]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        # Without pandas' metadata: a column stored as the index (``set_index("customer_id")``) stays a
-        # column, and nullable integers come back as floats with NaN, as every other path sees them.
-        frame = pq.read_table(io.BytesIO(data)).to_pandas(ignore_metadata=True)
+        with opened() as stream:
+            parquet = pq.ParquetFile(stream)
+            names = [str(c) for c in parquet.schema_arrow.names]
+            _check_header(names, name)
+            line = 2
+            batches = parquet.iter_batches(batch_size=chunk_rows or 1 << 62)
+            first = True
+            for batch in batches:
+                # Without pandas' metadata: a column stored as the index (``set_index("customer_id")``) stays a
+                # column, and nullable integers come back as floats with NaN, as every other path sees them.
+                frame = pa.Table.from_batches([batch]).to_pandas(ignore_metadata=True)
+                frame.columns = [c.strip() for c in names]
+                yield RawTable(frame=frame, lines=np.arange(line, line + len(frame)))
+                line += len(frame)
+                first = False
+            if first:
+                yield RawTable(frame=pd.DataFrame(columns=[c.strip() for c in names]), lines=np.zeros(0, np.int64))
+    except TableError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a broken file; the message says which file
         raise TableError(f"{name} is not a readable Parquet file: {exc}") from None
-    _check_header([str(c) for c in frame.columns], name)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return RawTable(frame=frame.reset_index(drop=True), lines=np.arange(2, len(frame) + 2))
 
 
-def _read_text(data: bytes, name: str) -> RawTable:
-    notes = []
-    if b"\x00" in data[:65_536]:
+def _encoding(opened: Callable[[], BinaryIO], name: str) -> tuple[str, list[str]]:
+    """UTF-8 (a byte-order mark skipped) when every byte decodes as such, else latin-1, said in a note."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0
+    with opened() as stream:
+        while block := stream.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return "latin-1", [f"{name} is not valid UTF-8 (byte {offset + exc.start}); read as latin-1"]
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "latin-1", [f"{name} is not valid UTF-8 (it ends inside a character); read as latin-1"]
+    return "utf-8-sig", []
+
+
+def _iter_text(opened: Callable[[], BinaryIO], head: bytes, name: str, chunk_rows: int | None) -> Iterator[RawTable]:
+    if b"\x00" in head:
         raise TableError(
             f"{name} is not a text table: it holds NUL bytes (a binary file, or UTF-16 text; save it as UTF-8 CSV)"
         )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        text = data.decode("latin-1")
-        notes.append(f"{name} is not valid UTF-8 (byte {exc.start}); read as latin-1")
-    if not text.strip():
+    encoding, notes = _encoding(opened, name)
+    start_text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    if not start_text.strip():
         raise TableError(f"{name} is empty: expected a header line and rows")
-    start = text.lstrip()[:1]
+    start = start_text.lstrip()[:1]
     if start in ("{", "[", "<"):
         what = "JSON" if start in "{[" else "HTML or XML"
         raise TableError(f"{name} is not a table: it holds {what} (expected a CSV, TSV or Parquet file with a header line)")
-    header_line = text.lstrip("\r\n").split("\n", 1)[0]
+    header_line = start_text.lstrip("\r\n").split("\n", 1)[0]
     delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([header_line], delimiter=d))))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    bad: list[tuple[int, str]] = []
-    header: list[str] | None = None
-    try:
-        for record in reader:
-            line = reader.line_num
-            if not record or all(not cell.strip() for cell in record):
-                if header is not None and record:
-                    bad.append((line, "empty row"))
-                continue
-            if header is None:
-                header = record
-                continue
-            if len(record) != len(header):
-                bad.append((line, f"{len(record)} fields where the header has {len(header)}"))
-                continue
-            rows.append(record)
-            lines.append(line)
-    except csv.Error as exc:
-        raise TableError(f"{name} is not a readable CSV file: line {reader.line_num}: {exc}") from None
-    assert header is not None  # the text is not blank
-    if len(header) < 2:
-        raise TableError(
-            f"{name} is not a table: its header {header_line[:80]!r} has one column with any of the delimiters "
-            f"{', '.join(repr(d) for d in DELIMITERS)} (a label column and at least one feature are needed)"
-        )
-    _check_header(header, name)
     if delimiter != ",":
         notes.append(f"{name}: fields are separated by {delimiter!r}")
-    columns = [h.strip() for h in header]
-    frame = pd.DataFrame(rows, columns=columns, dtype=object) if rows else pd.DataFrame(columns=columns, dtype=object)
-    return RawTable(frame=frame, lines=np.asarray(lines, dtype=np.int64), bad_lines=bad, notes=notes)
+    with opened() as raw, io.TextIOWrapper(raw, encoding=encoding, newline="") as text:
+        reader = csv.reader(text, delimiter=delimiter)
+        header: list[str] | None = None
+        columns: list[str] = []
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        bad: list[tuple[int, str]] = []
+        yielded = False
+
+        def chunk() -> RawTable:
+            frame = pd.DataFrame(rows, columns=columns, dtype=object) if rows else pd.DataFrame(columns=columns, dtype=object)
+            return RawTable(frame=frame, lines=np.asarray(lines, dtype=np.int64), bad_lines=list(bad), notes=[] if yielded else notes)
+
+        try:
+            for record in reader:
+                line = reader.line_num
+                if not record or not "".join(record).strip():
+                    if header is not None and record:
+                        bad.append((line, "empty row"))
+                    continue
+                if header is None:
+                    header = record
+                    if len(header) < 2:
+                        raise TableError(
+                            f"{name} is not a table: its header {header_line[:80]!r} has one column with any of the "
+                            f"delimiters {', '.join(repr(d) for d in DELIMITERS)} (a label column and at least one "
+                            "feature are needed)"
+                        )
+                    _check_header(header, name)
+                    columns = [h.strip() for h in header]
+                    continue
+                if len(record) != len(header):
+                    bad.append((line, f"{len(record)} fields where the header has {len(header)}"))
+                    continue
+                rows.append(record)
+                lines.append(line)
+                if chunk_rows and len(rows) == chunk_rows:
+                    yield chunk()
+                    yielded, rows, lines, bad = True, [], [], []
+        except csv.Error as exc:
+            raise TableError(f"{name} is not a readable CSV file: line {reader.line_num}: {exc}") from None
+        if header is None:
+            raise TableError(f"{name} is empty: expected a header line and rows")
+        if rows or bad or not yielded:
+            yield chunk()
 
 
 def _check_header(header: list[str], name: str) -> None:
@@ -176,12 +245,14 @@ def canonical_numbers(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def parse_cells(cells: pd.Series) -> ParsedCells:
+def parse_cells(cells: pd.Series, categories: bool = True) -> ParsedCells:
     """Parse one column's cells: numbers (thousands separators allowed), missing values, infinities, booleans.
 
     ``text`` is each cell as a category: stripped text, but a number written one way (``1``, ``1.0``,
     ``01`` and a float column's 1.0 are all ``'1'``) and a yes/no value as ``true``/``false`` when
     the cell is a boolean, so a CSV, a Parquet column and a JSON value name the same category alike.
+    Without ``categories`` the text is the stripped cell as read (cheaper: a column known to hold
+    numbers or yes/no values needs it only to name a cell that is neither).
     """
     if pd.api.types.is_bool_dtype(cells.dtype):
         values = cells.astype("float64")
@@ -226,6 +297,8 @@ def parse_cells(cells: pd.Series) -> ParsedCells:
     boolean[lowered.isin(FALSE_WORDS).to_numpy(dtype=bool)] = 0.0
     zero_one = number & np.isin(numbers, (0.0, 1.0))
     boolean[zero_one] = numbers[zero_one]
+    if not categories:  # a numeric or yes/no column's text only names a bad cell: left as read
+        return ParsedCells(numbers=numbers, missing=missing, number=number, infinite=infinite, boolean=boolean, text=text)
     text = text.where(~missing, "").astype(object)
     if number.any():
         text[number] = canonical_numbers(numbers[number])
@@ -242,21 +315,6 @@ def _stripped_text(cells: pd.Series) -> pd.Series:
         return "" if value is None or (np.ndim(value) == 0 and pd.isna(value)) else str(value).strip()
 
     return cells.map(one).astype("string[pyarrow]")
-
-
-def infer_type(parsed: ParsedCells) -> ColumnType | None:
-    """The type a column's present cells suggest; None when every cell is missing.
-
-    Boolean: every present cell is a yes/no word or 0/1. Numeric: at least ``NUMERIC_SHARE`` of
-    them are numbers (infinities count: they are typing errors of a numeric column). Else categorical.
-    """
-    present = ~parsed.missing
-    if not present.any():
-        return None
-    if not np.isnan(parsed.boolean[present]).any():
-        return "boolean"
-    numeric = (parsed.number | parsed.infinite)[present].mean()
-    return "numeric" if numeric >= NUMERIC_SHARE else "categorical"
 
 
 def canonical_label(labels: pd.Series) -> pd.Series:

@@ -266,3 +266,21 @@ def test_parquet_keeps_an_index_column_and_reads_nullable_integers_as_numbers(tm
     snapshot = ingest(tmp_path / "t.parquet", tmp_path, id_column="customer")
     visits = next(c for c in snapshot.input.columns if c.name == "visits")
     assert visits.type == "numeric" and visits.nullable and not snapshot.quarantined
+
+
+def test_chunks_of_any_size_give_the_same_snapshot(tmp_path: Path) -> None:
+    frame = table(300).assign(extra=np.arange(300) * 1.5).astype(object)
+    frame.loc[::9, "age"] = ""
+    frame.loc[5, "age"] = "forty"
+    frame.loc[7, "label"] = ""
+    frame.loc[40, "member"] = "maybe"
+    frame = pd.concat([frame, frame.iloc[[10]].assign(label="low" if frame.loc[10, "label"] == "high" else "high"), frame.iloc[[11]]])
+    path = write(tmp_path / "t.csv", frame.reset_index(drop=True))
+    config = DataConfig(source=str(path))
+    whole = ingest_table(path, config, tmp_path / "whole")
+    chunked = ingest_table(path, config, tmp_path / "chunked", chunk_rows=7)  # chunks end inside repeats and conflicts
+    assert chunked.version == whole.version and chunked.input == whole.input and chunked.counts == whole.counts
+    assert chunked.quarantined == whole.quarantined and len(whole.quarantined) == 4  # "maybe" makes member a category
+    for name in ("images.npy", "labels.npy", "splits.npy"):
+        np.testing.assert_array_equal(np.load(chunked.directory / name), np.load(whole.directory / name))
+    assert chunked.manifest() == whole.manifest() and len(whole.manifest().files) == whole.num_examples == 302 - 4
