@@ -338,6 +338,7 @@ class TableRows:
     labels: np.ndarray  # class index per row (-1: no label)
     splits: np.ndarray  # SPLIT_CODES per row
     identity: np.ndarray  # S16 per row: unique among usable rows
+    content: np.ndarray  # S16 per row: the hash of its values (part of the version, also when rows are known by id)
     lines: np.ndarray  # the file line of each row
     where: Callable[[int], str]  # a row's name, ``file:line``
     chunks: Callable[[], Iterator[EncodedChunk]]  # every row, encoded, in order
@@ -369,7 +370,8 @@ def write_table_snapshot(
             for chunk in rows.chunks():
                 for i, reason in chunk.invalid.items():
                     reasons.setdefault(i, reason)
-                reasons.update(chunk.named)
+                # A repeated id's reason is written once its id can be named; another reason found first stays.
+                reasons.update({i: r for i, r in chunk.named.items() if reasons.get(i, "").startswith("id repeats")})
                 index = np.arange(chunk.start, chunk.start + len(chunk.raw))
                 keep = np.array([i not in reasons for i in index], dtype=bool)
                 out.write(np.ascontiguousarray(chunk.raw[keep], dtype=np.float64).tobytes())
@@ -384,6 +386,8 @@ def write_table_snapshot(
         order = np.argsort(identity, kind="stable")
         digest = hashlib.sha256(identity[order].tobytes())
         digest.update("\n".join(classes).encode() + labels[order].astype("<i8").tobytes())
+        # The rows' values too: a row known by its id whose values changed is another dataset.
+        digest.update(rows.content[accepted][order].tobytes())
         version = digest.hexdigest()[:16]
         files_seen = len(rows.labels) + len(quarantined) - len(reasons)
         directory, report_path, notes = _validated(

@@ -400,10 +400,6 @@ class TabularInput(BaseModel):
         return int(flagged.sum()), note
 
 
-# How many distinct train categories a column keeps once it has counted five times as many: the top
-# max_categories (at most 10,000) are kept in the end, so counting every number of a million-row
-# numeric column helps nobody.
-CATEGORY_COUNT_CAP = 20_000
 # Distinct values counted per column (to tell an identifier or free text from a category): past
 # this many, the column is one of those whatever else it holds.
 DISTINCT_CAP = 200_000
@@ -430,6 +426,7 @@ class ColumnEvidence:
     fit_numbers: list[np.ndarray] = field(default_factory=list)
     fit_booleans: list[int] = field(default_factory=lambda: [0, 0])
     fit_text: Counter = field(default_factory=Counter)
+    too_many_categories: bool = False
 
     def add(self, cells: ParsedCells, rows: np.ndarray, fit: np.ndarray) -> None:
         """Count the cells of ``rows`` (and of ``fit``, the train split's usable rows among them)."""
@@ -446,13 +443,16 @@ class ColumnEvidence:
         fit = fit & rows
         self.fit_rows += int(fit.sum())
         self.fit_missing += int((fit & cells.missing).sum())
-        self.fit_numbers.append(cells.numbers[fit & cells.number].astype(np.float32))
+        self.fit_numbers.append(cells.numbers[fit & cells.number])
         booleans = cells.boolean[fit & ~np.isnan(cells.boolean)]
         self.fit_booleans[0] += int((booleans == 0).sum())
         self.fit_booleans[1] += int((booleans == 1).sum())
-        self.fit_text.update(cells.text[fit & ~cells.missing].value_counts().to_dict())
-        if len(self.fit_text) > 5 * CATEGORY_COUNT_CAP:
-            self.fit_text = Counter(dict(self.fit_text.most_common(CATEGORY_COUNT_CAP // 2)))
+        if not self.too_many_categories:
+            self.fit_text.update(cells.text[fit & ~cells.missing].value_counts().to_dict())
+            if len(self.fit_text) > DISTINCT_CAP:
+                # More distinct train values than any category list: whatever the chunks, the column is
+                # no categorical one (numbers, an identifier, free text). Counting stops; memory stays bounded.
+                self.too_many_categories, self.fit_text = True, Counter()
 
     def inferred_type(self) -> ColumnType | None:
         """As :func:`tasks.data.tables.infer_type` on all the cells counted."""
@@ -467,11 +467,18 @@ class ColumnEvidence:
         missing_share = self.fit_missing / self.fit_rows if self.fit_rows else 0.0
         if kind == "categorical":
             distinct = len(self.distinct)
-            if distinct > max_categories and (distinct > 0.5 * self.present or distinct > DISTINCT_CAP) and not forced:
+            capped = distinct > DISTINCT_CAP or self.too_many_categories
+            if distinct > max_categories and (distinct > 0.5 * self.present or capped) and not forced:
+                counted = f"more than {DISTINCT_CAP:,}" if capped else str(distinct)
                 return None, [
-                    f"column {name!r} has {distinct} distinct values in {self.rows} rows: left out as an identifier "
+                    f"column {name!r} has {counted} distinct values in {self.rows} rows: left out as an identifier "
                     f"or free text (name it in data.id_column, or set data.columns.{name}: categorical to keep it)"
                 ]
+            if self.too_many_categories:
+                raise TableError(
+                    f"column {name!r} has more than {DISTINCT_CAP:,} distinct values in training: too many for a categorical "
+                    f"column (set data.columns.{name} to numeric, or ignore)"
+                )
             ordered = sorted(self.fit_text.items(), key=lambda item: (-item[1], item[0]))
             notes = [
                 f"column {name!r} has {len(ordered)} categories in training: the {max_categories} most frequent are kept "

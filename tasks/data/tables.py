@@ -131,7 +131,10 @@ def _iter_parquet(opened: Callable[[], BinaryIO], name: str, chunk_rows: int | N
             for batch in batches:
                 # Without pandas' metadata: a column stored as the index (``set_index("customer_id")``) stays a
                 # column, and nullable integers come back as floats with NaN, as every other path sees them.
-                frame = pa.Table.from_batches([batch]).to_pandas(ignore_metadata=True)
+                # Booleans as pandas' nullable boolean: the same dtype whether or not a batch has a null.
+                frame = pa.Table.from_batches([batch]).to_pandas(
+                    ignore_metadata=True, types_mapper={pa.bool_(): pd.BooleanDtype()}.get
+                )
                 frame.columns = [c.strip() for c in names]
                 yield RawTable(frame=frame, lines=np.arange(line, line + len(frame)))
                 line += len(frame)
@@ -175,7 +178,7 @@ def _iter_text(opened: Callable[[], BinaryIO], head: bytes, name: str, chunk_row
     if start in ("{", "[", "<"):
         what = "JSON" if start in "{[" else "HTML or XML"
         raise TableError(f"{name} is not a table: it holds {what} (expected a CSV, TSV or Parquet file with a header line)")
-    header_line = start_text.lstrip("\r\n").split("\n", 1)[0]
+    header_line = (start_text.lstrip("\r\n").splitlines() or [""])[0]
     delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([header_line], delimiter=d))))
     if delimiter != ",":
         notes.append(f"{name}: fields are separated by {delimiter!r}")
@@ -318,12 +321,8 @@ def _stripped_text(cells: pd.Series) -> pd.Series:
 
 
 def canonical_label(labels: pd.Series) -> pd.Series:
-    """Label cells as class names: stripped text; integral numbers written without a decimal part ('1.0' -> '1')."""
-    parsed = parse_cells(labels)
-    text = parsed.text.copy()
-    integral = parsed.number & (np.floor(np.nan_to_num(parsed.numbers)) == np.nan_to_num(parsed.numbers))
-    text[integral] = [str(int(v)) for v in parsed.numbers[integral]]
-    return text
+    """Label cells as class names, written as categories are ('1.0' -> '1', a boolean -> 'true'; '' when missing)."""
+    return parse_cells(labels).text
 
 
 def row_keys(frame: pd.DataFrame, feature_columns: list[str], parsed: dict[str, ParsedCells] | None = None) -> list[str]:

@@ -15,6 +15,7 @@ the schema inferred from that evidence, straight to the snapshot's array on disk
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,14 +93,34 @@ class TableSource:
             raise DataValidationError(f"no file under {source} is a readable table: " + "; ".join(q.reason for q in self.quarantined))
 
     def chunks(self) -> Iterator[tuple[int, RawTable]]:
-        """(file index, chunk) in file order, the chunk's columns in the first file's order."""
+        """(file index, chunk) in file order, the chunk's columns in the first file's order.
+
+        Raises:
+            UnreadableFile: a file fails past its first row (a broken quote, a damaged Parquet page).
+        """
         for index, (path, name) in enumerate(self.files):
-            for chunk in iter_table(path, name=name, chunk_rows=self.chunk_rows):
-                yield index, RawTable(frame=chunk.frame[self.columns], lines=chunk.lines, bad_lines=chunk.bad_lines, notes=chunk.notes)
+            try:
+                for chunk in iter_table(path, name=name, chunk_rows=self.chunk_rows):
+                    yield index, RawTable(frame=chunk.frame[self.columns], lines=chunk.lines, bad_lines=chunk.bad_lines, notes=chunk.notes)
+            except (TableError, csv.Error, UnicodeError) as exc:
+                raise UnreadableFile(index, str(exc) if isinstance(exc, TableError) else f"{name} is not a readable table: {exc}") from None
+
+    def drop(self, index: int, reason: str) -> None:
+        """Leave a file out, quarantined with ``reason``."""
+        self.quarantined.append(QuarantineEntry(path=self.files[index][1], reason=reason))
+        del self.files[index]
 
     def where(self, file: int, line: int) -> str:
         """A row's name: ``file:line``."""
         return f"{self.files[file][1]}:{line}"
+
+
+class UnreadableFile(Exception):
+    """A file of the source that failed part way through; ``index`` is its place in the readable files."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index, self.reason = index, reason
 
 
 @dataclass
@@ -121,9 +142,18 @@ class RowFacts:
         return {name: np.concatenate(getattr(self, name)) for name in fields}
 
 
+def _key(hex_digest: str) -> bytes:
+    """A 16-byte row key: 120 bits of a hex digest and a closing 0x01.
+
+    NumPy's fixed-size byte strings drop trailing zero bytes when an element is read, so a key
+    ending in one would read back shorter (one row in 256): the closing byte is never zero.
+    """
+    return bytes.fromhex(hex_digest[:30]) + b"\x01"
+
+
 def _digests(hex_keys: list[str]) -> np.ndarray:
-    """128-bit digests (hex) as 16-byte array entries."""
-    return np.array([bytes.fromhex(key[:32]) for key in hex_keys], dtype="S16")
+    """Row keys (:func:`_key`) of hex digests, as a 16-byte array."""
+    return np.array([_key(key) for key in hex_keys], dtype="S16")
 
 
 def ingest_table(
@@ -145,15 +175,17 @@ def ingest_table(
     table = TableSource(source, files, chunk_rows)
     _check_columns(table.columns, config, source)
     features = [c for c in table.columns if c not in (config.label_column, config.id_column)]
-    evidence = {name: ColumnEvidence() for name in features if config.columns.get(name) != "ignore"}
-    facts, notes, total = RowFacts(), [], 0
-    for file, chunk in table.chunks():
-        notes += chunk.notes
-        quarantined += [QuarantineEntry(path=table.where(file, line), reason=reason) for line, reason in chunk.bad_lines]
-        _first_pass(chunk, file, features, evidence, facts, config)
-        total += len(chunk.frame)
-        if progress:
-            progress(total, 0)
+    while True:  # a file failing part way through is quarantined, and the first pass starts again without it
+        try:
+            evidence, facts, notes, lines, total = _gather(table, features, config, progress)
+            break
+        except UnreadableFile as bad:
+            if len(files) == 1:  # the source is this one file
+                raise DataValidationError(bad.reason) from None
+            table.drop(bad.index, bad.reason)
+            if not table.files:
+                raise DataValidationError(f"no file under {source} is a readable table: " + "; ".join(q.reason for q in table.quarantined)) from None
+    quarantined += lines
     try:
         contract, schema_notes = schema_from_evidence(
             evidence, label_column=config.label_column, id_column=config.id_column, types=dict(config.columns),
@@ -163,11 +195,13 @@ def ingest_table(
         raise DataValidationError(f"{source}: {bad}") from None
     rows = facts.arrays()
     names = {code: name for name, code in facts.names.items()}
-    reasons, repeated_ids = _row_reasons(rows, names, table, config)
     classes = sorted(facts.names)
+    del facts  # the chunks' arrays, now joined in ``rows``
+    reasons, repeated_ids = _row_reasons(rows, names, table, config)
     to_class = np.array([classes.index(names[code]) for code in range(len(names))], dtype=np.int64)
     usable = np.ones(total, bool)
     usable[list(reasons)] = False
+
     def written_where(i: int) -> str:
         return table.where(int(rows["file"][i]), int(rows["line"][i]))
 
@@ -176,15 +210,32 @@ def ingest_table(
         labels=np.where(rows["label"] >= 0, to_class[np.maximum(rows["label"], 0)] if len(names) else 0, -1),
         splits=rows["split"],
         identity=_identities(rows, usable, bool(config.id_column)),
+        content=rows["content"],
         lines=rows["line"],
         where=written_where,
-        chunks=lambda: _second_pass(table, contract, config, repeated_ids, written_where, total, progress),
+        chunks=lambda: _second_pass(table, contract, config, repeated_ids, written_where, rows, progress),
     )
     snapshot = write_table_snapshot(
         written, reasons=reasons, quarantined=quarantined + table.quarantined, source=str(source), classes=classes,
         config=config, snapshots_dir=snapshots_dir,
     )
     return snapshot.model_copy(update={"warnings": notes + schema_notes + snapshot.warnings})
+
+
+def _gather(
+    table: TableSource, features: list[str], config: DataConfig, progress: Callable[[int, int], None] | None
+) -> tuple[dict[str, ColumnEvidence], RowFacts, list[str], list[QuarantineEntry], int]:
+    """The first pass: each column's evidence, the row facts, the files' notes, the lines that are no rows, the row count."""
+    evidence = {name: ColumnEvidence() for name in features if config.columns.get(name) != "ignore"}
+    facts, notes, lines, total = RowFacts(), [], [], 0
+    for file, chunk in table.chunks():
+        notes += chunk.notes
+        lines += [QuarantineEntry(path=table.where(file, line), reason=reason) for line, reason in chunk.bad_lines]
+        _first_pass(chunk, file, features, evidence, facts, config)
+        total += len(chunk.frame)
+        if progress:
+            progress(total, 0)
+    return evidence, facts, notes, lines, total
 
 
 def _check_columns(columns: list[str], config: DataConfig, source: Path) -> None:
@@ -285,33 +336,55 @@ def _identities(rows: dict[str, np.ndarray], usable: np.ndarray, by_id: bool) ->
     order, _, run_start = _groups(rows["content"], np.flatnonzero(usable))
     for k in np.flatnonzero(run_start != np.arange(len(order))):
         i = int(order[k])
-        identity[i] = bytes.fromhex(sha256_bytes(f"{identity[i].hex()}#{k - run_start[k]}".encode())[:32])
+        identity[i] = _key(sha256_bytes(f"{identity[i].hex()}#{k - run_start[k]}".encode()))
     return identity
 
 
 def _second_pass(
     table: TableSource, contract: TabularInput, config: DataConfig, repeated_ids: dict[int, int],
-    where: Callable[[int], str], total: int, progress: Callable[[int, int], None] | None,
+    where: Callable[[int], str], rows: dict[str, np.ndarray], progress: Callable[[int, int], None] | None,
 ) -> Iterator[EncodedChunk]:
     """Each chunk's rows encoded by the contract, the reasons of rows whose cells do not fit it, and the
-    reasons of rows repeating an id, now that the id can be named."""
-    start = 0
-    for _, chunk in table.chunks():
-        frame, n = chunk.frame, len(chunk.frame)
-        encoded = contract.encode(frame)
-        invalid: dict[int, str] = {}
-        for row, reason in encoded.problems:
-            if encoded.invalid[row]:
-                invalid[start + row] = f"{invalid[start + row]}; {reason}" if start + row in invalid else reason
-        named: dict[int, str] = {}
-        repeats = [i for i in range(start, start + n) if i in repeated_ids] if repeated_ids else []
-        if repeats:
-            ids = parse_cells(frame[config.id_column]).text
-            named = {i: f"id {ids.iat[i - start]!r} repeats {where(repeated_ids[i])}" for i in repeats}
-        yield EncodedChunk(start=start, raw=encoded.raw, invalid=invalid, named=named)
-        start += n
-        if progress:
-            progress(start, total)
+    reasons of rows repeating an id, now that the id can be named.
+
+    Raises:
+        DataValidationError: a file changed since the first pass read it.
+    """
+    start, total = 0, len(rows["line"])
+    try:
+        for file, chunk in table.chunks():
+            n = len(chunk.frame)
+            if start + n > total or not (
+                np.array_equal(chunk.lines, rows["line"][start : start + n]) and (rows["file"][start : start + n] == file).all()
+            ):
+                raise UnreadableFile(file, f"{table.files[file][1]} changed while it was read")
+            yield _encoded(chunk, start, contract, config, repeated_ids, where)
+            start += n
+            if progress:
+                progress(start, total)
+    except UnreadableFile as bad:
+        raise DataValidationError(f"{bad.reason}: run the build again on a source that is not being written") from None
+    if start != total:
+        raise DataValidationError("the source changed while it was read (rows are gone): run the build again")
+
+
+def _encoded(
+    chunk: RawTable, start: int, contract: TabularInput, config: DataConfig, repeated_ids: dict[int, int],
+    where: Callable[[int], str],
+) -> EncodedChunk:
+    """One chunk's rows encoded, with the reasons of its rows that cannot be used."""
+    frame, n = chunk.frame, len(chunk.frame)
+    encoded = contract.encode(frame)
+    invalid: dict[int, str] = {}
+    for row, reason in encoded.problems:
+        if encoded.invalid[row]:
+            invalid[start + row] = f"{invalid[start + row]}; {reason}" if start + row in invalid else reason
+    named: dict[int, str] = {}
+    repeats = [i for i in range(start, start + n) if i in repeated_ids] if repeated_ids else []
+    if repeats:
+        ids = parse_cells(frame[config.id_column]).text
+        named = {i: f"id {ids.iat[i - start]!r} repeats {where(repeated_ids[i])}" for i in repeats}
+    return EncodedChunk(start=start, raw=encoded.raw, invalid=invalid, named=named)
 
 
 def source_kind(source: Path, kind: str = "auto") -> str:

@@ -284,3 +284,40 @@ def test_chunks_of_any_size_give_the_same_snapshot(tmp_path: Path) -> None:
     for name in ("images.npy", "labels.npy", "splits.npy"):
         np.testing.assert_array_equal(np.load(chunked.directory / name), np.load(whole.directory / name))
     assert chunked.manifest() == whole.manifest() and len(whole.manifest().files) == whole.num_examples == 302 - 4
+
+
+def test_a_file_failing_part_way_is_quarantined_in_a_folder_and_fails_alone(tmp_path: Path) -> None:
+    write(tmp_path / "src" / "a.csv", table(100))
+    # A quote opened and never closed, far into the file: the reader fails there, not at the start.
+    broken = table(3000, seed=1).to_csv(index=False) + '1.5,"red' + "x" * 200_000 + "\n"
+    (tmp_path / "src" / "b.csv").write_text(broken)
+    snapshot = ingest(tmp_path / "src", tmp_path)
+    assert snapshot.num_examples == 100 and "field larger than field limit" in reasons(snapshot)["b.csv"]
+    with pytest.raises(DataValidationError, match="b.csv is not a readable CSV file: line .*field larger than field limit"):
+        ingest(tmp_path / "src" / "b.csv", tmp_path / "alone")
+
+
+def test_large_numbers_keep_their_spread_and_row_keys_their_length(tmp_path: Path) -> None:
+    frame = table(3000).assign(seconds=1.7e9 + np.arange(3000) % 60)  # epoch seconds: float32 would flatten them
+    snapshot = ingest(write(tmp_path / "t.csv", frame), tmp_path)
+    seconds = next(c for c in snapshot.input.columns if c.name == "seconds")
+    raw, _ = snapshot.arrays("train")
+    assert seconds.std == pytest.approx(raw[:, -1].std()) and 16 < seconds.std < 19
+    assert {len(f.sha256) for f in snapshot.manifest().files} == {32}  # no key loses a trailing zero byte
+
+
+def test_parquet_booleans_read_alike_whatever_the_chunk(tmp_path: Path) -> None:
+    frame = table(400).assign(label=pd.array([i % 3 == 0 if i != 5 else None for i in range(400)], dtype="boolean"))
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=100)
+    config = DataConfig(source=str(tmp_path / "t.parquet"))
+    whole = ingest_table(tmp_path / "t.parquet", config, tmp_path / "a")
+    chunked = ingest_table(tmp_path / "t.parquet", config, tmp_path / "b", chunk_rows=100)
+    assert whole.classes == chunked.classes == ["false", "true"] and whole.version == chunked.version
+
+
+def test_a_row_known_by_id_whose_values_changed_is_another_dataset(tmp_path: Path) -> None:
+    frame = table().assign(customer=[f"c{i}" for i in range(120)])
+    first = ingest(write(tmp_path / "t.csv", frame), tmp_path, id_column="customer")
+    frame.loc[3, "age"] = 99.5
+    second = ingest(write(tmp_path / "t.csv", frame), tmp_path, id_column="customer")
+    assert first.version != second.version
