@@ -1,7 +1,8 @@
 """Label feedback: true labels that arrive after scoring, joined to the logged predictions, and the realized accuracy.
 
 Labels come as CSV or Parquet tables with a ``label`` column and one id column: ``image_sha256``
-(or ``sha256``: the content hash the scoring stage logged) or ``file`` (the name it logged).
+(or ``sha256``: the content hash the scoring stage logged), ``file`` (the name it logged), or, for
+a table model with ``data.id_column``, that column (the id each scored row was logged with).
 Every label that cannot be used is a problem entry naming the id and why (unknown class, two
 different labels for one input, never scored, empty); nothing is dropped silently.
 
@@ -40,8 +41,10 @@ class LabelProblem(BaseModel):
     reason: str
 
 
-def read_label_tables(paths: list[Path]) -> pd.DataFrame:
-    """Every row of the CSV/Parquet label tables as ``id``, ``label``, ``origin`` (file and row).
+def read_label_tables(paths: list[Path], row_id_column: str | None = None) -> pd.DataFrame:
+    """Every row of the CSV/Parquet label tables as ``id``, ``label``, ``origin`` (file and row), ``by``.
+
+    ``by`` is ``row_id`` for labels keyed by ``row_id_column`` (a table model's id column), else ``input``.
 
     Raises:
         LabelFileError: a file that is neither CSV nor Parquet, cannot be parsed, or lacks
@@ -58,10 +61,11 @@ def read_label_tables(paths: list[Path]) -> pd.DataFrame:
                 raise LabelFileError(f"{path.name}: labels must be .csv or .parquet files")
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             raise LabelFileError(f"{path.name}: cannot be read as a label table ({exc})") from exc
-        id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
+        allowed = [*ID_COLUMNS, *([row_id_column] if row_id_column else [])]
+        id_column = next((c for c in allowed if c in table.columns), None)
         if "label" not in table.columns or id_column is None:
             raise LabelFileError(
-                f"{path.name}: has columns {list(table.columns)}; a label table needs 'label' and one id column of {list(ID_COLUMNS)}"
+                f"{path.name}: has columns {list(table.columns)}; a label table needs 'label' and one id column of {allowed}"
             )
         # Origins are 1-based data rows (a CSV's header is not counted), the same for both formats.
         frames.append(
@@ -70,10 +74,11 @@ def read_label_tables(paths: list[Path]) -> pd.DataFrame:
                     "id": _text(table[id_column]),
                     "label": _text(table["label"]),
                     "origin": [f"{path.name}:row {i + 1}" for i in range(len(table))],
+                    "by": "row_id" if id_column == row_id_column else "input",
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "label", "origin"])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "label", "origin", "by"])
 
 
 def _text(column: pd.Series) -> pd.Series:
@@ -91,7 +96,8 @@ def _text(column: pd.Series) -> pd.Series:
 def label_rows(rows: list[LabelRow]) -> pd.DataFrame:
     """Inline labels as the same frame as :func:`read_label_tables`."""
     return pd.DataFrame(
-        {"id": [r.id.strip() for r in rows], "label": [r.label.strip() for r in rows], "origin": [f"labels[{i}]" for i in range(len(rows))]}
+        {"id": [r.id.strip() for r in rows], "label": [r.label.strip() for r in rows], "origin": [f"labels[{i}]" for i in range(len(rows))],
+         "by": "input"}
     )
 
 
@@ -135,14 +141,21 @@ def join_labels(
     prediction row (each is a logged prediction), marked by ``release_version``.
     """
     problems = []
-    by_hash = labels["id"].str.fullmatch(SHA256.pattern)
+    # A table model's logged row id: kept apart from the labels' own ``id``.
+    predictions = predictions.rename(columns={"id": "row_id"})
+    by_row_id = labels["by"].eq("row_id") if "by" in labels else pd.Series(False, index=labels.index)
+    by_hash = labels["id"].str.fullmatch(SHA256.pattern) & ~by_row_id
     frames = []
+    if len(predictions) and by_row_id.any() and "row_id" in predictions:
+        keyed = labels.loc[by_row_id, ["id", "label", "origin"]]
+        frames.append(predictions.merge(keyed, left_on="row_id", right_on="id"))
+    labels_by_input = labels.loc[~by_row_id]
     if len(predictions):
-        hashed = labels.loc[by_hash].assign(image_sha256=lambda f: f["id"])
+        hashed = labels.loc[by_hash].assign(image_sha256=lambda f: f["id"])  # by_hash excludes row ids
         frames.append(predictions.merge(hashed[["image_sha256", "label", "id", "origin"]], on="image_sha256"))
         contents = predictions.groupby("file")["image_sha256"].nunique()
         ambiguous = set(contents[contents > 1].index)
-        named = labels.loc[~by_hash]
+        named = labels_by_input.loc[~by_hash[~by_row_id]]
         for row in named.loc[named["id"].isin(ambiguous)].itertuples():
             problems.append(
                 LabelProblem(id=row.id, origin=row.origin, reason="ambiguous: this file name was logged for different contents; label it by image_sha256")

@@ -308,7 +308,9 @@ def join_feedback(
         raise NoLabels(
             f"no labels: {source!r} holds no .csv/.parquet label table" if source else "no labels: set source or labels"
         )
-    labels = pd.concat([read_label_tables(files), label_rows(rows)], ignore_index=True)
+    contract = production.manifest.input
+    row_ids = contract.id_column if contract.kind == "tabular" else None
+    labels = pd.concat([read_label_tables(files, row_ids), label_rows(rows)], ignore_index=True)
     kept, problems = clean_labels(labels, production.manifest.classes)
     since = datetime.now(timezone.utc) - timedelta(hours=window_hours) if window_hours else None
     predictions = read_window(open_store(store_config), "predictions", production.model, since=since)

@@ -135,3 +135,24 @@ def test_two_table_rows_of_equal_values_are_two_inputs_with_their_own_labels() -
     # As images (one content, one input) the same labels conflict: neither is used.
     joined, problems = join_labels(labels, rows)
     assert joined.empty and {p.id for p in problems} == {"t.csv:2", "t.csv:3"}
+
+
+def test_a_table_models_labels_join_by_its_own_id_column(tmp_path: Path) -> None:
+    rows = pd.DataFrame(
+        {"file": ["t.csv:2", "t.csv:3", "u.csv:2"], "image_sha256": ["ab" * 32, "cd" * 32, "ef" * 32],
+         "id": ["c1", "c2", "c1"], "predicted_class": ["cat", "dog", "dog"], "release_version": "v1"}
+    )
+    pd.DataFrame({"customer": ["c1", "c2", "c9"], "label": ["cat", "cat", "dog"]}).to_csv(tmp_path / "labels.csv", index=False)
+    labels = read_label_tables([tmp_path / "labels.csv"], row_id_column="customer")
+    kept, problems = clean_labels(labels, CLASSES)
+    joined, never = join_labels(kept, rows, identity=("image_sha256", "file"))
+    # c1 was scored twice (two logged predictions), c2 once; c9 never.
+    assert sorted(zip(joined["file"], joined["label"])) == [("t.csv:2", "cat"), ("t.csv:3", "cat"), ("u.csv:2", "cat")]
+    assert [p.id for p in never] == ["c9"] and not problems
+    # Labels by hash or file name still join when the logged rows carry ids.
+    kept, _ = clean_labels(label_rows([LabelRow(id="t.csv:3", label="dog")]), CLASSES)
+    joined, never = join_labels(kept, rows, identity=("image_sha256", "file"))
+    assert joined["label"].tolist() == ["dog"] and not never
+    with pytest.raises(LabelFileError, match=r"one id column of \['image_sha256', 'sha256', 'file', 'customer'\]"):
+        pd.DataFrame({"who": ["c1"], "label": ["cat"]}).to_csv(tmp_path / "bad.csv", index=False)
+        read_label_tables([tmp_path / "bad.csv"], row_id_column="customer")
