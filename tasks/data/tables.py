@@ -70,11 +70,6 @@ class ParsedCells:
     text: pd.Series  # stripped text of each cell ('' where missing)
 
 
-def is_table_file(path: Path) -> bool:
-    """A file whose suffix names a table format this modality reads."""
-    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
-
-
 def read_table(source: Path | bytes, name: str = "") -> RawTable:
     """Read one CSV/TSV/Parquet file (or its bytes) as a table, whole (see :func:`iter_table` for chunks).
 
