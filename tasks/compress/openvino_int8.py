@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import nncf
@@ -21,6 +22,20 @@ def _quiet_nncf() -> None:
 def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
     images = images.astype(np.float32)
     return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+
+
+class _Labelled:
+    """The validation set one (input, label) pair at a time, read when NNCF iterates it (it does, more than once)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(len(self.labels)):
+            yield np.asarray(self.images[i : i + 1], dtype=np.float32), self.labels[i : i + 1]
 
 
 def quantize_openvino_int8(
@@ -75,8 +90,7 @@ def quantize_openvino_int8_with_accuracy_control(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _quiet_nncf()
     model = ov.Core().read_model(str(ir_path))
-    images = validation_images.astype(np.float32)
-    labelled = [(images[i : i + 1], validation_labels[i : i + 1]) for i in range(len(images))]
+    labelled = _Labelled(validation_images, validation_labels)
 
     def validate(compiled: ov.CompiledModel, items) -> float:  # noqa: ANN001 - NNCF passes an iterable of items
         output = compiled.output(0)

@@ -51,6 +51,10 @@ class DataConfig(FormModel):
     )
     image_size: int = Field(16, ge=8, le=1024, description="Images are resized to image_size x image_size pixels")
     channels: int = Field(1, description="1 (grayscale) or 3 (RGB)")
+    workers: int = Field(
+        0, ge=0, le=256,
+        description="Images: processes decoding files in parallel; 0: one per usable CPU from 2,000 files on, else one",
+    )
     min_images_per_class: int = Field(5, ge=1, description="A class with fewer valid images fails the run")
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of the images kept for validation (early stopping, calibration)")
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of the images kept for the test: accuracy, the gate, the reference")

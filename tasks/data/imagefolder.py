@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from tasks.data.config import DataConfig
 from tasks.data.contract import ImageInput
 from tasks.data.images import BadImage
-from tasks.data.snapshot import DatasetSnapshot, DataValidationError, Example, QuarantineEntry, build_snapshot
+from tasks.data.snapshot import DatasetSnapshot, DataValidationError, DecodedFiles, QuarantineEntry, build_snapshot
+from tasks.data.stored import StoredRows, create_npy, write_rows
 from tasks.hashing import sha256_file
 
 
-def list_imagefolder(root: Path) -> tuple[dict[str, list[Path]], list[QuarantineEntry]]:
-    """Files per class folder (recursively), and the stray entries outside any class folder.
+def list_imagefolder(root: Path) -> tuple[dict[str, list[str]], list[QuarantineEntry]]:
+    """Files per class folder (recursively, as paths relative to ``root``), and the stray entries outside any class folder.
 
     Raises:
         DataValidationError: the folder is missing, not a folder, or holds no files in class folders.
@@ -22,15 +32,14 @@ def list_imagefolder(root: Path) -> tuple[dict[str, list[Path]], list[Quarantine
         raise DataValidationError(f"data folder {root} does not exist")
     if not root.is_dir():
         raise DataValidationError(f"data source {root} is not a folder (expected one subfolder per class)")
-    per_class: dict[str, list[Path]] = {}
+    per_class: dict[str, list[str]] = {}
     stray: list[QuarantineEntry] = []
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and entry.name.startswith("."):
             # Tool folders (.git, .ipynb_checkpoints) are not classes; say so instead of training on them.
             stray.append(QuarantineEntry(path=entry.name, reason="hidden folder, not a class: ignored"))
         elif entry.is_dir():
-            # A directory named like an image file is listed so it is reported, not silently skipped.
-            per_class[entry.name] = sorted(p for p in entry.rglob("*") if not p.is_dir() or p.suffix)
+            per_class[entry.name] = _files_under(entry.name, root)
         else:
             stray.append(QuarantineEntry(path=str(entry.relative_to(root)), reason="not inside a class folder"))
     if not any(per_class.values()):
@@ -40,34 +49,149 @@ def list_imagefolder(root: Path) -> tuple[dict[str, list[Path]], list[Quarantine
     return per_class, stray
 
 
-def read_imagefolder(
+def _files_under(folder: str, root: Path) -> list[str]:
+    """Every file under ``root/folder`` at any depth, as a path relative to ``root``, in path order.
+
+    A directory named like an image file (``x.png/``) is listed too, so it is reported rather than
+    silently skipped. Walked with ``os.scandir`` and kept as text: a ``Path`` per file (and ``rglob``'s
+    caches) cost hundreds of bytes each, at a million files the largest thing ingestion would hold.
+    """
+    found: list[str] = []
+    stack = [folder]
+    seen = {_identity(root / folder)}  # a symbolic link back up the tree is walked once, not forever
+    while stack:
+        current = stack.pop()
+        with os.scandir(root / current) as entries:
+            for entry in entries:
+                rel = f"{current}/{entry.name}"
+                if entry.is_dir():
+                    if _identity(Path(entry.path)) not in seen:
+                        seen.add(_identity(Path(entry.path)))
+                        stack.append(rel)
+                    if "." not in entry.name[1:]:
+                        continue
+                found.append(rel)
+    # Part by part, as paths compare: "a/b/c" before "a/b-c" ("/" sorts before any name's character).
+    found.sort(key=lambda rel: rel.replace("/", "\0"))
+    return found
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
+
+
+# Files one decoding job takes: big enough that sending it to a worker is paid back, small enough to show progress.
+JOB_FILES = 256
+# Below this many files, worker processes cost more than they save: decode in this process.
+PARALLEL_FROM_FILES = 2000
+
+
+def _decode_job(
+    root: Path, scratch: Path, offset: int, contract: ImageInput, start: int, files: list[str]
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Decode ``files`` (rows ``start`` on) into the scratch array at their rows; runs in a worker process.
+
+    Returns the files' sha256 digests (N x 32) and sizes on disk (N x 2), and why the unusable ones are.
+    """
+    digests = np.zeros((len(files), 32), np.uint8)
+    sizes = np.zeros((len(files), 2), np.int64)
+    reasons: dict[int, str] = {}
+    pixels: dict[int, np.ndarray] = {}
+    for n, rel in enumerate(files):
+        path = root / rel
+        try:
+            pixels[start + n], sizes[n] = contract.decode(path)
+            digests[n] = np.frombuffer(bytes.fromhex(sha256_file(path)), np.uint8)
+        except BadImage as bad:
+            reasons[start + n] = bad.reason
+        except OSError as exc:  # decoded, then vanished or became unreadable before hashing
+            reasons[start + n] = f"unreadable: {exc.strerror or exc}"
+    write_rows(scratch, pixels, np.dtype(np.uint8), contract.shape, offset)
+    return digests, sizes, reasons
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, as a container's cpuset limits it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def decoding_workers(requested: int, files: int) -> int:
+    """Processes to decode ``files`` with: ``requested``, or for 0 one per usable CPU once there are enough files."""
+    if requested:
+        return requested
+    return usable_cpus() if files >= PARALLEL_FROM_FILES else 1
+
+
+def decode_imagefolder(
     root: Path,
-    per_class: dict[str, list[Path]],
+    per_class: dict[str, list[str]],
     contract: ImageInput,
+    scratch: Path,
+    workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
-) -> Iterator[Example | QuarantineEntry]:
-    """Decode every file fully, in class then file order: an example, or a quarantine entry saying why not."""
-    total = sum(len(files) for files in per_class.values())
+) -> DecodedFiles:
+    """Decode every file fully into the ``.npy`` array ``scratch``: row ``i`` for file ``i`` in class then file order.
+
+    Labels are the classes' positions in ``per_class``.
+
+    ``workers`` > 1 decodes in that many processes, a bounded number of jobs in flight; each job's pixels
+    go straight to the file, so memory stays flat whatever the number of files.
+    """
+    paths = [rel for files in per_class.values() for rel in files]
+    labels = np.concatenate([np.full(len(files), k, np.int32) for k, files in enumerate(per_class.values())])
+    total = len(paths)
+    digests = np.zeros((total, 32), np.uint8)
+    sizes = np.zeros((total, 2), np.int64)
+    reasons: dict[int, str] = {}
+    offset = create_npy(scratch, np.dtype(np.uint8), (total, *contract.shape))
+    jobs = ((start, paths[start : start + JOB_FILES]) for start in range(0, total, JOB_FILES))
     done = 0
-    for class_name, files in per_class.items():
-        for path in files:
-            rel = str(path.relative_to(root))
-            done += 1
-            if progress and (done % 200 == 0 or done == total):
+    with _pool(workers) as pool:
+        for start, (job_digests, job_sizes, job_reasons) in _in_order(pool, workers, root, scratch, offset, contract, jobs):
+            digests[start : start + len(job_digests)], sizes[start : start + len(job_sizes)] = job_digests, job_sizes
+            reasons.update(job_reasons)
+            done += len(job_digests)
+            if progress:
                 progress(done, total)
-            try:
-                pixels, (width, height) = contract.decode(path)
-                digest = sha256_file(path)
-            except BadImage as bad:
-                yield QuarantineEntry(path=rel, reason=bad.reason)
-                continue
-            except OSError as exc:  # decoded, then vanished or became unreadable before hashing
-                yield QuarantineEntry(path=rel, reason=f"unreadable: {exc.strerror or exc}")
-                continue
-            yield Example(
-                path=rel, sha256=digest, label=class_name, raw=pixels,
-                meta={"original_width": width, "original_height": height},
-            )
+    return DecodedFiles(
+        paths=paths, labels=labels, digests=digests,
+        meta={"original_width": sizes[:, 0], "original_height": sizes[:, 1]}, reasons=reasons,
+    )
+
+
+def _in_order(
+    pool: ProcessPoolExecutor | None, workers: int, root: Path, scratch: Path, offset: int, contract: ImageInput,
+    jobs: Iterator[tuple[int, list[str]]],
+) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, dict[int, str]]]]:
+    """Each job's result with its first row, in job order; at most a few jobs per worker in flight."""
+    if pool is None:
+        for start, files in jobs:
+            yield start, _decode_job(root, scratch, offset, contract, start, files)
+        return
+    pending: deque[tuple[int, Future]] = deque()
+    for start, files in jobs:
+        pending.append((start, pool.submit(_decode_job, root, scratch, offset, contract, start, files)))
+        if len(pending) >= 4 * workers:
+            first, future = pending.popleft()
+            yield first, future.result()
+    while pending:
+        first, future = pending.popleft()
+        yield first, future.result()
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes (forked: they start in milliseconds and need nothing re-imported), or None for one."""
+    if workers <= 1:
+        yield None
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        yield pool
+    finally:
+        # A failure (or a consumer that stops early) cancels what has not started rather than decoding on.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ingest_imagefolder(
@@ -80,7 +204,7 @@ def ingest_imagefolder(
 
     Args:
         root: ImageFolder directory, one subfolder per class.
-        config: size, channels, split fractions and validation limits.
+        config: size, channels, split fractions, validation limits and decoding workers.
         snapshots_dir: where snapshot folders are written, one per version.
         progress: called with (files done, files total) while decoding.
 
@@ -88,16 +212,27 @@ def ingest_imagefolder(
         DataValidationError: see :func:`list_imagefolder` and :func:`tasks.data.snapshot.build_snapshot`.
     """
     per_class, stray = list_imagefolder(root)
+    per_class = {name: per_class[name] for name in sorted(per_class)}
     contract = ImageInput(channels=config.channels, image_size=config.image_size)
-    return build_snapshot(
-        [*stray, *read_imagefolder(root, per_class, contract, progress)],
-        source=str(root),
-        classes=sorted(per_class),
-        files_seen=sum(len(files) for files in per_class.values()) + len(stray),
-        contract=contract,
-        config=config,
-        snapshots_dir=snapshots_dir,
-    )
+    files = sum(len(files) for files in per_class.values())
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    # Decoded pixels wait on disk beside the snapshots (the same file system) until the accepted ones are copied.
+    scratch_dir = Path(tempfile.mkdtemp(prefix=".decoding-", dir=snapshots_dir))
+    try:
+        scratch = scratch_dir / "pixels.npy"
+        decoded = decode_imagefolder(root, per_class, contract, scratch, decoding_workers(config.workers, files), progress)
+        return build_snapshot(
+            decoded,
+            inputs=StoredRows.from_npy(scratch),
+            stray=stray,
+            source=str(root),
+            classes=list(per_class),
+            contract=contract,
+            config=config,
+            snapshots_dir=snapshots_dir,
+        )
+    finally:
+        shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
 def merge_imagefolders(roots: list[Path], dest: Path) -> Path:
@@ -109,9 +244,6 @@ def merge_imagefolders(roots: list[Path], dest: Path) -> Path:
     Raises:
         DataValidationError: a root is missing, or two roots hold the same relative path.
     """
-    import os
-    import shutil
-
     if dest.exists():
         shutil.rmtree(dest)
     for root in roots:

@@ -1,11 +1,14 @@
 """An immutable, versioned dataset snapshot, built from the examples a source reader yields.
 
-A snapshot is a folder holding the decoded, normalised inputs as NumPy arrays
-(memory-mappable), their labels and splits, per-example metadata, a manifest of
+A snapshot is a folder holding the decoded, normalised inputs as NumPy arrays, their labels and splits, per-example metadata, a manifest of
 every accepted file (path, sha256, label, split) and a validation report listing
 every quarantined file with the reason. The dataset version is the hash of the
 manifest's file hashes and labels. What happens here is the same for every
 modality: duplicates, validation limits, versioning, splitting, writing.
+
+Inputs are stored split by split (train, then val, then test), so each split is one
+contiguous range of ``images.npy``, read a batch at a time (``StoredRows``) by whoever
+consumes it: no step holds a whole split in memory.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from pydantic import BaseModel
 from tasks.data.config import DataConfig
 from tasks.data.contract import InputContract
 from tasks.data.split import SPLITS, assign_split
+from tasks.data.stored import StoredRows
 from tasks.errors import LeptonError
 from tasks.hashing import sha256_bytes
 
@@ -46,16 +50,18 @@ class QuarantineEntry(BaseModel):
 
 
 @dataclass
-class Example:
-    """One decoded, labelled input from a source, before it is accepted into a snapshot."""
+class DecodedFiles:
+    """A source's files once decoded, a few bytes each: what a snapshot is built from besides the inputs.
 
-    path: str  # relative to the source
-    sha256: str  # of the file's bytes
-    label: str
-    raw: np.ndarray  # as the input contract decodes it
-    meta: dict[str, float | int] = field(default_factory=dict)  # what statistics need besides ``raw``
-    # What the split is drawn from, when not the content hash: identical table rows (or rows of one id) share it.
-    split_key: str | None = None
+    File ``i``'s decoded input is row ``i`` of the inputs (see ``build_snapshot``); nothing here grows
+    with the size of an input, so a million files fit in tens of MiB.
+    """
+
+    paths: list[str]  # relative to the source, in source order
+    labels: np.ndarray  # class index per file
+    digests: np.ndarray  # N x 32 uint8: sha256 of each file's bytes (unused where ``reasons`` holds the file)
+    meta: dict[str, np.ndarray]  # per-file columns statistics need besides the input (images: size on disk)
+    reasons: dict[int, str]  # file -> why it is quarantined
 
 
 class DatasetFile(BaseModel):
@@ -93,24 +99,34 @@ class DatasetSnapshot(BaseModel):
     warnings: list[str] = []
     report_path: Path
 
-    def _mask(self, split: str) -> np.ndarray:
-        return np.load(self.directory / "splits.npy") == SPLIT_CODES[split]
+    def _rows(self, split: str) -> slice | np.ndarray:
+        """The split's rows: a slice (snapshots store splits one after another), or their indices in older snapshots."""
+        rows = np.flatnonzero(np.load(self.directory / "splits.npy") == SPLIT_CODES[split])
+        if not len(rows) or rows[-1] - rows[0] + 1 == len(rows):
+            return slice(int(rows[0]), int(rows[-1]) + 1) if len(rows) else slice(0, 0)
+        return rows
 
-    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Raw inputs (as decoded: uint8 N x C x H x W for images) and labels of one split."""
-        inputs = np.load(self.directory / "images.npy", mmap_mode="r")
-        labels = np.load(self.directory / "labels.npy")
-        mask = self._mask(split)
-        return np.asarray(inputs[mask]), labels[mask]
+    def count(self, split: str) -> int:
+        """How many examples one split holds."""
+        return sum(self.counts[split].values())
 
-    def model_inputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """One split as the model takes it (the contract's scaling applied) and its labels."""
+    def arrays(self, split: str) -> tuple[StoredRows, np.ndarray]:
+        """Raw inputs (as decoded: uint8 N x C x H x W for images) and labels of one split.
+
+        The inputs stay on disk: index them a batch at a time (``raw[i:j]``, ``raw[index_array]``);
+        ``np.asarray(raw)`` reads the whole split into memory.
+        """
+        rows = self._rows(split)
+        return StoredRows.from_npy(self.directory / "images.npy").select(rows), np.load(self.directory / "labels.npy")[rows]
+
+    def model_inputs(self, split: str) -> tuple[SplitInputs, np.ndarray]:
+        """One split as the model takes it (the contract's scaling applied, a batch at a time) and its labels."""
         raw, labels = self.arrays(split)
-        return self.input.to_model_input(raw), labels
+        return SplitInputs(raw, self.input), labels
 
     def metadata(self, split: str) -> pd.DataFrame:
         """Per-example metadata of one split (images: width and height on disk, before resizing)."""
-        return pd.read_parquet(self.directory / "metadata.parquet")[self._mask(split)].reset_index(drop=True)
+        return pd.read_parquet(self.directory / "metadata.parquet").iloc[self._rows(split)].reset_index(drop=True)
 
     def manifest(self) -> DatasetManifest:
         """Every accepted file with its hash, label and split."""
@@ -118,27 +134,67 @@ class DatasetSnapshot(BaseModel):
 
     def file_hashes(self, split: str) -> list[str]:
         """sha256 of each file of one split, in array order."""
-        return [f.sha256 for f in self.manifest().split_files(split)]
+        # Plain dicts rather than DatasetManifest: a model object per file is a kilobyte, a million files a gigabyte.
+        files = orjson.loads((self.directory / "manifest.json").read_bytes())["files"]
+        return [f["sha256"] for f in files if f["split"] == split]
+
+
+class SplitInputs:
+    """One split's inputs as the model takes them, prepared from the snapshot on disk a slice at a time.
+
+    It stands in for the float32 array wherever inputs are read in batches: ``len``, ``shape`` and
+    ``inputs[i:j]`` (or an index array) give the prepared batch; nothing is held but the mapping.
+    """
+
+    def __init__(self, raw: StoredRows | np.ndarray, contract: InputContract) -> None:
+        self.raw = raw
+        self.contract = contract
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.raw), *self.raw.shape[1:])
+
+    def __getitem__(self, index: slice | np.ndarray | list[int] | tuple) -> np.ndarray:
+        if isinstance(index, tuple):  # rows first, then within the prepared batch: inputs[:, 0]
+            return self[index[0]][(slice(None), *index[1:])]
+        if isinstance(index, (int, np.integer)):
+            raise TypeError("index SplitInputs with a slice or an index array: it returns a batch")
+        return self.contract.to_model_input(np.asarray(self.raw[index]))
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        """The whole split prepared at once (small splits, tests): what the batches avoid."""
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        """The prepared inputs in order, ``size`` at a time."""
+        for start in range(0, len(self), size):
+            yield self[start : start + size]
 
 
 def build_snapshot(
-    items: Iterable[Example | QuarantineEntry],
+    files: DecodedFiles,
     *,
+    inputs: StoredRows,
+    stray: list[QuarantineEntry],
     source: str,
     classes: list[str],
-    files_seen: int,
     contract: InputContract,
     config: DataConfig,
     snapshots_dir: Path,
 ) -> DatasetSnapshot:
-    """Accept a source's examples into a snapshot under ``snapshots_dir``, one folder per version.
+    """Accept a source's decoded files into a snapshot under ``snapshots_dir``, one folder per version.
 
     Args:
-        items: examples and quarantine entries in the source's order, as its reader yields them.
+        files: every file the source lists, decoded or with the reason it could not be.
+        inputs: the decoded inputs, row ``i`` for file ``i`` (a scratch file on disk: accepted rows
+            are copied from it to the snapshot in chunks).
+        stray: entries the source quarantined before decoding (files outside any class folder).
         source: where they came from, for the report.
         classes: every class the source names (also those left without a valid example).
-        files_seen: how many files the source holds, for the quarantine share.
-        contract: how the examples were decoded; kept with the snapshot.
+        contract: how the files were decoded; kept with the snapshot.
         config: split fractions, salt and validation limits.
 
     Returns:
@@ -148,21 +204,24 @@ def build_snapshot(
         DataValidationError: fewer than two classes, a class below ``min_images_per_class``,
             too many quarantined files, or an empty split. The validation report is written before raising.
     """
-    accepted, quarantined = _drop_duplicates(items)
-    class_counts = Counter(example.label for example in accepted)
-    splits = [assign_split(e.split_key or e.sha256, config.val_fraction, config.test_fraction, config.split_salt) for e in accepted]
-    tally: dict[str, dict[str, int]] = {s: defaultdict(int) for s in SPLITS}
-    for example, split in zip(accepted, splits):
-        tally[split][example.label] += 1
-    counts = {s: {c: tally[s].get(c, 0) for c in classes} for s in SPLITS}
-    manifest_rows = sorted((e.sha256, e.label) for e in accepted)
-    version = sha256_bytes(json.dumps([list(row) for row in manifest_rows], separators=(",", ":")).encode())[:16]
-    directory, report_path, notes = _validated(
-        source=source, files_seen=files_seen, accepted=len(accepted), quarantined=quarantined, class_counts=class_counts,
-        counts=counts, classes=classes, version=version, contract=contract, config=config, snapshots_dir=snapshots_dir,
+    accepted, quarantined = _drop_duplicates(files, classes)
+    quarantined = stray + quarantined
+    labels = files.labels[accepted]
+    splits = np.array(
+        [SPLIT_CODES[assign_split(files.digests[i].tobytes().hex(), config.val_fraction, config.test_fraction, config.split_salt)]
+         for i in accepted],
+        dtype=np.uint8,
     )
-
-    _write_arrays(directory, accepted, splits, classes, version)
+    class_counts = Counter({classes[c]: int(n) for c, n in enumerate(np.bincount(labels, minlength=len(classes))) if n})
+    counts = {s: {c: int(((labels == k) & (splits == SPLIT_CODES[s])).sum()) for k, c in enumerate(classes)} for s in SPLITS}
+    version = _content_version(files.digests[accepted], labels, classes)
+    directory, report_path, notes = _validated(
+        source=source, files_seen=len(files.paths) + len(stray), accepted=len(accepted), quarantined=quarantined,
+        class_counts=class_counts, counts=counts, classes=classes, version=version, contract=contract, config=config,
+        snapshots_dir=snapshots_dir,
+    )
+    if not (directory / "manifest.json").exists():
+        _write_arrays(directory, inputs, files, accepted, splits, classes, version)
     return DatasetSnapshot(
         version=version,
         directory=directory,
@@ -175,6 +234,20 @@ def build_snapshot(
         warnings=notes,
         report_path=report_path,
     )
+
+
+def _content_version(digests: np.ndarray, labels: np.ndarray, classes: list[str]) -> str:
+    """The dataset version: a hash of every accepted file's (sha256, label), sorted, as a compact JSON list.
+
+    Hashed as it is written, file by file: the same value as hashing the whole JSON text, without holding it.
+    """
+    order = np.argsort(digests.view(np.dtype((np.void, 32))).ravel(), kind="stable")
+    names = [json.dumps(c).encode() for c in classes]
+    digest = hashlib.sha256(b"[")
+    for n, i in enumerate(order):
+        digest.update(b'%s["%s",%s]' % (b"," if n else b"", digests[i].tobytes().hex().encode(), names[labels[i]]))
+    digest.update(b"]")
+    return digest.hexdigest()[:16]
 
 
 def _validated(
@@ -227,34 +300,37 @@ def _validated(
     return directory, report_path, notes
 
 
-def _drop_duplicates(items: Iterable[Example | QuarantineEntry]) -> tuple[list[Example], list[QuarantineEntry]]:
-    """Examples with unique content, and the quarantine (the source's entries, duplicates, conflicts) in order."""
-    accepted: list[Example] = []
-    quarantined: list[QuarantineEntry] = []
-    seen: dict[str, Example] = {}
-    conflicting: set[str] = set()
-    for item in items:
-        if isinstance(item, QuarantineEntry):
-            quarantined.append(item)
-            continue
-        first = seen.get(item.sha256)
-        if first is None:
-            seen[item.sha256] = item
-            accepted.append(item)
-        elif first.label != item.label:
-            conflicting.add(item.sha256)
-            quarantined.append(
-                QuarantineEntry(path=item.path, reason=f"same content as {first.path} but labelled {first.label!r}")
-            )
+def _drop_duplicates(files: DecodedFiles, classes: list[str]) -> tuple[np.ndarray, list[QuarantineEntry]]:
+    """The files accepted (indices, in source order), and the quarantine: unreadable files, duplicates, conflicts.
+
+    A file with the same bytes as an earlier one is a duplicate of it; content under two labels
+    cannot be trusted under either, so the first file goes too.
+    """
+    usable = np.ones(len(files.paths), bool)
+    usable[list(files.reasons)] = False
+    candidates = np.flatnonzero(usable)
+    order = candidates[np.argsort(files.digests[candidates].view(np.dtype((np.void, 32))).ravel(), kind="stable")]
+    ordered = files.digests[order]
+    repeat = np.zeros(len(order), bool)
+    repeat[1:] = (ordered[1:] == ordered[:-1]).all(axis=1)
+    first_at = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(order))))
+    reasons = dict(files.reasons)
+    conflicting: set[int] = set()
+    for at in np.flatnonzero(repeat):
+        item, first = int(order[at]), int(order[first_at[at]])
+        usable[item] = False
+        if files.labels[item] != files.labels[first]:
+            conflicting.add(first)
+            label = classes[files.labels[first]]
+            reasons[item] = f"same content as {files.paths[first]} but labelled {label!r}"
         else:
-            quarantined.append(QuarantineEntry(path=item.path, reason=f"duplicate of {first.path}"))
-    # Content labelled two ways cannot be trusted under either label.
+            reasons[item] = f"duplicate of {files.paths[first]}"
+    usable[list(conflicting)] = False
+    quarantined = [QuarantineEntry(path=files.paths[i], reason=reasons[i]) for i in sorted(reasons)]
     quarantined += [
-        QuarantineEntry(path=e.path, reason="same content appears under another class")
-        for e in accepted
-        if e.sha256 in conflicting
+        QuarantineEntry(path=files.paths[i], reason="same content appears under another class") for i in sorted(conflicting)
     ]
-    return [e for e in accepted if e.sha256 not in conflicting], quarantined
+    return np.flatnonzero(usable), quarantined
 
 
 def _problems(
@@ -294,23 +370,72 @@ def _problems(
     return problems
 
 
-def _write_arrays(directory: Path, accepted: list[Example], splits: list[str], classes: list[str], version: str) -> None:
-    """Arrays first, manifest last: a folder without ``manifest.json`` is an interrupted write."""
-    if not (directory / "metadata.parquet").exists():  # also fills in snapshots written before metadata was kept
-        pd.DataFrame([e.meta for e in accepted]).to_parquet(directory / "metadata.parquet", index=False)
-    if (directory / "manifest.json").exists():
-        return
-    class_index = {c: i for i, c in enumerate(classes)}
-    np.save(directory / "images.npy", np.stack([e.raw for e in accepted]))
-    np.save(directory / "labels.npy", np.array([class_index[e.label] for e in accepted], dtype=np.int64))
-    np.save(directory / "splits.npy", np.array([SPLIT_CODES[s] for s in splits], dtype=np.uint8))
-    # DatasetManifest's layout, written as plain dicts: a million rows of a table are a million entries.
-    manifest = {
-        "dataset_version": version,
-        "classes": classes,
-        "files": [{"path": e.path, "sha256": e.sha256, "label": e.label, "split": s} for e, s in zip(accepted, splits)],
-    }
-    _write_json(directory / "manifest.json", manifest)
+# Bytes copied at a time from a scratch file into the snapshot.
+COPY_BYTES = 4 << 20
+
+
+def _write_arrays(
+    directory: Path,
+    inputs: StoredRows,
+    files: DecodedFiles,
+    accepted: np.ndarray,
+    splits: np.ndarray,
+    classes: list[str],
+    version: str,
+) -> None:
+    """Arrays first, manifest last: a folder without ``manifest.json`` is an interrupted write.
+
+    Files are stored split by split (in source order within each), so every split is one range of rows.
+    """
+    order = np.argsort(splits, kind="stable")
+    rows, splits = accepted[order], splits[order]
+    _copy_rows(inputs, rows, directory / "images.npy")
+    pd.DataFrame({name: values[rows] for name, values in files.meta.items()}).to_parquet(directory / "metadata.parquet", index=False)
+    np.save(directory / "labels.npy", files.labels[rows].astype(np.int64))
+    np.save(directory / "splits.npy", splits)
+    _write_manifest(
+        directory, classes, version, len(rows),
+        lambda start, stop: [
+            {"label": classes[files.labels[i]], "path": files.paths[i], "sha256": files.digests[i].tobytes().hex(),
+             "split": SPLITS[splits[n]]}
+            for n, i in enumerate(rows[start:stop], start)
+        ],
+    )
+
+
+# Manifest entries written per part: a part's dicts are a few MiB.
+MANIFEST_PART = 2_000
+
+
+def _write_manifest(
+    directory: Path, classes: list[str], version: str, count: int, entries: Callable[[int, int], list[dict[str, str]]]
+) -> None:
+    """``manifest.json`` in DatasetManifest's layout (keys in order), written part by part, atomically.
+
+    ``entries(start, stop)`` gives the files ``start`` to ``stop`` in snapshot order: a million files are a
+    million entries, never all built at once.
+    """
+    tmp = directory / "manifest.json.tmp"
+    with tmp.open("wb") as out:
+        out.write(b'{\n  "classes": ' + orjson.dumps(classes) + b',\n  "dataset_version": ' + orjson.dumps(version))
+        out.write(b',\n  "files": [')
+        for start in range(0, count, MANIFEST_PART):
+            # One dump per part: orjson's output buffers are kilobytes each, a million small dumps are gigabytes.
+            out.write((b"," if start else b"") + orjson.dumps(entries(start, min(start + MANIFEST_PART, count)))[1:-1])
+        out.write(b"]\n}")
+    os.replace(tmp, directory / "manifest.json")
+
+
+def _copy_rows(source: StoredRows, rows: np.ndarray, path: Path) -> None:
+    """Write ``source[rows]`` as the ``.npy`` file ``path``, ``COPY_BYTES`` at a time (never all in memory)."""
+    tmp = path.with_suffix(".npy.tmp")
+    step = max(1, COPY_BYTES // max(1, int(np.prod(source.shape[1:], dtype=np.int64)) * source.dtype.itemsize))
+    with tmp.open("wb") as out:
+        header = {"descr": np.lib.format.dtype_to_descr(source.dtype), "fortran_order": False, "shape": (len(rows), *source.shape[1:])}
+        np.lib.format.write_array_header_2_0(out, header)
+        for start in range(0, len(rows), step):
+            out.write(memoryview(np.ascontiguousarray(source[rows[start : start + step]])).cast("B"))
+    os.replace(tmp, path)
 
 
 def _write_json(path: Path, payload: object) -> None:
@@ -405,27 +530,22 @@ def write_table_snapshot(
 
 
 def _write_table_arrays(directory: Path, raw: Path, rows: TableRows, accepted: np.ndarray, classes: list[str], version: str) -> None:
-    """The snapshot's arrays and manifest, from the accepted rows' encoding on disk; the manifest last."""
+    """The snapshot's arrays and manifest, from the accepted rows' encoding on disk; the manifest last.
+
+    Rows are stored split by split (in table order within each), so every split is one range of rows.
+    """
     width = len(rows.contract.columns)
-    with (directory / "images.npy").open("wb") as out, raw.open("rb") as data:
-        np.lib.format.write_array_header_2_0(out, {"descr": "<f8", "fortran_order": False, "shape": (len(accepted), width)})
-        shutil.copyfileobj(data, out, 1 << 24)
+    order = np.argsort(rows.splits[accepted], kind="stable")
+    _copy_rows(StoredRows(raw, np.dtype("<f8"), (width,), len(accepted)), order, directory / "images.npy")
+    accepted = accepted[order]
     np.save(directory / "labels.npy", rows.labels[accepted].astype(np.int64))
     np.save(directory / "splits.npy", rows.splits[accepted].astype(np.uint8))
     pd.DataFrame({"line": rows.lines[accepted]}).to_parquet(directory / "metadata.parquet", index=False)
-    # DatasetManifest's layout (keys in order), written entry by entry: a million rows are a million entries.
-    tmp = directory / "manifest.json.tmp"
-    with tmp.open("wb") as out:
-        out.write(b'{\n  "classes": ' + orjson.dumps(classes) + b',\n  "dataset_version": ' + orjson.dumps(version))
-        out.write(b',\n  "files": [')
-        for start in range(0, len(accepted), 50_000):
-            part = accepted[start : start + 50_000]
-            entries = [
-                {"label": classes[int(rows.labels[i])], "path": rows.where(int(i)), "sha256": rows.identity[i].hex(),
-                 "split": SPLITS[int(rows.splits[i])]}
-                for i in part
-            ]
-            # One dump per part: orjson's output buffers are kilobytes each, a million small dumps are gigabytes.
-            out.write((b"," if start else b"") + orjson.dumps(entries)[1:-1])
-        out.write(b"]\n}")
-    os.replace(tmp, directory / "manifest.json")
+    _write_manifest(
+        directory, classes, version, len(accepted),
+        lambda start, stop: [
+            {"label": classes[int(rows.labels[i])], "path": rows.where(int(i)), "sha256": rows.identity[i].hex(),
+             "split": SPLITS[int(rows.splits[i])]}
+            for i in accepted[start:stop]
+        ],
+    )

@@ -38,6 +38,16 @@ class Backend(Protocol):
         ...
 
 
+# Inputs per call when a whole split is run: activations of a batch, not of the split, are held.
+EVAL_BATCH = 256
+
+
+def predict_batched(backend: Backend, inputs: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Logits of every input, ``batch_size`` at a time (``inputs`` may be a lazily prepared split)."""
+    parts = [backend.predict(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
 class NoEmbeddingOutput(LeptonError, ValueError):
     """A variant exported before embeddings were an output: it can be served but not monitored."""
 

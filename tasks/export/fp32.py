@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tasks.data.snapshot import DatasetSnapshot
-from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
+from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, predict_batched
 from tasks.export.onnx import export_onnx
 from tasks.export.openvino import bf16_unsupported, export_openvino, save_bf16_ir
 from tasks.export.parity import BF16_MIN_TOP1_AGREEMENT, BF16_RELATIVE_TOLERANCE, ParityResult, check_bf16_parity, check_parity
@@ -42,7 +42,7 @@ def export_fp32_checked(
     """
     onnx_path = export_onnx(model, torch.from_numpy(test_inputs[:2]), out_root / f"{prefix}onnx-fp32" / "model.onnx")
     ir_path = export_openvino(onnx_path, out_root / f"{prefix}openvino-fp32" / "model.xml")
-    reference = TorchBackend(model).predict(test_inputs) if expected is None else expected
+    reference = predict_batched(TorchBackend(model), test_inputs) if expected is None else expected
     parity = [
         check_parity(f"{prefix}onnx-fp32", reference, OnnxRuntimeBackend(onnx_path), test_inputs, tolerance),
         check_parity(f"{prefix}openvino-fp32", reference, OpenVinoBackend(ir_path), test_inputs, tolerance),
@@ -72,7 +72,7 @@ def export_model(
     for name in ("onnx-fp32", "openvino-fp32", "openvino-bf16"):
         shutil.rmtree(root / f"{prefix}{name}", ignore_errors=True)
     inputs, _ = snapshot.model_inputs("test")
-    expected = TorchBackend(model).predict(inputs)  # once, for every parity check of the stage
+    expected = predict_batched(TorchBackend(model), inputs)  # once, for every parity check of the stage
     onnx_path, ir_path, parity = export_fp32_checked(model, inputs, root, tolerance, prefix, expected)
     for result in parity:
         if log:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from tasks.export.backends import Backend
+from tasks.export.backends import EVAL_BATCH, Backend, predict_batched
 from tasks.export.config import LatencyConfig
 from tasks.export.variants import Variant
 
@@ -46,14 +46,12 @@ def size_on_disk(files: list[Path]) -> int:
     return sum(p.stat().st_size for p in files)
 
 
-def predicted_classes(backend: Backend, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Top-1 class index of every input."""
-    return np.concatenate(
-        [backend.predict(inputs[start : start + batch_size]).argmax(axis=1) for start in range(0, len(inputs), batch_size)]
-    ) if len(inputs) else np.zeros(0, dtype=np.int64)
+def predicted_classes(backend: Backend, inputs: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Top-1 class index of every input (run in batches)."""
+    return predict_batched(backend, inputs, batch_size).argmax(axis=1) if len(inputs) else np.zeros(0, dtype=np.int64)
 
 
-def accuracy(backend: Backend, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+def accuracy(backend: Backend, inputs: np.ndarray, labels: np.ndarray, batch_size: int = EVAL_BATCH) -> float:
     """Top-1 accuracy of ``backend`` on a labelled set."""
     return float(np.mean(predicted_classes(backend, inputs, batch_size) == labels)) if len(inputs) else 0.0
 
@@ -71,8 +69,9 @@ def latency_ms(backend: Backend, inputs: np.ndarray, batch_size: int, repeats: i
     Inputs are tiled when the set is smaller than the batch, so every variant
     is timed on the same inputs; ``warmup`` untimed calls come first.
     """
-    reps = -(-batch_size // len(inputs))
-    batch = np.ascontiguousarray(np.concatenate([inputs] * reps)[:batch_size], dtype=np.float32)
+    head = inputs[:batch_size]  # only these are read: ``inputs`` may be a lazily prepared split
+    reps = -(-batch_size // len(head))
+    batch = np.ascontiguousarray(np.concatenate([head] * reps)[:batch_size], dtype=np.float32)
     for _ in range(warmup):
         backend.predict(batch)
     times = np.empty(repeats)

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from tasks.errors import LeptonError
-from tasks.export.backends import Backend
+from tasks.export.backends import Backend, predict_batched
 
 
 class ParityResult(BaseModel):
@@ -44,7 +44,7 @@ def compare_logits(variant: str, reference: np.ndarray, candidate: np.ndarray, t
 
 def _expected(reference: Backend | np.ndarray, images: np.ndarray) -> np.ndarray:
     """The reference's logits on ``images``: run now, or given (computed once for several checks)."""
-    return reference if isinstance(reference, np.ndarray) else reference.predict(images)
+    return reference if isinstance(reference, np.ndarray) else predict_batched(reference, images)
 
 
 def check_parity(
@@ -55,7 +55,7 @@ def check_parity(
     Raises:
         ParityError: max abs logit difference above ``tolerance``.
     """
-    result = compare_logits(variant, _expected(reference, images), candidate.predict(images), tolerance)
+    result = compare_logits(variant, _expected(reference, images), predict_batched(candidate, images), tolerance)
     if not result.passed:
         raise ParityError(
             f"{variant} differs from the PyTorch model by {result.max_abs_diff:.3g} in logits on "
@@ -75,5 +75,5 @@ def check_bf16_parity(variant: str, reference: Backend | np.ndarray, candidate: 
     """Compare a bf16 variant with its source at the bf16 tolerance; ``passed`` says whether it may be offered."""
     expected = _expected(reference, images)
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    result = compare_logits(variant, expected, candidate.predict(images), BF16_RELATIVE_TOLERANCE * scale)
+    result = compare_logits(variant, expected, predict_batched(candidate, images), BF16_RELATIVE_TOLERANCE * scale)
     return result.model_copy(update={"passed": result.passed and result.top1_agreement >= BF16_MIN_TOP1_AGREEMENT})

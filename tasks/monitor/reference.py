@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.data.contract import InputContract
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.backends import Backend
 from tasks.monitor.config import ReferenceConfig
@@ -60,7 +61,7 @@ def build_reference(
     frames = []
     for name, (raw, meta, hashes, labels) in rows.items():
         logits, embeddings = outputs[name]
-        frame = monitoring_features(contract.statistics(raw, meta), logits, embeddings, projection, snapshot.classes)
+        frame = monitoring_features(_statistics(contract, raw, meta, config.batch_size), logits, embeddings, projection, snapshot.classes)
         frame.insert(0, "split", name)
         frame.insert(1, "image_sha256", hashes)
         frame["label"] = [snapshot.classes[i] for i in labels]
@@ -86,6 +87,15 @@ def build_reference(
         calibration=calibration,
     )
     return MonitoringReference(section=section, files={reference_file: reference_path, projection_file: projection_path})
+
+
+def _statistics(contract: InputContract, raw: np.ndarray, meta: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    """The contract's statistics of every input, a batch at a time (``raw`` stays on disk)."""
+    parts = [
+        contract.statistics(np.asarray(raw[i : i + batch_size]), meta.iloc[i : i + batch_size].reset_index(drop=True))
+        for i in range(0, len(raw), batch_size)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else contract.statistics(np.asarray(raw), meta)
 
 
 def _split_rows(snapshot: DatasetSnapshot, split: str) -> tuple[np.ndarray, pd.DataFrame, list[str], np.ndarray]:

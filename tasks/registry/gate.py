@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from tasks.data.contract import InputContract
+from tasks.export.backends import EVAL_BATCH
 from tasks.export.measure import predicted_classes
 from tasks.registry.config import GateConfig
 from tasks.registry.release import read_manifest
@@ -61,8 +62,13 @@ def score_production(
         return ProductionScore(version=version, comparable=False, note=f"production cannot be measured here: {why}")
     # Compared first, then only the served variant is downloaded (verified): the gate needs nothing else.
     production = fetch_release(store, model, version, work_dir, monitoring=False, manifest=manifest)
-    inputs = manifest.input.to_model_input(manifest.input.adopt(contract, raw))
-    correct = predicted_classes(production.open(), inputs) == labels
+    backend, batch = production.open(), EVAL_BATCH
+    # A batch at a time: the split stays on disk and may be larger than memory.
+    predicted = [
+        predicted_classes(backend, manifest.input.to_model_input(manifest.input.adopt(contract, np.asarray(raw[i : i + batch]))))
+        for i in range(0, len(raw), batch)
+    ]
+    correct = (np.concatenate(predicted) if predicted else np.zeros(0, np.int64)) == labels
     return ProductionScore(version=production.version, accuracy=float(correct.mean()), correct=correct.tolist())
 
 

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from tasks.forms import FormModel
+from tasks.train.augment import AugmentConfig
 
 ModelName = Literal["auto", "small_cnn", "tiny_cnn", "resnet18", "mobilenet_v3_small", "tabular_mlp", "tabular_mlp_small"]
 
@@ -37,6 +38,9 @@ class TrainConfig(FormModel):
         None, ge=1, description="Train on at most this many batches per epoch (a quick trial); empty: every batch"
     )
     resume_from: Path | None = Field(None, description="Lightning checkpoint to resume training from")
+    augment: AugmentConfig = Field(
+        AugmentConfig(), description="Random changes to training images (affine, flips, colour); all off by default"
+    )
 
     # float | int changed meaning on the way through JSON and the UI form: 1.0 (all) arrived as 1 (one batch).
     removed_fields: ClassVar[dict[str, str]] = {

@@ -1,0 +1,119 @@
+"""Ingestion at scale: memory flat in the number of images, parallel decoding equal to serial, splits read in batches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.data.config import DataConfig
+from tasks.data.imagefolder import ingest_imagefolder
+from tasks.data.snapshot import SPLIT_CODES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_jpeg_folder(root: Path, per_class: int, size: int = 64, seed: int = 0) -> Path:
+    """Two classes of ``per_class`` RGB JPEGs of smooth random colour (compressible, unlike noise)."""
+    rng = np.random.default_rng(seed)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            corners = rng.integers(0, 256, (2, 2, 3)).astype(np.uint8)
+            Image.fromarray(corners).resize((size, size), Image.Resampling.BILINEAR).save(root / c / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+# Run in a fresh interpreter so the peak belongs to this ingestion alone; ru_maxrss is in KiB on Linux.
+PEAK_SCRIPT = """
+import json, resource, sys
+from pathlib import Path
+from tasks.data.config import DataConfig
+from tasks.data.imagefolder import ingest_imagefolder
+config = DataConfig(source=sys.argv[1], image_size=64, channels=3, workers=int(sys.argv[3]))
+# A small folder first: what ingestion imports on first use (pyarrow, for one) is not what it holds.
+ingest_imagefolder(Path(sys.argv[4]), config, Path(sys.argv[2]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+snapshot = ingest_imagefolder(Path(sys.argv[1]), config, Path(sys.argv[2]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"growth_kib": after - before, "images": snapshot.num_examples}))
+"""
+
+
+def _peak_growth(folder: Path, warm_up: Path, snapshots: Path, workers: int) -> dict[str, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(folder), str(snapshots), str(workers), str(warm_up)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_ingestion_memory_does_not_hold_the_pixels(tmp_path: Path) -> None:
+    # 3,000 images of 64 x 64 x 3 are 37 MB of pixels; holding them (a list, then a stacked copy) grows the peak by twice that.
+    folder = write_jpeg_folder(tmp_path / "images", per_class=1500)
+    pixels_mib = 3000 * 64 * 64 * 3 / 2**20
+    warm_up = write_jpeg_folder(tmp_path / "few", per_class=10, seed=1)
+    measured = _peak_growth(folder, warm_up, tmp_path / "snaps", workers=1)
+    assert measured["images"] == 3000
+    growth_mib = measured["growth_kib"] / 1024
+    assert growth_mib < pixels_mib / 3, f"peak grew {growth_mib:.1f} MiB while ingesting {pixels_mib:.1f} MiB of pixels"
+
+
+def test_parallel_decoding_gives_the_same_snapshot(tmp_path: Path) -> None:
+    folder = write_jpeg_folder(tmp_path / "images", per_class=300, size=24)
+    good = (folder / "a" / "00000.jpg").read_bytes()
+    (folder / "a" / "cut.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "b" / "empty.jpg").write_bytes(b"")
+    (folder / "b" / "copy.jpg").write_bytes(good)  # the same bytes under another class: both quarantined
+    config = DataConfig(image_size=16, channels=3, workers=1)
+    serial = ingest_imagefolder(folder, config, tmp_path / "serial")
+    parallel = ingest_imagefolder(folder, config.model_copy(update={"workers": 2}), tmp_path / "parallel")
+
+    assert parallel.version == serial.version and parallel.counts == serial.counts
+    assert parallel.quarantined == serial.quarantined
+    assert {q.path for q in serial.quarantined} == {"a/cut.jpg", "b/empty.jpg", "b/copy.jpg", "a/00000.jpg"}
+    for name in ("images.npy", "labels.npy", "splits.npy", "manifest.json", "metadata.parquet"):
+        assert (parallel.directory / name).read_bytes() == (serial.directory / name).read_bytes(), name
+
+
+def test_splits_are_stored_one_after_another_and_read_in_batches(tmp_path: Path) -> None:
+    folder = write_jpeg_folder(tmp_path / "images", per_class=120, size=20)
+    snapshot = ingest_imagefolder(folder, DataConfig(image_size=12, channels=3), tmp_path / "snaps")
+    codes = np.load(snapshot.directory / "splits.npy")
+    assert (np.diff(codes.astype(int)) >= 0).all() and set(codes) == set(SPLIT_CODES.values())
+    whole = np.load(snapshot.directory / "images.npy")
+    manifest = snapshot.manifest()
+    start = 0
+    for split in ("train", "val", "test"):
+        raw, labels = snapshot.arrays(split)
+        assert len(raw) == len(labels) == snapshot.count(split)
+        assert np.array_equal(raw[5:9], whole[start + 5 : start + 9])
+        assert np.array_equal(np.asarray(raw), whole[start : start + len(raw)])
+        inputs, _ = snapshot.model_inputs(split)
+        batches = list(inputs.batches(7))
+        assert len(batches) == -(-len(raw) // 7) and batches[0].dtype == np.float32
+        assert np.allclose(np.concatenate(batches), whole[start : start + len(raw)] / 255.0)
+        # Each row is the file the manifest names at that place.
+        first = manifest.split_files(split)[0]
+        decoded, _ = snapshot.input.decode(folder / first.path)
+        assert np.array_equal(raw[0], decoded)
+        start += len(raw)
+
+
+def test_a_class_folder_that_vanishes_mid_ingestion_is_quarantined_not_fatal(tmp_path: Path) -> None:
+    folder = write_jpeg_folder(tmp_path / "images", per_class=30, size=16)
+    (folder / "b" / "gone.jpg").symlink_to(folder / "b" / "missing.jpg")  # listed, then unreadable
+    snapshot = ingest_imagefolder(folder, DataConfig(image_size=8, workers=2), tmp_path / "snaps")
+    assert {q.path: q.reason for q in snapshot.quarantined}["b/gone.jpg"].startswith(("unreadable", "not a regular"))
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_workers_setting_is_validated_and_documented(workers: int) -> None:
+    assert DataConfig(workers=workers).workers == workers
+    with pytest.raises(ValueError, match="workers"):
+        DataConfig(workers=-1)
