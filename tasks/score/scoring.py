@@ -47,6 +47,10 @@ class ScoreResult(BaseModel):
     note: str = ""
 
 
+# Files decoded at a time: memory holds one chunk's inputs, whatever the size of the batch.
+CHUNK_FILES = 4096
+
+
 def score_files(
     files: list[InputFile],
     backend: Backend,
@@ -54,12 +58,37 @@ def score_files(
     classes: list[str],
     projection: Projection | None,
     batch_size: int = 256,
+    chunk_files: int = CHUNK_FILES,
 ) -> ScoredFiles:
-    """Decode, predict and describe every file; an unusable file is a failure of that file only.
+    """Decode, predict and describe every file, ``chunk_files`` at a time; an unusable file is a failure of that file only.
 
     A file that cannot be decoded, or whose monitoring row comes out NaN/infinite, is
     reported with its reason; the rest of the batch is scored.
     """
+    parts = [
+        _score_chunk(files[start : start + chunk_files], backend, contract, classes, projection, batch_size)
+        for start in range(0, len(files), chunk_files)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    scored = [p for p in parts if not p.predictions.empty]
+    failures = [f for p in parts for f in p.failures]
+    if not scored:
+        return ScoredFiles(pd.DataFrame(), None, failures)
+    predictions = pd.concat([p.predictions for p in scored], ignore_index=True)
+    features = None if scored[0].features is None else pd.concat([p.features for p in scored], ignore_index=True)
+    return ScoredFiles(predictions, features, failures)
+
+
+def _score_chunk(
+    files: list[InputFile],
+    backend: Backend,
+    contract: InputContract,
+    classes: list[str],
+    projection: Projection | None,
+    batch_size: int,
+) -> ScoredFiles:
+    """``score_files`` for files few enough to decode at once."""
     decoded = contract.read([f.path for f in files])
     failures = [FailedInput(name=files[index].name, reason=reason) for index, reason in decoded.failures]
     if not decoded.source:

@@ -48,3 +48,29 @@ def test_a_variant_without_an_embedding_output_scores_predictions_only(logits_on
     projection = fit_projection(np.random.default_rng(0).normal(size=(20, 256)), 4)
     with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
         score_files(files, OnnxRuntimeBackend(logits_only), GREY, ["a", "b", "c"], projection)
+
+
+def test_a_large_batch_is_scored_chunk_by_chunk_with_the_same_rows(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "model.onnx"
+    from tasks.export.onnx import export_onnx
+
+    export_onnx(build_model("small_cnn", 3, GREY).eval(), torch.rand(2, 1, 16, 16), path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(11):
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), mode="L").save(folder / f"{i:02d}.png")
+    (folder / "05-broken.png").write_bytes(b"not a png")
+    (folder / "09-empty.png").write_bytes(b"")
+    files = local_inputs(folder)
+    projection = fit_projection(np.random.default_rng(0).normal(size=(40, 256)), 4)
+    whole = score_files(files, OnnxRuntimeBackend(path), GREY, ["a", "b", "c"], projection)
+    chunked = score_files(files, OnnxRuntimeBackend(path), GREY, ["a", "b", "c"], projection, chunk_files=4)
+    assert len(whole.predictions) == 11 and [f.name for f in chunked.failures] == [f.name for f in whole.failures]
+    assert {f.name for f in whole.failures} == {"05-broken.png", "09-empty.png"}
+    # Chunks change when files are decoded, not what is computed for each.
+    assert chunked.predictions.drop(columns="confidence").equals(whole.predictions.drop(columns="confidence"))
+    np.testing.assert_allclose(chunked.predictions["confidence"], whole.predictions["confidence"], rtol=1e-5)
+    numeric = whole.features.select_dtypes("number").columns
+    np.testing.assert_allclose(chunked.features[numeric].to_numpy(), whole.features[numeric].to_numpy(), rtol=1e-4, atol=1e-5)
