@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # The demo's temporary Prefect API can take longer than Prefect's 20 s default to start on a busy laptop.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: demo demo-tabular test test-slow test-all install browser clean serve serve-model drill screenshots
+.PHONY: demo demo-tabular test test-slow test-all install browser postgres clean serve serve-model drill screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ install: $(VENV)/.installed
 # Debian's chromium, for the UI tests (Playwright drives it; it downloads no browser).
 browser:
 	infra/install-chromium.sh
+
+# PostgreSQL's server binaries, for the cluster test's Prefect server (it starts its own throwaway cluster).
+postgres:
+	infra/install-postgres.sh
 
 ## Build the embedded digits classifier and release it to .lepton/registry.
 demo: install
@@ -44,14 +48,14 @@ drill: install
 	$(BIN)/python infra/drill.py
 
 ## Fast and integration tests (the CI gate).
-test: install browser
+test: install browser postgres
 	$(BIN)/python -m pytest -m "not slow"
 
 ## Heavier tests: other architectures, longer runs.
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
-test-all: install browser
+test-all: install browser postgres
 	$(BIN)/python -m pytest
 
 ## The README's screenshots of the UI (docs/ui/), made by the UI tests' own browser code.
