@@ -78,12 +78,15 @@ def log_batch(
 
     ``logged`` holds the batch's earlier logs (:func:`batch_logs`). When an earlier attempt wrote one
     of the two and failed before the other, this completes the batch under that attempt's stamp: no
-    row is logged twice and none is lost.
+    row is logged twice and none is lost. Runs of one batch at the same time (two workers handed the
+    same shard) agree on the stamp through a claim object written only if absent, so their logs have
+    the same keys and only the first write of each lands.
     """
-    scored_at = datetime.now(timezone.utc)
     if logged:
         stamp = _NAME.match(next(iter(logged.values())).rsplit("/", 1)[-1]).group(1)
-        scored_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    else:
+        stamp = _claimed_stamp(store, model, batch_id, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    scored_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     keys = []
     for kind, frame in (("predictions", predictions), ("monitoring", monitoring)):
         if frame is None:
@@ -96,6 +99,17 @@ def log_batch(
             frame.insert(2, "variant", variant)
         keys.append(write_log(store, kind, model, frame, scored_at, batch_id))
     return keys[0], keys[1]
+
+
+def _claimed_stamp(store: ArtifactStore, model: str, batch_id: str, proposed: str) -> str:
+    """The batch's log stamp: ``proposed`` if this run claims the batch first, else the stamp the first claim holds."""
+    key = f"scored-batches/{validate_name('model name', model)}/{batch_id}"
+    try:
+        store.put_bytes(key, proposed.encode(), if_absent=True)
+        return proposed
+    except ConditionalWriteFailed:
+        data, _ = store.get_bytes(key)
+        return data.decode().strip()
 
 
 def logged_variants(rows: pd.DataFrame, served: str) -> pd.Series:

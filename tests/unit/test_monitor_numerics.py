@@ -119,3 +119,32 @@ def test_a_batch_logged_halfway_is_completed_by_the_retry_once(tmp_path: Path) -
     window = read_window(store, "monitoring", "m")
     assert window["file"].tolist() == ["a.png", "b.png"] and set(window["release_version"]) == {"v1"}
     assert "scored_at" not in monitoring.columns  # the caller's frames are left as they were
+
+
+def test_two_runs_logging_one_batch_at_once_leave_one_log(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from tasks.registry.store import open_store
+    from tasks.registry.config import StoreConfig
+
+    store = open_store(StoreConfig(uri=f"file://{tmp_path / 'reg'}"))
+    predictions = pd.DataFrame({"file": ["a.png"], "predicted_class": ["x"]})
+    monitoring = pd.DataFrame({"file": ["a.png"], "brightness": [0.1]})
+    both_listed = threading.Barrier(2)
+    keys = []
+
+    def run(delay: float) -> None:
+        logged = batch_logs(store, "m", "bbbbbbbbbbbb")  # both see nothing logged yet
+        both_listed.wait()
+        time.sleep(delay)  # the second run writes a second and more later: another stamp, were it its own
+        keys.append(log_batch(store, "m", "v1", "bbbbbbbbbbbb", predictions, monitoring, logged))
+
+    threads = [threading.Thread(target=run, args=(delay,)) for delay in (0.0, 1.2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert keys[0] == keys[1]
+    assert len(store.list_keys("predictions/")) == 1 and len(store.list_keys("monitoring/")) == 1
+    assert len(read_window(store, "predictions", "m")) == 1
