@@ -8,13 +8,17 @@ Two additions to moto's ``ThreadedMotoServer``, both outside the S3 code under t
 - ``fail_from(n, mode)`` makes the n-th request (counting from 0) and every later one fail until
   ``heal()``: ``"error"`` answers 500 InternalError, ``"stop"`` drops the connection of that
   request and stops listening, so later requests are refused as by an endpoint that went away.
+- ``fail_matching(predicate, times)`` answers 500 InternalError to the next ``times`` requests the
+  predicate picks (e.g. the listing of a second page), and normally to every other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
@@ -50,6 +54,7 @@ class S3Endpoint(ThreadedMotoServer):
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request drowns test output
         self.requests: list[Request] = []
         self._fail_from: int | None = None
+        self._matching: tuple[Callable[[Request], bool], int] | None = None
         self._mode: FaultMode = "error"
         self._stopped = False
         self._stopper: threading.Thread | None = None
@@ -75,17 +80,21 @@ class S3Endpoint(ThreadedMotoServer):
         def handle(environ, start_response):
             with self._count_lock:
                 index = len(self.requests)
-                failing = self._fail_from is not None and index >= self._fail_from
-                self.requests.append(
-                    Request(
-                        environ["REQUEST_METHOD"],
-                        unquote(environ["PATH_INFO"]),
-                        environ["QUERY_STRING"],
-                        failing,
-                        environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION"),
-                    )
+                request = Request(
+                    environ["REQUEST_METHOD"],
+                    unquote(environ["PATH_INFO"]),
+                    environ["QUERY_STRING"],
+                    False,
+                    environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION"),
                 )
+                failing = self._fail_from is not None and index >= self._fail_from
+                if not failing and self._matching is not None and self._matching[1] > 0 and self._matching[0](request):
+                    failing, self._matching = True, (self._matching[0], self._matching[1] - 1)
+                self.requests.append(dataclasses.replace(request, failed=failing))
             if failing:
+                if self._fail_from is None or index < self._fail_from:  # a picked request: an error, never a stop
+                    start_response("500 Internal Server Error", [("Content-Type", "application/xml")])
+                    return [b"<Error><Code>InternalError</Code><Message>injected fault</Message></Error>"]
                 return self._fail(environ, start_response)
             if "HTTP_IF_MATCH" in environ or "HTTP_IF_NONE_MATCH" in environ:
                 with self._write_lock:
@@ -123,6 +132,11 @@ class S3Endpoint(ThreadedMotoServer):
         self._mode = mode
         self._fail_from = index
 
+    def fail_matching(self, predicate: Callable[[Request], bool], times: int) -> None:
+        """Answer 500 InternalError to the next ``times`` requests ``predicate`` picks."""
+        with self._count_lock:
+            self._matching = (predicate, times)
+
     def heal(self) -> None:
         """Answer normally again; restart listening if a "stop" fault shut the endpoint down."""
         if self._stopped:
@@ -131,6 +145,7 @@ class S3Endpoint(ThreadedMotoServer):
             self.start()
         with self._count_lock:
             self._fail_from = None
+            self._matching = None
             self._stopped = False
 
     def stop(self) -> None:

@@ -21,7 +21,8 @@ from tasks.errors import LeptonError
 from tasks.hashing import sha256_bytes
 
 DOWNLOAD_THREADS = 8
-INDEX = ".lepton-s3-index.json"
+# Beside the copy, never in it: a file inside would be one more (stray) input of the source.
+INDEX_SUFFIX = ".s3-index.json"
 
 
 class RemoteSourceError(LeptonError):
@@ -50,9 +51,16 @@ def _client(endpoint_url: str | None):  # noqa: ANN202 - a boto3 S3 client
 
 
 def download_prefix(
-    uri: str, cache: Path, endpoint_url: str | None = None, progress: Callable[[int, int], None] | None = None
+    uri: str,
+    cache: Path,
+    endpoint_url: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    page_size: int | None = None,
 ) -> Path:
     """The local copy of every object under ``uri``: a folder (a prefix) or one file (a single object).
+
+    The prefix is listed page by page (``page_size`` keys a page; S3's own 1,000 when None), each
+    page's request retried on its own; changed objects are downloaded in parallel.
 
     Raises:
         RemoteSourceError: the bucket or prefix does not exist, holds nothing, or cannot be read.
@@ -63,7 +71,7 @@ def download_prefix(
     client = _client(endpoint_url)
     root = cache / bucket / sha256_bytes(uri.encode())[:12]
     try:
-        objects = _listing(client, bucket, prefix)
+        objects = _listing(client, bucket, prefix, page_size)
     except ClientError as exc:
         raise RemoteSourceError(f"cannot list {uri}: {exc.response.get('Error', {}).get('Message', exc)}") from None
     except BotoCoreError as exc:
@@ -73,7 +81,7 @@ def download_prefix(
     single = len(objects) == 1 and objects[0][0] == prefix
     base = prefix.rsplit("/", 1)[0] + "/" if single and "/" in prefix else ("" if single else prefix.rstrip("/") + "/")
     root.mkdir(parents=True, exist_ok=True)
-    index_path = root / INDEX
+    index_path = root.with_name(root.name + INDEX_SUFFIX)
     index: dict[str, list] = json.loads(index_path.read_text()) if index_path.is_file() else {}
     wanted = {key[len(base):]: (key, etag, size) for key, etag, size in objects}
     todo = [
@@ -102,16 +110,17 @@ def download_prefix(
         raise RemoteSourceError(f"cannot download from {uri}: {exc}") from None
     finally:
         _write_index(index_path, {rel: index[rel] for rel in index if rel in wanted})
-    for stale in [p for p in root.rglob("*") if p.is_file() and p.name != INDEX and p.relative_to(root).as_posix() not in wanted]:
+    for stale in [p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in wanted]:
         stale.unlink()  # gone from the prefix: gone from the source
     return root / next(iter(wanted)) if single else root
 
 
-def _listing(client, bucket: str, prefix: str) -> list[tuple[str, str, int]]:  # noqa: ANN001
+def _listing(client, bucket: str, prefix: str, page_size: int | None = None) -> list[tuple[str, str, int]]:  # noqa: ANN001
     """(key, ETag, size) of every non-hidden object: the object named ``prefix`` itself, else those under ``prefix/``."""
     objects = []
     folder = prefix.rstrip("/") + "/" if prefix else ""
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    pages = {"PageSize": page_size} if page_size else {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, PaginationConfig=pages):
         for item in page.get("Contents", []):
             key = item["Key"]
             if key == prefix and not key.endswith("/"):

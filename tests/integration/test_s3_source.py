@@ -10,8 +10,10 @@ import boto3
 import pytest
 
 from flows.build import build
+from tasks.data.config import DataConfig
+from tasks.data.imagefolder import ingest_imagefolder
 from tasks.data.remote import RemoteSourceError, download_prefix
-from tests.conftest import shrunken_build
+from tests.conftest import shrunken_build, write_class_images
 from tests.flows.test_tabular import planted
 
 pytestmark = pytest.mark.integration
@@ -68,6 +70,47 @@ def test_a_failing_endpoint_is_retried_and_a_missing_prefix_named(s3_server, buc
         download_prefix(f"s3://{name}/nothing", tmp_path / "cache", s3_server.url)
     with pytest.raises(RemoteSourceError, match="cannot list s3://no-such-bucket-here/t"):
         download_prefix("s3://no-such-bucket-here/t", tmp_path / "cache", s3_server.url)
+
+
+def test_an_image_prefix_survives_a_fault_mid_listing_and_is_ingested_like_a_local_folder(
+    s3_server, bucket, tmp_path: Path
+) -> None:
+    client, name = bucket
+    local = write_class_images(tmp_path / "local", {"a": 9, "b": 9}, size=12)
+    (local / "a" / "broken.png").write_bytes(b"not an image")
+    (local / "b" / "copy.png").write_bytes((local / "b" / "b_000.png").read_bytes())  # a duplicate: quarantined
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        client.put_object(Bucket=name, Key=f"images/{path.relative_to(local).as_posix()}", Body=path.read_bytes())
+
+    def later_page(request) -> bool:  # noqa: ANN001 - tests.s3_endpoint.Request
+        return "list-type" in request.query and "continuation-token" in request.query
+
+    # Pages of 4 keys: 20 objects are 5 pages; the second page's listing fails twice, then answers.
+    s3_server.fail_matching(later_page, times=2)
+    start = len(s3_server.requests)
+    folder = download_prefix(f"s3://{name}/images", tmp_path / "cache", s3_server.url, page_size=4)
+    listings = [r for r in s3_server.requests[start:] if "list-type" in r.query]
+    assert sum(r.failed for r in listings) == 2 and len(listings) == 5 + 2
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png")) == sorted(
+        p.relative_to(local).as_posix() for p in local.rglob("*.png")
+    )
+    config = DataConfig(image_size=8, workers=2)
+    remote = ingest_imagefolder(folder, config, tmp_path / "snaps-remote")
+    same = ingest_imagefolder(local, config, tmp_path / "snaps-local")
+    assert remote.version == same.version and remote.counts == same.counts
+    assert [(q.path, q.reason) for q in remote.quarantined] == [(q.path, q.reason) for q in same.quarantined]
+    assert {q.path for q in remote.quarantined} == {"a/broken.png", "b/copy.png"}
+
+    # A listing that keeps failing past the retries names the prefix; the cache keeps what it had.
+    s3_server.fail_matching(later_page, times=100)
+    try:
+        with pytest.raises(RemoteSourceError, match=rf"cannot list s3://{name}/images"):
+            download_prefix(f"s3://{name}/images", tmp_path / "cache", s3_server.url, page_size=4)
+    finally:
+        s3_server.heal()
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png")) == sorted(
+        p.relative_to(local).as_posix() for p in local.rglob("*.png")
+    )
 
 
 def test_a_table_build_reads_its_source_from_s3(prefect_api, s3_server, bucket, tmp_path: Path) -> None:
