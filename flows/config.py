@@ -7,6 +7,7 @@ Light on purpose: importing this module imports pydantic and the stages' config 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,6 +19,30 @@ from tasks.forms import FormModel
 from tasks.monitor.config import DriftConfig, LabelRow, PerformanceConfig, ReferenceConfig
 from tasks.registry.config import GateConfig, HostChoiceConfig, StoreConfig, validate_name
 from tasks.train.config import TrainConfig
+
+
+class RunnerConfig(FormModel):
+    """Where a flow's independent tasks run (per-stage INT8, scoring shards, explanation batches).
+
+    ``local`` runs them one after another in the flow's process. ``dask`` runs them in parallel
+    through prefect-dask: on a LocalCluster of ``workers`` processes started for the run, or on the
+    existing scheduler at ``address`` (its workers need this project installed and must see the
+    work dir and the store: a shared volume, and an s3:// store).
+    """
+
+    kind: Literal["local", "dask"] = Field("local", description="local (in order, in this process) or dask")
+    workers: int = Field(2, ge=1, le=1024, description="dask without an address: worker processes of the LocalCluster")
+    threads_per_worker: int = Field(1, ge=1, le=256, description="dask without an address: threads of each worker")
+    address: str | None = Field(
+        None, description="dask: an existing scheduler, e.g. tcp://dask-scheduler:8786; empty starts a LocalCluster"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value and "://" not in value:
+            raise ValueError(f"address {value!r}: a scheduler address such as tcp://host:8786")
+        return value or None
 
 
 class BuildConfig(FormModel):
@@ -95,6 +120,8 @@ class ScoreConfig(ModelTarget):
         description="Treat the source folder as an inbox: once logged, move each file to this folder under the "
         "day's date (unusable ones under rejected/), so the next run scores only new files; empty: leave them",
     )
+    shard_files: int = Field(20_000, ge=1, le=10_000_000, description="Files per scoring shard (one task each)")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Where shards run: local, or dask")
 
     @field_validator("source")
     @classmethod

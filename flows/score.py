@@ -12,17 +12,34 @@ from prefect.states import State
 
 from flows.config import ScoreConfig
 from flows.outcome import unchanged
+from flows.runner import fan_out
 from tasks.registry.steps import fetch_production
 from tasks.score.scoring import ScoreResult
-from tasks.score.steps import archive_batch, collect_inputs, score_batch
+from tasks.score.steps import archive_batch, collect_inputs, log_scores, plan_scoring, score_shard
 
 
 @flow(name="score", log_prints=True)
 def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
-    """Score every file in ``config.source`` with the released variant fastest on this host; log the rows to the store."""
+    """Score every file in ``config.source`` with the released variant fastest on this host; log the rows to the store.
+
+    The batch is scored in shards of ``config.shard_files`` files, in parallel on ``config.runner``.
+    """
     production = fetch_production(config.store, config.model_name, config.work_dir, candidates=config.variant_choice.measure)
     batch = collect_inputs(config.source, config.store, config.work_dir)
-    result = score_batch(production, batch, config.store, config.batch_size, config.variant_choice, config.work_dir)
+    plan = plan_scoring(
+        production, batch, config.store, config.batch_size, config.variant_choice, config.work_dir, config.shard_files
+    )
+    threads = config.runner.threads_per_worker if config.runner.kind == "dask" else None
+    shards = fan_out(
+        score_shard,
+        [
+            {"production": production, "files": files, "variant": plan.variant, "batch_size": config.batch_size,
+             "out_dir": config.work_dir / "scoring" / batch.batch_id, "threads": threads}
+            for files in plan.shards
+        ],
+        config.runner,
+    )
+    result = log_scores(production, batch, plan, shards, config.store)
     if config.processed:
         archive_batch(batch, result, Path(config.processed))
     if result.scored == 0:

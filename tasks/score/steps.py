@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel
 
 from tasks.errors import STORE_RETRIES
 from tasks.export.backends import RUNTIMES
@@ -15,7 +16,7 @@ from tasks.registry.config import HostChoiceConfig, StoreConfig
 from tasks.registry.serving import FetchedRelease
 from tasks.registry.store import open_store
 from tasks.score.features import load_projection, off_schema_summary
-from tasks.score.inputs import InputBatch, archive_inputs, collect_batch
+from tasks.score.inputs import FailedInput, InputBatch, InputFile, archive_inputs, collect_batch
 from tasks.score.logs import batch_logs, log_batch, scored_before
 from tasks.score.scoring import ScoreResult, score_files
 
@@ -34,83 +35,143 @@ def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> In
 TIMING_BATCH = 64
 
 
+# Files per scoring shard: each shard is one task (on Dask, one worker's piece), decoded a chunk at a time.
+SHARD_FILES = 20_000
+
+
+class ScoringPlan(BaseModel):
+    """What a score run does before any input is decoded: the variant and the shards, or the result when it has nothing to score."""
+
+    variant: str | None = None
+    variant_reason: str = ""
+    shards: list[list[InputFile]] = []
+    done: ScoreResult | None = None  # set when nothing is scored: an empty batch, or one logged before
+
+
+class ScoredShard(BaseModel):
+    """One shard's predictions and monitoring rows (Parquet files under the work dir) and its unusable files."""
+
+    predictions: Path | None
+    features: Path | None
+    failures: list[FailedInput]
+
+
 @task(**STORE_RETRIES)
-def score_batch(
+def plan_scoring(
     production: FetchedRelease,
     batch: InputBatch,
     store_config: StoreConfig,
     batch_size: int,
     variant_choice: HostChoiceConfig,
     work_dir: Path,
-) -> ScoreResult:
-    """Score the batch with the released variant fastest on this host; log its rows to the store.
+    shard_files: int = SHARD_FILES,
+) -> ScoringPlan:
+    """Choose the released variant fastest on this host and cut the batch into shards; or say why nothing is scored.
 
     The candidates are timed only when there is something new to score, and the choice is kept per
     host and release under ``work_dir`` (see ``FetchedRelease.open_here``), so a scheduled scorer
-    times them once. The monitoring rows are computed against the chosen variant's own reference
-    (its projection), and each row names the variant, so the monitor compares like with like.
-    Each log is one object written once, so a failure leaves no half-written log; a retry completes
-    a batch logged halfway, and a re-run on the same files does not log it twice.
+    times them once. A re-run on files already logged scores nothing.
     """
     logger = get_run_logger()
     store = open_store(store_config)
-    manifest, model = production.manifest, production.model
     base = ScoreResult(
-        model=model, version=production.version, batch_id=batch.batch_id, files=len(batch.files), scored=0,
+        model=production.model, version=production.version, batch_id=batch.batch_id, files=len(batch.files), scored=0,
         failed=[], class_counts={},
     )
     if not batch.files:
         logger.warning("nothing to score in %s", batch.source)
-        return base.model_copy(update={"note": f"no files in {batch.source}"})
-    logged = batch_logs(store, model, batch.batch_id)
-    earlier = scored_before(logged, production.monitored)
+        return ScoringPlan(done=base.model_copy(update={"note": f"no files in {batch.source}"}))
+    earlier = scored_before(batch_logs(store, production.model, batch.batch_id), production.monitored)
     if earlier:
         logger.info("batch %s was already scored: %s", batch.batch_id, store.location(earlier))
-        return base.model_copy(update={"note": f"already scored: {store.location(earlier)}"})
-    choice, backend = production.open_here(
-        variant_choice, min(batch_size, TIMING_BATCH), RUNTIMES, spin=False, cache_dir=work_dir
-    )
-    variant = choice.variant
-    logger.info("scoring with %s: %s", variant, choice.reason)
+        return ScoringPlan(done=base.model_copy(update={"note": f"already scored: {store.location(earlier)}"}))
+    choice, _ = production.open_here(variant_choice, min(batch_size, TIMING_BATCH), RUNTIMES, spin=False, cache_dir=work_dir)
+    logger.info("scoring with %s: %s", choice.variant, choice.reason)
     if choice.timings:
-        create_table_artifact(key="host-choice", table=choice.table(), description=f"Scoring with {variant}. {choice.reason}")
-    base = base.model_copy(update={"variant": variant, "variant_reason": choice.reason})
+        create_table_artifact(key="host-choice", table=choice.table(), description=f"Scoring with {choice.variant}. {choice.reason}")
+    shards = [batch.files[i : i + shard_files] for i in range(0, len(batch.files), shard_files)]
+    return ScoringPlan(variant=choice.variant, variant_reason=choice.reason, shards=shards)
+
+
+@task
+def score_shard(
+    production: FetchedRelease, files: list[InputFile], variant: str, batch_size: int, out_dir: Path, threads: int | None = None
+) -> ScoredShard:
+    """Score one shard with ``variant``: its predictions and monitoring rows (against that variant's reference) as Parquet."""
+    manifest = production.manifest
     monitoring = manifest.monitoring_of(variant)
-    projection = None
-    if monitoring is not None:
-        projection = load_projection(production.release_dir / monitoring.projection)
-    else:
-        logger.warning("release %s has no monitoring reference for %s: predictions only", production.version, variant)
-    scored = score_files(batch.files, backend, manifest.input, manifest.classes, projection, batch_size)
-    for failure in scored.failures:
+    projection = load_projection(production.release_dir / monitoring.projection) if monitoring is not None else None
+    backend = production.open(variant, threads, spin=False)
+    scored = score_files(files, backend, manifest.input, manifest.classes, projection, batch_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{files[0].sha256[:16]}-{len(files)}" if files else "empty"
+    predictions = features = None
+    if not scored.predictions.empty:
+        predictions = out_dir / f"{name}-predictions.parquet"
+        scored.predictions.to_parquet(predictions, index=False)
+        if scored.features is not None:
+            features = out_dir / f"{name}-monitoring.parquet"
+            scored.features.to_parquet(features, index=False)
+    return ScoredShard(predictions=predictions, features=features, failures=scored.failures)
+
+
+@task(**STORE_RETRIES)
+def log_scores(production: FetchedRelease, batch: InputBatch, plan: ScoringPlan, shards: list[ScoredShard], store_config: StoreConfig) -> ScoreResult:
+    """Put the shards' rows together and log them to the store as one batch (each log one object, written once).
+
+    A failure leaves no half-written log; a retry completes a batch logged halfway, and a re-run on the
+    same files does not log it twice.
+    """
+    logger = get_run_logger()
+    store = open_store(store_config)
+    manifest, model, variant = production.manifest, production.model, plan.variant
+    if plan.done is not None:
+        return plan.done
+    failures = [f for shard in shards for f in shard.failures]
+    for failure in failures:
         logger.warning("not scored: %s (%s)", failure.name, failure.reason)
+    result = ScoreResult(
+        model=model, version=production.version, variant=variant, variant_reason=plan.variant_reason, batch_id=batch.batch_id,
+        files=len(batch.files), scored=0, failed=failures, class_counts={},
+    )
+    parts = [shard for shard in shards if shard.predictions is not None]
+    if not parts:
+        return result.model_copy(update={"note": "no readable input in the batch"})
+    predictions = pd.concat([pd.read_parquet(s.predictions) for s in parts], ignore_index=True)
+    features = None
+    if manifest.monitoring_of(variant) is None:
+        logger.warning("release %s has no monitoring reference for %s: predictions only", production.version, variant)
+    elif all(s.features is not None for s in parts):
+        features = pd.concat([pd.read_parquet(s.features) for s in parts], ignore_index=True)
     unseen = 0
-    if scored.features is not None:
-        off_schema, note = off_schema_summary(scored.features)
+    if features is not None:
+        off_schema, note = off_schema_summary(features)
         if off_schema:
             logger.warning(note)
-    if scored.features is not None and not scored.features.empty:
-        reference = pd.read_parquet(production.release_dir / monitoring.reference)
-        unseen, note = manifest.input.unfamiliar(scored.features, reference)
+        reference = pd.read_parquet(production.release_dir / manifest.monitoring_of(variant).reference)
+        unseen, note = manifest.input.unfamiliar(features, reference)
         if unseen:
             logger.warning(note)
-    predictions, features = scored.predictions, scored.features
-    result = base.model_copy(update={"scored": len(predictions), "failed": scored.failures, "unseen_sizes": unseen})
-    if predictions.empty:
-        return result.model_copy(update={"note": "no readable input in the batch"})
+    logged = batch_logs(store, model, batch.batch_id)
     predictions_key, monitoring_key = log_batch(
         store, model, production.version, batch.batch_id, predictions, features, logged, variant=variant
     )
+    for shard in parts:  # logged: the shards' files have done their job
+        for path in (shard.predictions, shard.features):
+            if path is not None:
+                path.unlink(missing_ok=True)
     counts = {str(k): int(v) for k, v in predictions["predicted_class"].value_counts().sort_index().items()}
     create_table_artifact(
         key="score-class-counts",
         table=[{"class": k, "inputs": v} for k, v in counts.items()],
-        description=f"{model} {production.version} ({variant}): {len(predictions)} scored, {len(scored.failures)} not scored",
+        description=f"{model} {production.version} ({variant}): {len(predictions)} scored, {len(failures)} not scored",
     )
     what = "rows of" if manifest.input.kind == "tabular" else "of"
     logger.info("scored %d %s %d files; predictions %s", len(predictions), what, len(batch.files), store.location(predictions_key))
     return result.model_copy(
         update={
+            "scored": len(predictions),
+            "unseen_sizes": unseen,
             "class_counts": counts,
             "predictions_uri": store.location(predictions_key),
             "monitoring_uri": store.location(monitoring_key) if monitoring_key else None,
