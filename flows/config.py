@@ -152,6 +152,8 @@ class ExplainConfig(ModelTarget):
     )
     num_images: int = Field(8, ge=1, le=500, description="Images explained: the least confident quarter, then by class")
     lime: LimeConfig = Field(default_factory=LimeConfig, description="LIME's superpixels and samples")
+    batch_images: int = Field(4, ge=1, le=500, description="Inputs explained per task (batches run in parallel on dask)")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Where LIME batches run: local, or dask")
 
     @field_validator("source")
     @classmethod

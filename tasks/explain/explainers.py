@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -46,25 +45,23 @@ def explaining(contract: InputContract, predict_logits: Callable[[np.ndarray], n
     raise ValueError(f"no explainer for {contract.kind} inputs; explainers exist for: image, tabular")
 
 
-class ExplainedFiles(BaseModel):
-    """The explained inputs, the files that could not be read, and the time per explanation."""
+class ChosenInputs(BaseModel):
+    """The inputs chosen to explain, in order: their names, why each was chosen, and the files that could not be read."""
 
-    items: list[ExplainedInput]
+    names: list[str]
+    why: list[str]
     failed: list[FailedInput]
-    seconds_per_input: float
 
 
-def explain_files(
+def choose_inputs(
     files: list[InputFile],
     backend: Backend,
     contract: InputContract,
     classes: list[str],
     count: int,
-    explainer: Explainer,
     seed: int = 0,
-    on_explained: Callable[[int, int, ExplainedInput], None] | None = None,
-) -> ExplainedFiles:
-    """Explain ``count`` of the readable files: the least confident quarter first, then round-robin over classes.
+) -> tuple[ChosenInputs, np.ndarray]:
+    """``count`` of the readable files, the least confident quarter first, then round-robin over classes; and their raw inputs.
 
     Raises:
         NothingToExplain: no file could be read.
@@ -77,14 +74,23 @@ def explain_files(
     probs = probabilities(backend, contract, decoded.raw)
     chosen = choose_samples(probs, count, seed)
     least = set(chosen[: least_confident_count(len(chosen))])
-    items: list[ExplainedInput] = []
-    start = time.perf_counter()
-    for number, index in enumerate(chosen, 1):
-        why = "least confident" if index in least else f"predicted class {classes[int(probs[index].argmax())]}"
-        item = ExplainedInput(
-            name=names[index], raw=decoded.raw[index].tolist(), explanation=explainer.explain(decoded.raw[index]), why=why
-        )
+    why = ["least confident" if i in least else f"predicted class {classes[int(probs[i].argmax())]}" for i in chosen]
+    return ChosenInputs(names=[names[i] for i in chosen], why=why, failed=failed), np.asarray(decoded.raw)[chosen]
+
+
+def explain_chosen(
+    chosen: ChosenInputs,
+    raw: np.ndarray,
+    explainer: Explainer,
+    start: int = 0,
+    on_explained: Callable[[int, int, ExplainedInput], None] | None = None,
+) -> list[ExplainedInput]:
+    """Explain chosen inputs ``start`` on (``raw`` holds theirs); each explanation depends on its input alone, not on order."""
+    items = []
+    for offset, row in enumerate(raw):
+        number = start + offset
+        item = ExplainedInput(name=chosen.names[number], raw=row.tolist(), explanation=explainer.explain(row), why=chosen.why[number])
         items.append(item)
         if on_explained:
-            on_explained(number, len(chosen), item)
-    return ExplainedFiles(items=items, failed=failed, seconds_per_input=(time.perf_counter() - start) / len(chosen))
+            on_explained(number + 1, len(chosen.names), item)
+    return items

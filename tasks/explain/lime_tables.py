@@ -175,8 +175,11 @@ class TabularLimeExplainer:
             return self.probabilities(rows)
 
         row = to_lime_rows(item, self.contract)[0]
-        # lime draws from numpy's global generator besides its own random state: seed both.
+        # lime draws from numpy's global generator besides its own random state: seed both, for each row, so an
+        # explanation depends on its row alone (not on which rows came before it, in this process or another).
         np.random.seed(self.config.seed)
+        # In place: the discretizer and lime's base share this one RandomState.
+        self._lime.random_state.seed(self.config.seed)
         result = self._lime.explain_instance(
             row,
             counted,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from flows.config import RunnerConfig, ScoreConfig
+from flows.config import ExplainConfig, RunnerConfig, ScoreConfig
+from flows.explain import explain
 from flows.score import score
+from tasks.explain.config import LimeConfig
 from tasks.registry.store import open_store
 from tests.flows.conftest import release_files_of
 
@@ -58,6 +61,18 @@ def test_scoring_shards_on_dask_logs_what_the_local_runner_logs(demo, tmp_path: 
     # Scored once: the same batch again logs nothing, on either runner.
     again = score(ScoreConfig(work_dir=tmp_path / "work-dask", store=stores["dask"], runner=DASK, **common), return_state=True)
     assert again.result(raise_on_failure=False).scored == 0
+
+
+def test_lime_batches_on_dask_explain_as_the_local_runner_does(demo, tmp_path: Path) -> None:
+    config, release, _, _ = demo
+    common = {"num_images": 5, "batch_images": 2, "lime": LimeConfig(num_samples=120), "store": config.store}
+    results = {
+        name: explain(ExplainConfig(work_dir=tmp_path / name, runner=runner, **common))
+        for name, runner in (("local", RunnerConfig()), ("dask", DASK))
+    }
+    assert results["dask"].explained == results["local"].explained and len(results["dask"].explained) == 5
+    local, dask = (json.loads(Path(r.weights_uri.removeprefix("file://")).read_text()) for r in results.values())
+    assert dask == local
 
 
 def test_a_runner_address_must_be_a_scheduler_url() -> None:
