@@ -10,6 +10,7 @@ from prefect.states import Cancelled, State
 
 from flows.config import BuildConfig
 from flows.outcome import tag_run, unchanged
+from tasks.caching import results_in
 from tasks.compress.steps import distill_student, prune_model, quantize_int8
 from tasks.data.steps import ingest, prepare_source
 from tasks.export.steps import evaluate_variants, export_fp32
@@ -26,6 +27,11 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
     With ``cooldown_hours`` (set by the drift/performance trigger), the run first claims the
     model's retrain period in the store, and ends Cancelled, saying why, when another retrain holds
     it: one retrain per model per cool-down.
+
+    Started again on the same ``work_dir`` (after a kill or a failure), it reuses what the last run
+    finished (ingestion of unchanged files, training, compression, export, evaluation, the monitoring
+    reference: each kept under ``work_dir/results`` by its inputs and code) and continues an
+    interrupted training from its last epoch; the source, publishing and the gate always run.
     """
     if config.cooldown_hours:
         skip = claim_cooldown(config.store, config.model_name, config.cooldown_hours, config.reason)
@@ -34,23 +40,26 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
     source = prepare_source(config.data, config.work_dir)
     if config.include_feedback:
         source = feedback_source(source, config.store, config.model_name, config.work_dir)
-    snapshot = ingest(source, config.data, config.work_dir)
-    trained = train(snapshot, config.train, config.work_dir)
-    stages = [export_fp32(trained, snapshot, config.evaluate)]
+    kept = results_in(config.work_dir)  # what a rerun on this work_dir reuses
+    snapshot = kept(ingest)(source, config.data, config.work_dir)
+    trained = kept(train)(snapshot, config.train, config.work_dir)
+    stages = [kept(export_fp32)(trained, snapshot, config.evaluate)]
     plan, model = config.compress, trained
     if "distill" in plan.plan:
-        model = distill_student(trained, snapshot, plan.distill, config.train)
-        stages.append(export_fp32(model, snapshot, config.evaluate, stage="distilled"))
+        model = kept(distill_student)(trained, snapshot, plan.distill, config.train)
+        stages.append(kept(export_fp32)(model, snapshot, config.evaluate, stage="distilled"))
     if "prune" in plan.plan:
-        stages.append(prune_model(model, stages[-1].stage, trained, snapshot, plan.prune, config.train, config.evaluate))
+        stages.append(
+            kept(prune_model)(model, stages[-1].stage, trained, snapshot, plan.prune, config.train, config.evaluate)
+        )
     to_quantize = (stages if plan.int8.models == "every" else stages[-1:]) if "int8" in plan.plan else []
     quantized = [
         variant
         for stage in to_quantize
-        for variant in quantize_int8(stage, snapshot, plan.int8, config.evaluate.policy.accuracy_budget_pp)
+        for variant in kept(quantize_int8)(stage, snapshot, plan.int8, config.evaluate.policy.accuracy_budget_pp)
     ]
-    evaluation = evaluate_variants(trained, stages, quantized, snapshot, config.evaluate)
-    reference = monitoring_reference(snapshot, trained, evaluation, config.reference)
+    evaluation = kept(evaluate_variants)(trained, stages, quantized, snapshot, config.evaluate)
+    reference = kept(monitoring_reference)(snapshot, trained, evaluation, config.reference)
     release = publish(
         config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"), reference
     )

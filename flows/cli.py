@@ -4,7 +4,12 @@
 each ``--set`` overrides one field by its dotted path, the value read as JSON when it parses
 (numbers, true/false, lists) and as a plain string otherwise. A bad config, or a failure the
 user can act on (bad data, no production release, a refused rollback, a tampered file), prints
-one message and exits 2, without a traceback; ``--debug`` shows the traceback too.
+one message and exits 2, without a traceback; ``--debug`` shows the traceback too. ``--fresh``
+computes every step again instead of reusing what an earlier run on the same work dir kept.
+
+Without ``PREFECT_API_URL`` the run gets a temporary local Prefect API (a uvicorn process). It is
+started here, with a watchdog beside it, so that it ends with this process however that ends: a
+command killed with SIGKILL leaves nothing running.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import json
 import logging
 import os
 import re
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -121,6 +128,77 @@ def _subclass_names(cls: type) -> set[str]:
     return names
 
 
+# Started beside the temporary API: when the command's process is gone (even by SIGKILL, which no
+# handler sees), it stops the API, which would otherwise live on as an orphan. It imports nothing
+# heavy, holds the API's pidfd (no other process that later gets its pid is signalled) and ends
+# with the API when the command stops it itself.
+_WATCHDOG = """
+import os, select, signal, sys
+parent, server = int(sys.argv[1]), int(sys.argv[2])
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the command; the watchdog stays to clean up after it
+try:
+    handle = os.pidfd_open(server)
+except ProcessLookupError:
+    sys.exit(0)
+while os.getppid() == parent:
+    if select.select([handle], [], [], 0.5)[0]:
+        sys.exit(0)  # the API ended: the command stopped it
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    try:
+        signal.pidfd_send_signal(handle, sig)
+    except ProcessLookupError:
+        break
+    if select.select([handle], [], [], 5)[0]:
+        break
+"""
+
+
+_WATCHDOGS: dict[int, subprocess.Popen[bytes]] = {}  # by the pid they watch; referenced for the process's lifetime
+
+
+def _watch(pid: int) -> None:
+    """Start a watchdog that stops process ``pid`` once this process is gone (once per pid)."""
+    if pid not in _WATCHDOGS:
+        _WATCHDOGS[pid] = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-I", "-c", _WATCHDOG, str(os.getpid()), str(pid)], stdin=subprocess.DEVNULL
+        )
+
+
+def start_temporary_api() -> int | None:
+    """Start the temporary Prefect API this process would start on first use, watched so it never outlives us.
+
+    Nothing when an API is configured (``PREFECT_API_URL``, a profile, a test harness) or temporary APIs
+    are off. Linux only (pidfds); elsewhere Prefect starts its API itself as before.
+
+    Returns:
+        The API process's pid, or None when none was started here.
+    """
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled or not hasattr(os, "pidfd_open"):
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class WatchedServer(SubprocessASGIServer):
+        """Prefect's temporary API, each uvicorn process watched from the moment it exists (not once it
+        answers: a kill while it starts up, which can take seconds, leaves nothing either)."""
+
+        def _run_uvicorn_command(self) -> subprocess.Popen[bytes]:
+            process = super()._run_uvicorn_command()
+            _watch(process.pid)
+            return process
+
+    # The one instance Prefect's clients use when no API is configured (its registry is keyed by port, None
+    # here): made and started now, they find it running.
+    server = WatchedServer()
+    server.start()
+    if server.server_process is None:
+        return None
+    _watch(server.server_process.pid)  # in case a Prefect version starts it some other way
+    return server.server_process.pid
+
+
 def _console_handlers() -> list[logging.Handler]:
     return [h for h in logging.getLogger().handlers if type(h).__name__ == "PrefectConsoleHandler"]
 
@@ -146,6 +224,10 @@ def run(
         help="override one field by its dotted path, e.g. --set train.max_epochs=5 --set store.uri=s3://bucket/ml",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="compute every step again instead of reusing what an earlier run on the same work_dir kept",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(config_type, args.config, args.set)
@@ -163,9 +245,12 @@ def run(
     for handler in handlers:
         handler.addFilter(quiet)
     from prefect.exceptions import CancelledRun
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
+    start_temporary_api()
     try:
-        result = command(config)
+        with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}) if args.fresh else nullcontext():
+            result = command(config)
     except LeptonError as exc:
         if args.debug:
             traceback.print_exc()

@@ -7,6 +7,7 @@ import shutil
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+from tasks.caching import STEP_KEY
 from tasks.compress.calibration import calibration_sample
 from tasks.compress.config import DistillConfig, Int8Config, PruneConfig
 from tasks.compress.distill import distill
@@ -22,7 +23,7 @@ from tasks.train.models import resolve_model
 from tasks.train.trained import TrainedModel
 
 
-@task
+@task(cache_key_fn=STEP_KEY)
 def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: DistillConfig, train: TrainConfig) -> TrainedModel:
     """Train ``config.student`` against the trained model's soft targets and the labels (Lightning)."""
     logger = get_run_logger()
@@ -38,7 +39,7 @@ def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: Di
     return student
 
 
-@task
+@task(cache_key_fn=STEP_KEY)
 def prune_model(
     source: TrainedModel,
     source_stage: str,
@@ -66,7 +67,7 @@ def prune_model(
     return export_model(model, stage, snapshot, out_dir / "variants", evaluate.parity_tolerance, logger.info)
 
 
-@task
+@task(cache_key_fn=STEP_KEY)
 def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Config, accuracy_budget_pp: float) -> list[Variant]:
     """INT8 variants of one model: ONNX Runtime static QDQ (per-channel) and NNCF, both calibrated on the train split.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from tasks.caching import step_key
 from tasks.data.config import EMBEDDED_DIGITS, DataConfig
 from tasks.data.digits import write_digits_imagefolder
 from tasks.data.embedded_tables import write_sklearn_table
@@ -40,7 +41,7 @@ def prepare_source(config: DataConfig, work_dir: Path) -> Path:
     return path
 
 
-@task
+@task(cache_key_fn=step_key(files=("source",)))
 def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
     """Validate and normalise every file (or table row), quarantine bad ones, split, and snapshot the dataset."""
     logger = get_run_logger()

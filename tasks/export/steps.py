@@ -7,6 +7,7 @@ import shutil
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from tasks.caching import STEP_KEY
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import Evaluation, split_for_pages
@@ -18,7 +19,7 @@ from tasks.export.variants import TRAINED_STAGE, Exported, Variant
 from tasks.train.trained import TrainedModel
 
 
-@task
+@task(cache_key_fn=STEP_KEY)
 def export_fp32(trained: TrainedModel, snapshot: DatasetSnapshot, config: EvaluateConfig, stage: str = TRAINED_STAGE) -> Exported:
     """Export a trained (or distilled) model to ONNX and OpenVINO IR, each checked against PyTorch.
 
@@ -43,7 +44,7 @@ def export_fp32(trained: TrainedModel, snapshot: DatasetSnapshot, config: Evalua
     return exported.model_copy(update={"variants": [eager, *exported.variants]})
 
 
-@task
+@task(cache_key_fn=STEP_KEY)
 def evaluate_variants(
     trained: TrainedModel,
     exported: list[Exported],

@@ -14,6 +14,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel
 
+from tasks.caching import STEP_KEY
 from tasks.data.imagefolder import merge_imagefolders
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.data.tabular import source_kind
@@ -47,7 +48,7 @@ class NoReferenceData(LeptonError):
     """The production release predates monitoring: it carries no reference data."""
 
 
-@task
+@task(cache_key_fn=STEP_KEY)
 def monitoring_reference(
     snapshot: DatasetSnapshot, trained: TrainedModel, evaluation: Evaluation, config: ReferenceConfig
 ) -> MonitoringReference:

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.runtime import flow_run
+from prefect.context import TaskRunContext
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
+from tasks.caching import code_version, step_key
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
 from tasks.train.fit import fit_classifier
 from tasks.train.models import resolve_model
+from tasks.train.runs import resume_point, run_folder, training_in
 from tasks.train.trained import EpochRecord, TrainedModel
 
 
-@task
+def _refreshing() -> bool:
+    """Whether this run was asked to recompute instead of reusing kept results (``PREFECT_TASKS_REFRESH_CACHE``)."""
+    context = TaskRunContext.get()
+    asked = context.task.refresh_cache if context else None
+    return bool(PREFECT_TASKS_REFRESH_CACHE.value() if asked is None else asked)
+
+
+@task(cache_key_fn=step_key(files=("config.weights_path",)))
 def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> TrainedModel:
     """Fit the configured model on the snapshot; publish the per-epoch loss/accuracy table.
 
     Progress shows in the run's artifacts epoch by epoch (early stopping may end it before the last).
+    The run trains in a folder named by its inputs and code (``tasks.train.runs``): a build killed
+    while training continues, when started again, from the last epoch it finished.
+
+    Raises:
+        RunFolderBusy: another process is training the same run right now.
     """
     logger = get_run_logger()
     name = resolve_model(config.model, snapshot.input)
@@ -41,10 +55,15 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
             f"val_acc {record.val_acc:.4f}",
         )
 
-    # One folder per run: concurrent or repeated builds never share checkpoints or variant files.
-    run_id = str(flow_run.id or uuid.uuid4())[:8]
-    out_dir = work_dir / "runs" / snapshot.version / f"{name}-seed{config.seed}-{run_id}"
-    trained = fit_classifier(snapshot, config, out_dir, on_epoch=report)
+    # One folder per run of these inputs and this code: a build started again finds what the killed one left.
+    out_dir = run_folder(work_dir, snapshot.version, name, config, code_version(fit_classifier.__module__))
+    with training_in(out_dir):
+        if config.resume_from:  # the checkpoint asked for, as given
+            resume, why = None, f"training on from {config.resume_from} in {out_dir}"
+        else:
+            resume, why = resume_point(out_dir, fresh=_refreshing())
+        logger.info("%s", why)
+        trained = fit_classifier(snapshot, config, out_dir, on_epoch=report, resume=resume)
     create_table_artifact(
         key="training-epochs",
         table=[{k: round(v, 4) if isinstance(v, float) else v for k, v in r.model_dump().items()} for r in trained.history],

@@ -1,0 +1,243 @@
+"""Builds that resume: the cache policy of the steps whose results a rerun on the same work dir reuses.
+
+A build killed at any step and started again on the same ``work_dir`` skips every step it had
+finished: each deterministic step (ingest, train, distill, prune, quantize, export, evaluate, the
+monitoring reference) is decorated with ``@task(cache_key_fn=STEP_KEY)`` (Prefect's
+``CacheKeyFnPolicy``), and the flow gives it a place to keep its result with :func:`results_in`
+(``work_dir/results``). Pure: Prefect calls these functions, they import none of it. Steps with side
+effects on the store or that read moving state (the source, feedback, publish, gate, promote,
+the cool-down claim) are never cached.
+
+The key of a step's result is the hash of
+- its inputs, as JSON (configs, and the results of earlier steps: the paths they hold and the
+  dataset version),
+- the code it runs: the step's module (its own source, what Prefect's ``TASK_SOURCE`` hashes) and
+  every ``tasks`` module it imports, transitively, plus the versions of the numerical libraries,
+- where a step says so, the state of files its inputs name outside the work dir (ingest's source
+  files, the training config's ``weights_path``): each file's size and modification and change times,
+and never the run id: a rerun finds what an earlier run finished.
+
+A result is only reused while its files are as it left them: every path it holds must still
+exist and be no newer than the result itself. A deleted work dir (or a file another build
+overwrote) drops the cached result and the step runs again. ``PREFECT_TASKS_REFRESH_CACHE=true``
+(or ``--fresh`` on the command line) recomputes every step and overwrites what was kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+RESULTS_FOLDER = "results"
+# Libraries whose version changes what a step computes (weights, graphs, quantization).
+LIBRARIES = ("torch", "lightning", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "torch-pruning", "scikit-learn")
+PROJECT = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
+
+
+def results_in(work_dir: Path) -> Callable[[T], T]:
+    """What a flow wraps a cached step in so its result is kept under ``work_dir/results``.
+
+    ``results_in(work_dir)(train)(snapshot, config, work_dir)`` runs ``train`` or, when a
+    run on this work dir finished it with the same inputs and code, returns its kept result.
+    A step called without it computes every time.
+    """
+    storage = Path(work_dir) / RESULTS_FOLDER
+
+    def keep(step: T) -> T:
+        return step.with_options(result_storage=storage)  # type: ignore[attr-defined]
+
+    return keep
+
+
+def stable(value: Any) -> Any:
+    """``value`` as plain JSON data, the same in every process (pydantic models by their JSON dump).
+
+    Raises:
+        TypeError: a value with no stable form (a live object); such a step cannot be cached.
+    """
+    if isinstance(value, BaseModel):
+        return stable(value.model_dump(mode="json"))
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): stable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [stable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"no stable form for a {type(value).__name__}")
+
+
+def _module_file(name: str) -> Path | None:
+    base = PROJECT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@cache
+def code_version(module: str) -> str:
+    """Hash of ``module``'s source, of every ``tasks`` module it imports (transitively, at any depth,
+    also inside functions), of their packages' ``__init__`` and of the numerical libraries' versions.
+
+    A change to the code a step runs (not to a stage it never imports) gives its results a new key.
+    """
+    sources: dict[str, bytes] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in sources or not (name == "tasks" or name.startswith("tasks.")):
+            continue
+        path = _module_file(name)
+        if path is None:  # a name imported from a module, not a module
+            continue
+        sources[name] = path.read_bytes()
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        for node in ast.walk(ast.parse(sources[name])):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                todo += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        digest.update(name.encode() + b"\0" + sources[name] + b"\0")
+    for library in LIBRARIES:
+        try:
+            version = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{library}=={version}\0".encode())
+    return digest.hexdigest()
+
+
+def _paths(value: Any) -> Iterator[Path]:
+    """Every path a step's result holds (pydantic models, lists, dicts, at any depth)."""
+    if isinstance(value, Path):
+        yield value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _paths(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _paths(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _paths(item)
+
+
+def outdated(result: Any, written_ns: int) -> str | None:
+    """Why a result kept at ``written_ns`` can no longer be used, or None: a path it names is gone,
+    or a file (in a folder it names, at any depth) was written after it."""
+    for path in _paths(result):
+        if not path.exists():
+            return f"{path} is gone"
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for file in files:
+            if file.stat().st_mtime_ns > written_ns:
+                return f"{file} changed after it was kept"
+    return None
+
+
+def _attribute(inputs: dict[str, Any], dotted: str) -> Any:
+    head, *rest = dotted.split(".")
+    value = inputs.get(head)
+    for part in rest:
+        value = getattr(value, part, None)
+    return value
+
+
+def fingerprint(path: Path) -> str | None:
+    """What changes when any file at ``path`` (a file, or a folder at any depth) changes: each file's
+    relative path, size, modification and status-change times (the latter no copy tool can set back).
+    None when nothing is there."""
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        name = file.relative_to(path).as_posix() if file != path else file.name
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def step_key(files: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
+    """The cache key function of a deterministic step: ``@task(cache_key_fn=step_key())``.
+
+    Prefect wraps it in its ``CacheKeyFnPolicy``. The key hashes the step's inputs, its code and,
+    for ``files`` (inputs by dotted path, ``source`` or ``config.weights_path``: files or folders
+    outside the work dir), the state of every file there (:func:`fingerprint`); never the run id.
+    It caches only where the flow said where results live (:func:`results_in`), and first drops a
+    kept result whose files are gone or changed, so the step runs again.
+    """
+
+    def key(context: Any, inputs: dict[str, Any]) -> str | None:
+        task = getattr(context, "task", None)
+        if task is None or task.result_storage is None:
+            return None
+        fn = task.fn
+        try:
+            states = {dotted: fingerprint(Path(path)) if (path := _attribute(inputs, dotted)) else None for dotted in files}
+            blob = {
+                "step": f"{fn.__module__}.{fn.__qualname__}",
+                "inputs": stable(inputs),
+                "code": code_version(fn.__module__),
+                "files": states,
+            }
+            digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+            _drop_if_outdated(context, digest)
+        except Exception as exc:  # noqa: BLE001 - a key that cannot be made means: compute, keep nothing
+            _log(context, logging.WARNING, "%s runs without its cache: %s", fn.__name__, exc)
+            return None
+        return digest
+
+    return key
+
+
+def _drop_if_outdated(context: Any, key: str) -> None:
+    """Delete the result kept under ``key`` when its files are gone or changed, so the step runs again."""
+    store = context.result_store
+    basepath = getattr(store.result_storage, "basepath", None)
+    if basepath is None:  # not a local folder: nothing here can tell
+        return
+    record = Path(basepath).expanduser().resolve() / key
+    if not record.is_file():
+        return
+    written = record.stat().st_mtime_ns
+    try:
+        reason = outdated(store.read(key).result, written)
+    except Exception as exc:  # noqa: BLE001 - an unreadable record is as good as none
+        reason = f"it cannot be read ({type(exc).__name__}: {exc})"
+    if reason:
+        _log(context, logging.INFO, "not reusing the kept result of %s: %s; computing it again", context.task.name, reason)
+        store.cache.pop(key, None)
+        record.unlink(missing_ok=True)
+
+
+def _log(context: Any, level: int, message: str, *args: Any) -> None:
+    """Log as the task run (Prefect's run logger is the ``prefect.task_runs`` logger with the run's ids)."""
+    run = getattr(context, "task_run", None)
+    if run is None:
+        logging.getLogger(__name__).log(level, message, *args)
+        return
+    extra = {
+        "task_run_id": str(run.id), "flow_run_id": str(run.flow_run_id), "task_run_name": run.name,
+        "task_name": context.task.name,
+    }
+    logging.getLogger("prefect.task_runs").log(level, message, *args, extra=extra)
+
+
+STEP_KEY = step_key()
