@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 from tasks.export.backends import EVAL_BATCH, Backend, predict_batched
 from tasks.export.config import LatencyConfig
 from tasks.export.variants import Variant
+from tasks.host import cpu_model_and_flags
 
 # CPU features that decide which variant is fastest: VNNI speeds INT8, BF16/AMX speed bf16.
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -30,14 +30,7 @@ class Host(BaseModel):
 
 def measuring_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> Host:
     """This machine's CPU model, logical CPU count and the instruction-set flags that matter for inference."""
-    model, flags = platform.processor() or platform.machine(), set()
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    model, flags = cpu_model_and_flags(cpuinfo)
     return Host(cpu=model, logical_cpus=os.cpu_count() or 1, flags=[f for f in _FLAGS if f in flags])
 
 

@@ -33,7 +33,15 @@ class TrainConfig(FormModel):
     accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="Where to train: cpu, gpu, or auto (a GPU if there is one)")
     devices: int | Literal["auto"] = Field(1, description="Lightning devices per node")
     num_nodes: int = Field(1, ge=1, description="Machines training together (with a distributed strategy such as ddp)")
-    strategy: str = Field("auto", description="Lightning strategy, e.g. auto or ddp")
+    strategy: str = Field(
+        "auto", description="Lightning strategy: auto, or ddp with devices 2+ (processes of their own; gloo on CPUs)"
+    )
+    precision: Literal["32-true", "bf16-mixed"] = Field(
+        "32-true", description="32-true, or bf16-mixed (bfloat16 matrix maths: fast where the CPU has AVX-512 BF16 or AMX)"
+    )
+    channels_last: bool = Field(
+        False, description="Images: lay tensors out channels-last (NHWC) while training; faster for some CNNs, measure it"
+    )
     max_batches_per_epoch: int | None = Field(
         None, ge=1, description="Train on at most this many batches per epoch (a quick trial); empty: every batch"
     )

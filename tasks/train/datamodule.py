@@ -59,10 +59,18 @@ def as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, to
 class SnapshotDataModule(L.LightningDataModule):
     """Serves a snapshot's train/val/test splits as the model takes them (the input contract's scaling).
 
-    ``augment`` changes training batches (images only), once they are on the training device.
+    ``augment`` changes training batches (images only), once they are on the training device;
+    ``channels_last`` lays image batches out NHWC (the model must be converted too).
     """
 
-    def __init__(self, snapshot: DatasetSnapshot, batch_size: int, seed: int = 0, augment: AugmentConfig | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: DatasetSnapshot,
+        batch_size: int,
+        seed: int = 0,
+        augment: AugmentConfig | None = None,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         self.snapshot = snapshot
         self.batch_size = batch_size
@@ -70,14 +78,17 @@ class SnapshotDataModule(L.LightningDataModule):
         self._sets: dict[str, SplitDataset] = {}
         images = snapshot.input.kind == "image"
         self.augment = build_augmentation(augment) if augment is not None and images else None
+        self.channels_last = channels_last and images
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = batch
         # Training batches only: validation and test measure the images as they are.
         if self.augment is not None and self.trainer is not None and self.trainer.training:
-            inputs, labels = batch
             with torch.no_grad():
-                return self.augment.to(inputs.device)(inputs), labels
-        return batch
+                inputs = self.augment.to(inputs.device)(inputs)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, labels
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import warnings
@@ -22,9 +23,10 @@ from torch.utils.data import DataLoader
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
 from tasks.train.datamodule import SnapshotDataModule
+from tasks.train.launch import fit_in_processes, runs_in_processes
 from tasks.train.models import build_model, resolve_model
 from tasks.train.module import ClassifierModule
-from tasks.train.trained import EpochRecord, TrainedModel
+from tasks.train.trained import EpochRecord, FitOutcome, TrainedModel
 
 
 class _History(Callback):
@@ -139,16 +141,6 @@ def _quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class FitOutcome(BaseModel):
-    """What a fit leaves behind besides the module (which holds the best weights)."""
-
-    checkpoint_path: Path
-    history: list[EpochRecord]
-    best_epoch: int
-    val_acc: float
-    test_acc: float
-
-
 def fit_module(
     module: ClassifierModule,
     snapshot: DatasetSnapshot,
@@ -167,12 +159,19 @@ def fit_module(
     (``checkpoints/last.ckpt``) with the random states and the shuffling, so a
     fit resumed from it ends with the weights the uninterrupted one would have.
     """
+    if runs_in_processes(config):
+        return fit_in_processes(module, snapshot, config, out_dir, on_epoch, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = resume or config.resume_from
-    if start is None:
+    if start is None and _first_process():
         # A fit from the first epoch: checkpoints an earlier, interrupted fit left here are not its own.
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    data = _ResumableData(snapshot, config.batch_size, seed=config.seed)
+    images = snapshot.input.kind == "image"
+    data = _ResumableData(
+        snapshot, config.batch_size, seed=config.seed, augment=config.augment, channels_last=config.channels_last and images
+    )
+    if config.channels_last and images:
+        module.model.to(memory_format=torch.channels_last)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor="val_loss", mode="min")
     # What a resumed fit starts from: every epoch's end, overwritten each time. (Lightning's own save_last
     # follows the best checkpoint, so it would lose every epoch since the last improvement.) After the
@@ -189,6 +188,7 @@ def fit_module(
             devices=config.devices,
             num_nodes=config.num_nodes,
             strategy=config.strategy,
+            precision=config.precision,
             deterministic=True,
             logger=False,
             enable_progress_bar=False,
@@ -214,7 +214,9 @@ def fit_module(
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
         test_metrics = trainer.test(module, datamodule=data, verbose=False)[0]
-    (out_dir / "history.json").write_text(json.dumps([r.model_dump() for r in history.records], indent=2))
+    module.model.to(memory_format=torch.contiguous_format)  # what export and the runtimes take
+    if trainer.is_global_zero:
+        (out_dir / "history.json").write_text(json.dumps([r.model_dump() for r in history.records], indent=2))
     best_val = min(history.records, key=lambda r: r.val_loss) if history.records else None
     return FitOutcome(
         checkpoint_path=best_path,
@@ -222,7 +224,13 @@ def fit_module(
         best_epoch=int(best.get("epoch", 0)),
         val_acc=best_val.val_acc if best_val else float("nan"),
         test_acc=float(test_metrics["test_acc"]),
+        processes=trainer.world_size,
     )
+
+
+def _first_process() -> bool:
+    """Whether this is a fit's first (or only) process: Lightning's DDP sets the ranks of the others."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def trained_model(

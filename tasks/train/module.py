@@ -36,8 +36,9 @@ class ClassifierModule(L.LightningModule):
         logits = self(x)
         loss = self.training_loss(logits, x, y) if stage == "train" else F.cross_entropy(logits, y)
         acc = (logits.argmax(dim=1) == y).float().mean()
-        self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=stage != "train")
-        self.log(f"{stage}_acc", acc, on_epoch=True, on_step=False, prog_bar=stage != "train")
+        # Averaged over every process of a distributed fit (each sees its share of the batches).
+        self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=stage != "train", sync_dist=True)
+        self.log(f"{stage}_acc", acc, on_epoch=True, on_step=False, prog_bar=stage != "train", sync_dist=True)
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
 from tasks.caching import code_version, step_key
 from tasks.data.snapshot import DatasetSnapshot
+from tasks.host import BF16_FLAGS, cpu_model_and_flags
 from tasks.train.config import TrainConfig
 from tasks.train.fit import fit_classifier
 from tasks.train.models import resolve_model
@@ -39,6 +40,10 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
     logger = get_run_logger()
     name = resolve_model(config.model, snapshot.input)
     progress = create_progress_artifact(0.0, description=f"training {name}: up to {config.max_epochs} epochs")
+    if config.precision == "bf16-mixed" and config.accelerator == "cpu" and not set(BF16_FLAGS) & cpu_model_and_flags()[1]:
+        logger.warning("train.precision bf16-mixed: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); it is emulated, slower than 32-true")
+    if config.augment.active and snapshot.input.kind != "image":
+        logger.warning("train.augment changes images only: the rows of a table are trained on as they are")
 
     def report(record: EpochRecord) -> None:
         logger.info(

@@ -23,6 +23,17 @@ class EpochRecord(BaseModel):
     val_acc: float
 
 
+class FitOutcome(BaseModel):
+    """What a fit leaves behind besides the module (which holds the best weights)."""
+
+    checkpoint_path: Path
+    history: list[EpochRecord]
+    best_epoch: int
+    val_acc: float
+    test_acc: float
+    processes: int = 1  # the fit's world size: 2 for DDP over two processes
+
+
 class TrainedModel(BaseModel):
     """A trained model on disk: how to rebuild it and where its weights are."""
 

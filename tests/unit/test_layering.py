@@ -12,7 +12,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 # The order stages build on each other; a module may import its own stage and earlier ones only.
 STAGES = ["data", "train", "export", "compress", "registry", "score", "monitor", "explain"]
 # Shared helpers every stage may use; they import no stage.
-SHARED = {"tasks.caching", "tasks.errors", "tasks.events", "tasks.forms", "tasks.hashing", "tasks.tables"}
+SHARED = {"tasks.caching", "tasks.errors", "tasks.events", "tasks.forms", "tasks.hashing", "tasks.host", "tasks.tables"}
 # The modules allowed to import boto3: the S3 back end of the artifact store, and the s3:// data
 # source (the data stage comes before the registry, so it cannot read through the store).
 S3_CLIENTS = {"tasks.registry.store", "tasks.data.remote"}
