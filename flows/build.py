@@ -10,6 +10,7 @@ from prefect.states import Cancelled, State
 
 from flows.config import BuildConfig
 from flows.outcome import tag_run, unchanged
+from flows.runner import fan_out
 from tasks.caching import results_in
 from tasks.compress.steps import distill_student, prune_model, quantize_int8
 from tasks.data.steps import ingest, prepare_source
@@ -53,11 +54,15 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
             kept(prune_model)(model, stages[-1].stage, trained, snapshot, plan.prune, config.train, config.evaluate)
         )
     to_quantize = (stages if plan.int8.models == "every" else stages[-1:]) if "int8" in plan.plan else []
-    quantized = [
-        variant
-        for stage in to_quantize
-        for variant in kept(quantize_int8)(stage, snapshot, plan.int8, config.evaluate.policy.accuracy_budget_pp)
-    ]
+    quantized_per_stage = fan_out(
+        kept(quantize_int8),
+        [
+            {"exported": stage, "snapshot": snapshot, "config": plan.int8, "accuracy_budget_pp": config.evaluate.policy.accuracy_budget_pp}
+            for stage in to_quantize
+        ],
+        config.runner,
+    )
+    quantized = [variant for variants in quantized_per_stage for variant in variants]
     evaluation = kept(evaluate_variants)(trained, stages, quantized, snapshot, config.evaluate)
     reference = kept(monitoring_reference)(snapshot, trained, evaluation, config.reference)
     release = publish(

@@ -67,6 +67,9 @@ class BuildConfig(FormModel):
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="The registry: file://path or s3://bucket/prefix")
     gate: GateConfig = Field(default_factory=GateConfig, description="When the new release may replace production")
+    runner: RunnerConfig = Field(
+        default_factory=RunnerConfig, description="Where independent steps run (INT8 of each model): local, or dask"
+    )
 
     @field_validator("model_name")
     @classmethod

@@ -58,6 +58,7 @@ def test_scoring_shards_on_dask_logs_what_the_local_runner_logs(demo, tmp_path: 
             ours.sort_values("image_sha256").reset_index(drop=True), theirs.sort_values("image_sha256").reset_index(drop=True),
             check_exact=False, rtol=1e-5,
         )
+    assert _dask_runs("score_shard-on-dask") >= 1
     # Scored once: the same batch again logs nothing, on either runner.
     again = score(ScoreConfig(work_dir=tmp_path / "work-dask", store=stores["dask"], runner=DASK, **common), return_state=True)
     assert again.result(raise_on_failure=False).scored == 0
@@ -73,6 +74,43 @@ def test_lime_batches_on_dask_explain_as_the_local_runner_does(demo, tmp_path: P
     assert results["dask"].explained == results["local"].explained and len(results["dask"].explained) == 5
     local, dask = (json.loads(Path(r.weights_uri.removeprefix("file://")).read_text()) for r in results.values())
     assert dask == local
+
+
+def test_a_build_on_dask_quantizes_each_model_in_parallel_and_releases_what_the_local_build_does(
+    prefect_api, quick_build, tmp_path: Path
+) -> None:
+    from flows.build import build
+    from tasks.registry.release import read_manifest
+    from tasks.registry.store import open_store
+
+    overrides = {
+        "train": {"max_epochs": 4},
+        "compress": {"plan": ["distill", "int8"], "distill": {"max_epochs": 3}, "int8": {"models": "every", "calibration_size": 100}},
+    }
+    manifests = {}
+    for name, runner in (("local", RunnerConfig()), ("dask", DASK)):
+        config = quick_build(tmp_path / name, model_name="on-runners", runner=runner.model_dump(), **overrides)
+        release = build(config)
+        manifests[name] = read_manifest(open_store(config.store), release.model, release.version)
+    local, dask = manifests["local"], manifests["dask"]
+    # INT8 of both models (trained, distilled), computed on the cluster: the same variants, numbers and files.
+    assert {v.name for v in dask.variants} >= {"onnx-int8", "distilled-onnx-int8"}
+    # (Sizes differ by a few bytes: some formats record where they were written, and the two work dirs differ.)
+    assert [(v.name, v.accuracy, v.macro_f1) for v in dask.variants] == [(v.name, v.accuracy, v.macro_f1) for v in local.variants]
+    hashes = {name: {f.path: f.sha256 for f in m.files if "int8" in f.path and f.path.endswith(".onnx")} for name, m in manifests.items()}
+    assert hashes["dask"] == hashes["local"] and len(hashes["dask"]) == 2
+    assert dask.served.name == local.served.name and dask.dataset.version == local.dataset.version
+    assert _dask_runs("quantize_int8-on-dask") == 1  # the local build ran none
+
+
+def _dask_runs(name: str) -> int:
+    """Completed subflow runs that fanned tasks out on Dask, by the subflow's name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+    return sum(run.state is not None and run.state.is_completed() for run in runs)
 
 
 def test_a_runner_address_must_be_a_scheduler_url() -> None:
