@@ -29,6 +29,7 @@ import ast
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import metadata
@@ -165,13 +166,25 @@ def fingerprint(path: Path) -> str | None:
     None when nothing is there."""
     if not path.exists():
         return None
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     digest = hashlib.sha256()
-    for file in files:
-        stat = file.stat()
-        name = file.relative_to(path).as_posix() if file != path else file.name
+    files = [(path.name, path.stat())] if path.is_file() else _files_in_order(path)
+    for name, stat in files:
         digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0".encode())
     return digest.hexdigest()
+
+
+def _files_in_order(folder: Path, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
+    """Every file under ``folder`` with its stat, in name order folder by folder.
+
+    Only one folder's names are held at a time: a source of a million files is walked, not listed.
+    """
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir():
+            yield from _files_in_order(Path(entry.path), f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            yield f"{prefix}{entry.name}", entry.stat()
 
 
 def step_key(files: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
