@@ -17,12 +17,12 @@ import numpy as np
 from tasks.data.config import DataConfig
 from tasks.data.contract import ImageInput
 from tasks.data.images import BadImage
-from tasks.data.snapshot import DatasetSnapshot, DataValidationError, DecodedFiles, QuarantineEntry, build_snapshot
+from tasks.data.snapshot import DatasetSnapshot, DataValidationError, DecodedFiles, QuarantineEntry, TextColumn, build_snapshot
 from tasks.data.stored import StoredRows, create_npy, write_rows
 from tasks.hashing import sha256_file
 
 
-def list_imagefolder(root: Path) -> tuple[dict[str, list[str]], list[QuarantineEntry]]:
+def list_imagefolder(root: Path) -> tuple[dict[str, TextColumn], list[QuarantineEntry]]:
     """Files per class folder (recursively, as paths relative to ``root``), and the stray entries outside any class folder.
 
     Raises:
@@ -32,7 +32,7 @@ def list_imagefolder(root: Path) -> tuple[dict[str, list[str]], list[QuarantineE
         raise DataValidationError(f"data folder {root} does not exist")
     if not root.is_dir():
         raise DataValidationError(f"data source {root} is not a folder (expected one subfolder per class)")
-    per_class: dict[str, list[str]] = {}
+    per_class: dict[str, TextColumn] = {}
     stray: list[QuarantineEntry] = []
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and entry.name.startswith("."):
@@ -49,31 +49,35 @@ def list_imagefolder(root: Path) -> tuple[dict[str, list[str]], list[QuarantineE
     return per_class, stray
 
 
-def _files_under(folder: str, root: Path) -> list[str]:
+def _files_under(folder: str, root: Path) -> TextColumn:
     """Every file under ``root/folder`` at any depth, as a path relative to ``root``, in path order.
 
     A directory named like an image file (``x.png/``) is listed too, so it is reported rather than
-    silently skipped. Walked with ``os.scandir`` and kept as text: a ``Path`` per file (and ``rglob``'s
-    caches) cost hundreds of bytes each, at a million files the largest thing ingestion would hold.
+    silently skipped. Walked folder by folder with ``os.scandir``, names sorted within each (the order
+    of paths compared part by part), and kept compactly: a ``Path`` per file would be the largest thing
+    ingestion holds at a million files.
     """
-    found: list[str] = []
-    stack = [folder]
-    seen = {_identity(root / folder)}  # a symbolic link back up the tree is walked once, not forever
-    while stack:
-        current = stack.pop()
-        with os.scandir(root / current) as entries:
-            for entry in entries:
-                rel = f"{current}/{entry.name}"
-                if entry.is_dir():
-                    if _identity(Path(entry.path)) not in seen:
-                        seen.add(_identity(Path(entry.path)))
-                        stack.append(rel)
-                    if "." not in entry.name[1:]:
-                        continue
-                found.append(rel)
-    # Part by part, as paths compare: "a/b/c" before "a/b-c" ("/" sorts before any name's character).
-    found.sort(key=lambda rel: rel.replace("/", "\0"))
-    return found
+    return TextColumn(_walk(root, folder, {_identity(root / folder)}))
+
+
+def _walk(root: Path, current: str, seen: set[tuple[int, int]]) -> Iterator[str]:
+    names, folders = [], set()
+    with os.scandir(root / current) as entries:
+        for entry in entries:
+            names.append(entry.name)
+            if entry.is_dir():
+                folders.add(entry.name)
+    names.sort()
+    for name in names:
+        rel = f"{current}/{name}"
+        if name in folders:
+            identity = _identity(root / rel)
+            if identity not in seen:  # a symbolic link back up the tree is walked once, not forever
+                seen.add(identity)
+                yield from _walk(root, rel, seen)
+            if "." not in name[1:]:
+                continue
+        yield rel
 
 
 def _identity(folder: Path) -> tuple[int, int]:
@@ -125,7 +129,7 @@ def decoding_workers(requested: int, files: int) -> int:
 
 def decode_imagefolder(
     root: Path,
-    per_class: dict[str, list[str]],
+    per_class: dict[str, TextColumn],
     contract: ImageInput,
     scratch: Path,
     workers: int = 1,
@@ -138,7 +142,7 @@ def decode_imagefolder(
     ``workers`` > 1 decodes in that many processes, a bounded number of jobs in flight; each job's pixels
     go straight to the file, so memory stays flat whatever the number of files.
     """
-    paths = [rel for files in per_class.values() for rel in files]
+    paths = TextColumn(rel for files in per_class.values() for rel in files)
     labels = np.concatenate([np.full(len(files), k, np.int32) for k, files in enumerate(per_class.values())])
     total = len(paths)
     digests = np.zeros((total, 32), np.uint8)

@@ -19,7 +19,8 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,32 @@ class QuarantineEntry(BaseModel):
     reason: str
 
 
+class TextColumn(Sequence[str]):
+    """Strings kept as one UTF-8 buffer and their end offsets: 8 bytes and their text each, not a Python object each.
+
+    A million file paths are tens of MiB as a list of ``str``, a quarter of that here.
+    """
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        data, ends = bytearray(), array("q")
+        for text in texts:
+            data += text.encode()
+            ends.append(len(data))
+        self._data = bytes(data)
+        self._ends = np.frombuffer(ends, dtype=np.int64).copy() if len(ends) else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _text(self, i: int) -> str:
+        return self._data[int(self._ends[i - 1]) if i else 0 : int(self._ends[i])].decode()
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._text(i) for i in range(*index.indices(len(self)))]
+        return self._text(index if index >= 0 else index + len(self))
+
+
 @dataclass
 class DecodedFiles:
     """A source's files once decoded, a few bytes each: what a snapshot is built from besides the inputs.
@@ -57,7 +84,7 @@ class DecodedFiles:
     with the size of an input, so a million files fit in tens of MiB.
     """
 
-    paths: list[str]  # relative to the source, in source order
+    paths: Sequence[str]  # relative to the source, in source order
     labels: np.ndarray  # class index per file
     digests: np.ndarray  # N x 32 uint8: sha256 of each file's bytes (unused where ``reasons`` holds the file)
     meta: dict[str, np.ndarray]  # per-file columns statistics need besides the input (images: size on disk)
@@ -433,8 +460,11 @@ def _copy_rows(source: StoredRows, rows: np.ndarray, path: Path) -> None:
     with tmp.open("wb") as out:
         header = {"descr": np.lib.format.dtype_to_descr(source.dtype), "fortran_order": False, "shape": (len(rows), *source.shape[1:])}
         np.lib.format.write_array_header_2_0(out, header)
-        for start in range(0, len(rows), step):
-            out.write(memoryview(np.ascontiguousarray(source[rows[start : start + step]])).cast("B"))
+        if hasattr(os, "copy_file_range"):
+            source.copy_rows(rows, out)
+        else:
+            for start in range(0, len(rows), step):
+                out.write(memoryview(np.ascontiguousarray(source[rows[start : start + step]])).cast("B"))
     os.replace(tmp, path)
 
 

@@ -106,6 +106,26 @@ class StoredRows:
                     flat[order[run]] = block
         return out
 
+    def copy_rows(self, index: np.ndarray, out) -> None:  # noqa: ANN001 - a binary file open for writing
+        """Append the rows ``index`` (of this view) to ``out``, in that order, without reading them into this process.
+
+        Each run of consecutive rows is one ``copy_file_range``: the kernel copies it file to file.
+        """
+        absolute = self._absolute(index)
+        if not len(absolute):
+            return
+        out.flush()
+        breaks = np.flatnonzero(np.diff(absolute) != 1) + 1
+        with open(self.path, "rb", buffering=0) as source:
+            for run in np.split(absolute, breaks):
+                offset, remaining = self.offset + int(run[0]) * self._row_bytes, len(run) * self._row_bytes
+                while remaining:
+                    done = os.copy_file_range(source.fileno(), out.fileno(), remaining, offset)
+                    if not done:
+                        raise EOFError(f"{self.path} ends before row {int(run[-1])}: the file is truncated")
+                    offset, remaining = offset + done, remaining - done
+        out.seek(0, os.SEEK_END)
+
     def _read_into(self, handle, first: int, target: np.ndarray) -> None:  # noqa: ANN001 - a raw file object
         view = memoryview(target).cast("B")
         handle.seek(self.offset + first * self._row_bytes)
