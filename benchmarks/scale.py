@@ -1,0 +1,232 @@
+"""Cost as the data grows: ingestion, the whole build, training engines, scoring, and what augmentation buys.
+
+Usage:
+    .venv/bin/python benchmarks/scale.py [--sizes 10000 50000 200000] [--sections ingest build train score augment]
+                                         [--build-sizes 10000 200000] [--work DIR]
+
+Synthetic ImageFolders the script writes (64 x 64 RGB JPEGs of two classes, smooth colour fields whose
+class is in their hue), ingested at ``image_size`` 64, 3 channels. Every measurement runs in a fresh
+Python process, so a peak RSS is that process's own (decoding workers are reported apart).
+
+1. ingest: images/s and peak RSS for each size, with 1 and 2 decoding workers.
+2. build: the whole build flow's peak RSS (its own process: ingestion, training, distillation,
+   pruning, INT8, evaluation, the monitoring reference, release, gate) for each of ``--build-sizes``,
+   training capped at a fixed number of batches so that only the data's size changes.
+3. train: training images/s of the same model on the same snapshot: a plain PyTorch loop, Lightning
+   fp32, Lightning bf16-mixed, Lightning with channels_last, and DDP with 2 processes (gloo).
+4. score: end-to-end scoring (files -> predictions and monitoring rows in the store) against the raw
+   throughput of the served variant at batch 64 on prepared inputs (the ceiling).
+5. augment: digits trained with and without augmentation, tested on the test split as it is and on
+   shifted copies (rotated 15 degrees, brightened 40 %).
+
+Goals: peak RSS of ingestion and of the whole build flat within +-20 % from 10k to 200k images; 2
+workers >= 1.7x one; Lightning within 5 % of the plain loop; end-to-end scoring >= 50 % of the
+ceiling. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from tasks.export.measure import measuring_host  # noqa: E402
+from tasks.tables import text_table  # noqa: E402
+
+SECTIONS = ("ingest", "build", "train", "score", "augment")
+
+
+def write_folder(root: Path, images: int, size: int = 64, seed: int = 0) -> Path:
+    """Two classes of RGB JPEGs: smooth colour fields from 2 x 2 corner colours, class ``warm`` redder than ``cool``.
+
+    Written once per size and reused (a marker file records a finished folder).
+    """
+    from PIL import Image
+
+    done = root / ".complete"
+    if done.exists():
+        return root
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(("cool", "warm")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(images // 2):
+            corners = rng.integers(0, 200, (2, 2, 3))
+            corners[..., 0 if c else 2] += 55
+            field = Image.fromarray(corners.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
+            field.save(root / name / f"{i:06d}.jpg", quality=90)
+    done.write_text("")
+    return root
+
+
+def in_child(code: str, timeout: float = 3600) -> dict:
+    """Run ``code`` in a fresh interpreter; the JSON object it prints last."""
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(PROJECT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=timeout)
+    if out.returncode:
+        raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+PEAK = "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
+CHILDREN_PEAK = "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024"
+
+
+def ingest_section(sizes: list[int], work: Path) -> list[dict]:
+    rows = []
+    for n in sizes:
+        folder = write_folder(work / f"images-{n}", n)
+        for workers in (1, 2):
+            snaps = work / f"snaps-{n}-{workers}"
+            result = in_child(f"""
+import json, resource, time
+from pathlib import Path
+from tasks.data.config import DataConfig
+from tasks.data.imagefolder import ingest_imagefolder
+config = DataConfig(source={str(folder)!r}, image_size=64, channels=3, workers={workers})
+started = time.perf_counter()
+snapshot = ingest_imagefolder(Path({str(folder)!r}), config, Path({str(snaps)!r}))
+seconds = time.perf_counter() - started
+print(json.dumps({{"seconds": seconds, "images": snapshot.num_examples, "peak_mib": {PEAK}, "workers_peak_mib": {CHILDREN_PEAK}}}))
+""")
+            rows.append({"images": n, "workers": workers, **result})
+            print(f"  ingest {n} images, {workers} worker(s): {result['seconds']:.1f} s, peak {result['peak_mib']:.0f} MiB", flush=True)
+    base = {r["workers"]: r for r in rows if r["images"] == sizes[0]}
+    one = {r["images"]: r for r in rows if r["workers"] == 1}
+    return [
+        {
+            "images": r["images"], "workers": r["workers"], "seconds": round(r["seconds"], 1),
+            "images_per_s": round(r["images"] / r["seconds"]),
+            "vs_1_worker": round(one[r["images"]]["seconds"] / r["seconds"], 2),
+            "peak_rss_mib": round(r["peak_mib"]), f"peak_vs_{sizes[0] // 1000}k": round(r["peak_mib"] / base[r["workers"]]["peak_mib"], 2),
+            "worker_peak_mib": round(r["workers_peak_mib"]) if r["workers"] > 1 else None,
+        }
+        for r in rows
+    ]
+
+
+def build_config(work: Path, folder: Path, tag: str, train_batches: int = 20) -> dict:
+    """The build flow's config for a size: everything at its default but training capped at ``train_batches`` per epoch."""
+    return {
+        "model_name": f"scale-{tag}",
+        "work_dir": str(work / f"build-{tag}"),
+        "store": {"uri": f"file://{work / f'registry-{tag}'}"},
+        "data": {"source": str(folder), "image_size": 64, "channels": 3, "workers": 2},
+        "train": {"model": "small_cnn", "max_epochs": 2, "max_batches_per_epoch": train_batches},
+        "compress": {"distill": {"max_epochs": 1}, "prune": {"finetune_epochs": 1}, "int8": {"calibration_size": 300}},
+        "evaluate": {"latency": {"repeats": 5, "warmup": 2, "batch_n": 16}},
+    }
+
+
+def build_section(sizes: list[int], work: Path) -> list[dict]:
+    rows = []
+    for n in sizes:
+        folder = write_folder(work / f"images-{n}", n)
+        config = build_config(work, folder, str(n))
+        result = in_child(f"""
+import json, resource, time
+from flows.build import build
+from flows.config import BuildConfig
+config = BuildConfig.model_validate({config!r})
+started = time.perf_counter()
+release = build(config)
+print(json.dumps({{"seconds": time.perf_counter() - started, "peak_mib": {PEAK}, "version": getattr(release, "version", str(release))}}))
+""", timeout=7200)
+        rows.append({"images": n, **result})
+        print(f"  build on {n} images: {result['seconds']:.0f} s, peak {result['peak_mib']:.0f} MiB", flush=True)
+    return [
+        {"images": r["images"], "seconds": round(r["seconds"]), "peak_rss_mib": round(r["peak_mib"]),
+         f"peak_vs_{sizes[0] // 1000}k": round(r["peak_mib"] / rows[0]["peak_mib"], 2)}
+        for r in rows
+    ]
+
+
+def score_section(n: int, work: Path) -> list[dict]:
+    """A release built on the smallest folder scores a folder of ``n`` fresh images end to end; the served variant's ceiling."""
+    folder = write_folder(work / "images-score-train", 4000, seed=1)
+    config = build_config(work, folder, "score")
+    fresh = write_folder(work / f"images-score-{n}", n, seed=2)
+    result = in_child(f"""
+import json, time
+from pathlib import Path
+import numpy as np
+from flows.build import build
+from flows.config import BuildConfig, ScoreConfig
+from flows.score import score
+from tasks.registry.serving import fetch_production
+from tasks.registry.store import open_store
+config = BuildConfig.model_validate({config!r})
+build(config)
+source = Path({str(fresh)!r})
+flat = source.parent / (source.name + "-flat")
+if not flat.exists():
+    flat.mkdir()
+    for path in sorted(source.rglob("*.jpg")):
+        (flat / (path.parent.name + "-" + path.name)).symlink_to(path)
+started = time.perf_counter()
+result = score(ScoreConfig(model_name=config.model_name, store=config.store, work_dir=config.work_dir, source=str(flat)))
+end_to_end = time.perf_counter() - started
+production = fetch_production(open_store(config.store), config.model_name, config.work_dir, candidates=True)
+backend = production.open(result.variant)
+batch = np.random.default_rng(0).random((64, 3, 64, 64), dtype=np.float32)
+for _ in range(5):
+    backend.predict(batch)
+calls, started = 0, time.perf_counter()
+while time.perf_counter() - started < 5.0:
+    backend.predict(batch); calls += 1
+raw = calls * 64 / (time.perf_counter() - started)
+print(json.dumps({{"scored": result.scored, "seconds": end_to_end, "variant": result.variant, "raw_per_s": raw}}))
+""", timeout=7200)
+    end_to_end = result["scored"] / result["seconds"]
+    return [
+        {"path": "files -> predictions + monitoring rows in the store", "variant": result["variant"], "images": result["scored"],
+         "images_per_s": round(end_to_end), "vs_ceiling": round(end_to_end / result["raw_per_s"], 2)},
+        {"path": "raw model, batch 64, prepared inputs (ceiling)", "variant": result["variant"], "images": None,
+         "images_per_s": round(result["raw_per_s"]), "vs_ceiling": 1.0},
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
+    parser.add_argument("--build-sizes", type=int, nargs="+", default=[10_000, 200_000])
+    parser.add_argument("--score-images", type=int, default=20_000)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--work", type=Path, default=None, help="Where folders and builds go (kept); default: a temporary folder")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="lepton-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    host = measuring_host()
+    print(f"CPU: {host.cpu}; {host.logical_cpus} logical CPUs, {len(os.sched_getaffinity(0))} usable; flags: {', '.join(host.flags)}")
+    print(f"work: {work}\n", flush=True)
+    tables = {}
+    if "ingest" in args.sections:
+        tables["Ingestion (64 x 64 RGB JPEGs, image_size 64, 3 channels)"] = ingest_section(args.sizes, work)
+    if "build" in args.sections:
+        tables["Whole build flow (training capped at 20 batches per epoch)"] = build_section(args.build_sizes, work)
+    if "train" in args.sections:
+        from benchmarks.scale_train import train_section
+
+        tables["Training throughput (small_cnn, batch 64, the same snapshot)"] = train_section(work, write_folder)
+    if "score" in args.sections:
+        tables["Scoring end to end vs the raw model"] = score_section(args.score_images, work)
+    if "augment" in args.sections:
+        from benchmarks.scale_train import augment_section
+
+        tables["Augmentation on shifted test copies (embedded digits)"] = augment_section(work)
+    for title, rows in tables.items():
+        print(f"\n{title}\n{text_table(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""The training parts of benchmarks/scale.py: engines' throughput, and what augmentation buys on shifted copies.
+
+Each throughput runs in a fresh process (``--throughput JSON``): the same model (small_cnn), the same
+snapshot, the same loader (``SplitDataset``, batch 64, shuffled) and AdamW; the first 10 steps are
+warm-up, the next ``steps`` are timed. Lightning's DDP relaunches this script for its second rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+WARMUP, STEPS, BATCH = 10, 120, 64
+
+
+def _snapshot(folder: Path, snaps: Path):  # noqa: ANN202 - a DatasetSnapshot
+    from tasks.data.config import DataConfig
+    from tasks.data.imagefolder import ingest_imagefolder
+
+    return ingest_imagefolder(folder, DataConfig(source=str(folder), image_size=64, channels=3, workers=2), snaps)
+
+
+def plain_loop(snapshot) -> float:  # noqa: ANN001
+    """Images/s of a hand-written PyTorch loop over the same loader."""
+    import torch
+    from torch.nn import functional as F
+
+    from tasks.train.datamodule import SnapshotDataModule
+    from tasks.train.models import build_model
+
+    torch.manual_seed(0)
+    data = SnapshotDataModule(snapshot, BATCH)
+    data.setup()
+    model = build_model("small_cnn", len(snapshot.classes), snapshot.input).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    def endless():  # epoch after epoch, as the Trainer goes on
+        while True:
+            yield from data.train_dataloader()
+
+    batches = endless()
+    started = None
+    for step in range(WARMUP + STEPS):
+        if step == WARMUP:
+            started = time.perf_counter()
+        x, y = next(batches)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return STEPS * BATCH / (time.perf_counter() - started)
+
+
+def lightning_loop(snapshot, devices: int, precision: str, channels_last: bool) -> float | None:  # noqa: ANN001
+    """Images/s of the project's LightningModule and data module under the Trainer (None on ranks other than 0)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from tasks.train.datamodule import SnapshotDataModule
+    from tasks.train.models import build_model
+    from tasks.train.module import ClassifierModule
+
+    class Timer(Callback):
+        started: float | None = None
+        ended: float | None = None
+
+        # By optimizer step (epochs roll over as the plain loop's do).
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            if trainer.global_step == WARMUP and self.started is None:
+                self.started = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            if trainer.global_step == WARMUP + STEPS:
+                self.ended = time.perf_counter()
+
+    L.seed_everything(0, verbose=False)
+    model = build_model("small_cnn", len(snapshot.classes), snapshot.input)
+    data = SnapshotDataModule(snapshot, BATCH, channels_last=channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    timer = Timer()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", precision=precision,
+        max_steps=WARMUP + STEPS, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+    )
+    trainer.fit(ClassifierModule(model, 3e-3, 1e-4, 1), datamodule=data)
+    if trainer.global_rank != 0:
+        return None
+    return STEPS * BATCH * devices / (timer.ended - timer.started)
+
+
+def throughput_child(spec: dict) -> None:
+    """``--throughput``: one measurement in this process; rank 0 prints its JSON."""
+    from tasks.data.snapshot import DatasetSnapshot
+
+    snapshot = DatasetSnapshot.model_validate(spec["snapshot"])
+    if spec["engine"] == "plain":
+        result = plain_loop(snapshot)
+    else:
+        result = lightning_loop(snapshot, spec["devices"], spec["precision"], spec["channels_last"])
+    if result is not None:
+        print(json.dumps({"images_per_s": result}), flush=True)
+
+
+def train_section(work: Path, write_folder: Callable[..., Path]) -> list[dict]:
+    folder = write_folder(work / "images-10000", 10_000)
+    snapshot = _snapshot(folder, work / "snaps-train")
+    engines = [
+        ("plain PyTorch loop", {"engine": "plain"}),
+        ("Lightning fp32", {"engine": "lightning", "devices": 1, "precision": "32-true", "channels_last": False}),
+        ("Lightning bf16-mixed", {"engine": "lightning", "devices": 1, "precision": "bf16-mixed", "channels_last": False}),
+        ("Lightning fp32 channels_last", {"engine": "lightning", "devices": 1, "precision": "32-true", "channels_last": True}),
+        ("Lightning bf16-mixed channels_last", {"engine": "lightning", "devices": 1, "precision": "bf16-mixed", "channels_last": True}),
+        ("Lightning DDP 2 processes (gloo), fp32", {"engine": "lightning", "devices": 2, "precision": "32-true", "channels_last": False}),
+    ]
+    rows = []
+    for name, spec in engines:
+        spec = {**spec, "snapshot": snapshot.model_dump(mode="json")}
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--throughput", json.dumps(spec)],
+            cwd=PROJECT, capture_output=True, text=True, timeout=1800,
+            env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        )
+        if out.returncode:
+            raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+        rate = json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+        rows.append({"engine": name, "images_per_s": round(rate)})
+        print(f"  {name}: {rate:.0f} images/s", flush=True)
+    plain = rows[0]["images_per_s"]
+    return [{**r, "vs_plain": round(r["images_per_s"] / plain, 2)} for r in rows]
+
+
+def _shifted(raw: np.ndarray, kind: str) -> np.ndarray:
+    """The test images rotated by 15 degrees (about their centre, black corners) or 40 % brighter (clipped)."""
+    from PIL import Image
+
+    if kind == "as is":
+        return raw
+    if kind == "brighter":
+        return np.clip(raw.astype(np.float64) * 1.4, 0, 255).astype(np.uint8)
+    return np.stack([
+        np.asarray(Image.fromarray(img[0]).rotate(15, resample=Image.Resampling.BILINEAR))[None] for img in raw
+    ])
+
+
+AUGMENT = {"rotate_degrees": 15.0, "shear_degrees": 8.0, "zoom": 0.1, "shift": 0.08, "brightness": 0.3, "contrast": 0.2}
+
+
+def augment_section(work: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
+    """Digits (embedded) trained with and without ``AUGMENT``, tested as they are and on shifted copies."""
+    from tasks.data.config import DataConfig
+    from tasks.data.digits import write_digits_imagefolder
+    from tasks.data.imagefolder import ingest_imagefolder
+    from tasks.export.backends import TorchBackend
+    from tasks.export.measure import accuracy
+    from tasks.train.config import TrainConfig
+    from tasks.train.fit import fit_classifier
+
+    folder = write_digits_imagefolder(work / "digits")
+    snapshot = ingest_imagefolder(folder, DataConfig(), work / "snaps-digits")
+    raw, labels = snapshot.arrays("test")
+    raw = np.asarray(raw)
+    shifts = ("as is", "rotated 15 degrees", "40 % brighter")
+    copies = {s: snapshot.input.to_model_input(_shifted(raw, "rotated" if s.startswith("rot") else "brighter" if "bright" in s else s))
+              for s in shifts}
+    results: dict[str, dict[str, list[float]]] = {}
+    for name, augment in (("no augmentation", {}), ("augmented", AUGMENT)):
+        for seed in seeds:
+            config = TrainConfig(seed=seed, augment=augment)
+            trained = fit_classifier(snapshot, config, work / f"augment-{name.replace(' ', '-')}-{seed}")
+            backend = TorchBackend(trained.load())
+            for shift, inputs in copies.items():
+                results.setdefault(name, {}).setdefault(shift, []).append(accuracy(backend, inputs, labels))
+            print(f"  {name}, seed {seed}: " + ", ".join(f"{s} {results[name][s][-1]:.3f}" for s in shifts), flush=True)
+    return [
+        {"training": name, **{f"acc {s}": f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" for s, v in per_shift.items()}}
+        for name, per_shift in results.items()
+    ] + [{"training": f"augment settings: {json.dumps(AUGMENT)}; {len(seeds)} seeds, test split of {len(labels)} images"}]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--throughput":
+        throughput_child(json.loads(sys.argv[2]))
+    else:
+        raise SystemExit("run benchmarks/scale.py; this module is its training part")
