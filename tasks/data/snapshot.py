@@ -241,7 +241,7 @@ def build_snapshot(
     )
     class_counts = Counter({classes[c]: int(n) for c, n in enumerate(np.bincount(labels, minlength=len(classes))) if n})
     counts = {s: {c: int(((labels == k) & (splits == SPLIT_CODES[s])).sum()) for k, c in enumerate(classes)} for s in SPLITS}
-    version = _content_version(files.digests[accepted], labels, classes)
+    version = _content_version(files.digests, accepted, files.labels, classes)
     directory, report_path, notes = _validated(
         source=source, files_seen=len(files.paths) + len(stray), accepted=len(accepted), quarantined=quarantined,
         class_counts=class_counts, counts=counts, classes=classes, version=version, contract=contract, config=config,
@@ -263,18 +263,34 @@ def build_snapshot(
     )
 
 
-def _content_version(digests: np.ndarray, labels: np.ndarray, classes: list[str]) -> str:
-    """The dataset version: a hash of every accepted file's (sha256, label), sorted, as a compact JSON list.
+def _content_version(digests: np.ndarray, rows: np.ndarray, labels: np.ndarray, classes: list[str]) -> str:
+    """The dataset version: a hash of the (sha256, label) of every file in ``rows``, sorted, as a compact JSON list.
 
     Hashed as it is written, file by file: the same value as hashing the whole JSON text, without holding it.
     """
-    order = np.argsort(digests.view(np.dtype((np.void, 32))).ravel(), kind="stable")
     names = [json.dumps(c).encode() for c in classes]
     digest = hashlib.sha256(b"[")
-    for n, i in enumerate(order):
+    for n, i in enumerate(_by_digest(digests, rows)):
         digest.update(b'%s["%s",%s]' % (b"," if n else b"", digests[i].tobytes().hex().encode(), names[labels[i]]))
     digest.update(b"]")
     return digest.hexdigest()[:16]
+
+
+def _by_digest(digests: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` in the order of their sha256 bytes (stable), sorted by an 8-byte prefix: no copy of the digests.
+
+    Rows whose prefixes tie (equal digests, or a 1 in 2**64 chance) are ordered by their whole digest.
+    """
+    prefix = np.ascontiguousarray(digests[rows, :8]).view(">u8").ravel()
+    order = np.argsort(prefix, kind="stable")
+    ordered, prefix = rows[order], prefix[order]
+    ties = np.flatnonzero(prefix[1:] == prefix[:-1])
+    if len(ties):
+        starts = ties[np.r_[True, np.diff(ties) != 1]]
+        ends = ties[np.r_[np.diff(ties) != 1, True]] + 2
+        for start, end in zip(starts, ends):
+            ordered[start:end] = sorted(ordered[start:end], key=lambda r: digests[r].tobytes())
+    return ordered
 
 
 def _validated(
@@ -335,11 +351,10 @@ def _drop_duplicates(files: DecodedFiles, classes: list[str]) -> tuple[np.ndarra
     """
     usable = np.ones(len(files.paths), bool)
     usable[list(files.reasons)] = False
-    candidates = np.flatnonzero(usable)
-    order = candidates[np.argsort(files.digests[candidates].view(np.dtype((np.void, 32))).ravel(), kind="stable")]
-    ordered = files.digests[order]
+    order = _by_digest(files.digests, np.flatnonzero(usable))
     repeat = np.zeros(len(order), bool)
-    repeat[1:] = (ordered[1:] == ordered[:-1]).all(axis=1)
+    same_prefix = np.flatnonzero((files.digests[order[1:], :8] == files.digests[order[:-1], :8]).all(axis=1))
+    repeat[same_prefix + 1] = (files.digests[order[same_prefix + 1]] == files.digests[order[same_prefix]]).all(axis=1)
     first_at = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(order))))
     reasons = dict(files.reasons)
     conflicting: set[int] = set()
