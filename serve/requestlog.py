@@ -217,7 +217,10 @@ class RequestLog:
                 log.warning("request log: %d served rows have NaN/inf monitoring features; left out", int(broken.sum()))
                 features = features.loc[~broken].reset_index(drop=True)
         logged = batch_logs(self.store, self.model, batch) if retried else {}
-        log_batch(self.store, self.model, loaded.version, batch, predictions, features, logged, variant=loaded.variant)
+        # This server's batch ids are its own (instance and sequence): no other writer shares one, nothing to claim.
+        log_batch(
+            self.store, self.model, loaded.version, batch, predictions, features, logged, variant=loaded.variant, claim=False
+        )
         self.counters.written_rows += len(predictions)
         self.counters.written_objects += 1 + (features is not None)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import PREFECT, PROJECT, PrefectServer
+from tests.integration.conftest import PREFECT, PROJECT, PrefectServer, running_server
 
 INSTALL_HINT = "run infra/install-postgres.sh (make test does), or set LEPTON_PG_BIN to the folder holding initdb and postgres"
 
@@ -290,26 +290,8 @@ def prefect_server(database_url: str, host: str, home: Path, env: dict[str, str]
         "no_proxy": ",".join(filter(None, [env.get("no_proxy"), host])),
     }
     home.mkdir(parents=True, exist_ok=True)
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", host, "--port", str(port)],
-        env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180  # the first start on PostgreSQL runs every migration
-        while True:
-            try:
-                if httpx.get(f"{server_env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start; log: {(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield PrefectServer(api_url=server_env["PREFECT_API_URL"], env=server_env)
-    finally:
-        _stop(process)
-        log.close()
+    with running_server(server_env, host, port, home) as server:
+        yield server
 
 
 @dataclass

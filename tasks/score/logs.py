@@ -70,6 +70,7 @@ def log_batch(
     monitoring: pd.DataFrame | None,
     logged: dict[str, str],
     variant: str | None = None,
+    claim: bool = True,
 ) -> tuple[str, str | None]:
     """Write a scored batch's predictions and monitoring rows, each once, under one time stamp; return both keys.
 
@@ -80,10 +81,13 @@ def log_batch(
     of the two and failed before the other, this completes the batch under that attempt's stamp: no
     row is logged twice and none is lost. Runs of one batch at the same time (two workers handed the
     same shard) agree on the stamp through a claim object written only if absent, so their logs have
-    the same keys and only the first write of each lands.
+    the same keys and only the first write of each lands. ``claim=False`` skips that request where
+    batch ids are never shared (the server's request log draws a new one per flush).
     """
     if logged:
         stamp = _NAME.match(next(iter(logged.values())).rsplit("/", 1)[-1]).group(1)
+    elif not claim:
+        stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     else:
         stamp = _claimed_stamp(store, model, batch_id, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
     scored_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

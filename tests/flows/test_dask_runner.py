@@ -99,7 +99,8 @@ def test_a_build_on_dask_quantizes_each_model_in_parallel_and_releases_what_the_
     assert [(v.name, v.accuracy, v.macro_f1) for v in dask.variants] == [(v.name, v.accuracy, v.macro_f1) for v in local.variants]
     hashes = {name: {f.path: f.sha256 for f in m.files if "int8" in f.path and f.path.endswith(".onnx")} for name, m in manifests.items()}
     assert hashes["dask"] == hashes["local"] and len(hashes["dask"]) == 2
-    assert dask.served.name == local.served.name and dask.dataset.version == local.dataset.version
+    # (Which variant is served is not compared: it is the fastest in budget, timed on a machine the test shares.)
+    assert dask.dataset.version == local.dataset.version and dask.training == local.training
     assert _dask_runs("quantize_int8-on-dask") == 1  # the local build ran none
 
 

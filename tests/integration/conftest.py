@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,16 +56,24 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "LEPTON_PROJECT_DIR": str(PROJECT),
     }
+    with running_server(env, "127.0.0.1", port, home) as server:
+        yield server
+
+
+@contextmanager
+def running_server(env: dict[str, str], host: str, port: int, home: Path, start_seconds: float = 180) -> Iterator[PrefectServer]:
+    """``prefect server start`` with ``env`` on ``host:port`` until healthy (its log: ``home/server.log``), stopped after.
+
+    ``env`` must hold the ``PREFECT_API_URL`` of ``host:port``; the first start on an empty database runs
+    every migration, hence the generous ``start_seconds``.
+    """
     log = open(home / "server.log", "w")
     process = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        [PREFECT, "server", "start", "--host", host, "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_seconds
         while True:
             try:
                 if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
@@ -76,11 +85,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
             time.sleep(0.5)
         yield PrefectServer(api_url=env["PREFECT_API_URL"], env=env)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
         log.close()
 
 
