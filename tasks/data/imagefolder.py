@@ -5,10 +5,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,8 +17,17 @@ import numpy as np
 from tasks.data.config import DataConfig
 from tasks.data.contract import ImageInput
 from tasks.data.images import BadImage
-from tasks.data.snapshot import DatasetSnapshot, DataValidationError, DecodedFiles, QuarantineEntry, TextColumn, build_snapshot
+from tasks.data.snapshot import (
+    DatasetSnapshot,
+    DataValidationError,
+    DecodedFiles,
+    QuarantineEntry,
+    TextColumn,
+    build_snapshot,
+    scratch_folder,
+)
 from tasks.data.stored import StoredRows, create_npy, write_rows
+from tasks.errors import LeptonError
 from tasks.hashing import sha256_file
 
 
@@ -62,11 +71,15 @@ def _files_under(folder: str, root: Path) -> TextColumn:
 
 def _walk(root: Path, current: str, seen: set[tuple[int, int]]) -> Iterator[str]:
     names, folders = [], set()
-    with os.scandir(root / current) as entries:
-        for entry in entries:
-            names.append(entry.name)
-            if entry.is_dir():
-                folders.add(entry.name)
+    try:
+        with os.scandir(root / current) as entries:
+            for entry in entries:
+                names.append(entry.name)
+                if entry.is_dir():
+                    folders.add(entry.name)
+    except OSError:  # listed, then unreadable: reported as a file that is not an image, not a crash
+        yield current
+        return
     names.sort()
     for name in names:
         rel = f"{current}/{name}"
@@ -115,6 +128,10 @@ def _decode_job(
     return digests, sizes, reasons
 
 
+class DecodingWorkerDied(LeptonError):
+    """A decoding worker process died; the message says how far decoding got and what to change."""
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity, as a container's cpuset limits it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -152,12 +169,18 @@ def decode_imagefolder(
     jobs = ((start, paths[start : start + JOB_FILES]) for start in range(0, total, JOB_FILES))
     done = 0
     with _pool(workers) as pool:
-        for start, (job_digests, job_sizes, job_reasons) in _in_order(pool, workers, root, scratch, offset, contract, jobs):
-            digests[start : start + len(job_digests)], sizes[start : start + len(job_sizes)] = job_digests, job_sizes
-            reasons.update(job_reasons)
-            done += len(job_digests)
-            if progress:
-                progress(done, total)
+        try:
+            for start, (job_digests, job_sizes, job_reasons) in _in_order(pool, workers, root, scratch, offset, contract, jobs):
+                digests[start : start + len(job_digests)], sizes[start : start + len(job_sizes)] = job_digests, job_sizes
+                reasons.update(job_reasons)
+                done += len(job_digests)
+                if progress:
+                    progress(done, total)
+        except BrokenProcessPool:
+            raise DecodingWorkerDied(
+                f"a process decoding {root} died (killed, or out of memory) after {done} of {total} files; "
+                f"run again with fewer data.workers (now {workers})"
+            ) from None
     return DecodedFiles(
         paths=paths, labels=labels, digests=digests,
         meta={"original_width": sizes[:, 0], "original_height": sizes[:, 1]}, reasons=reasons,
@@ -219,10 +242,8 @@ def ingest_imagefolder(
     per_class = {name: per_class[name] for name in sorted(per_class)}
     contract = ImageInput(channels=config.channels, image_size=config.image_size)
     files = sum(len(files) for files in per_class.values())
-    snapshots_dir.mkdir(parents=True, exist_ok=True)
     # Decoded pixels wait on disk beside the snapshots (the same file system) until the accepted ones are copied.
-    scratch_dir = Path(tempfile.mkdtemp(prefix=".decoding-", dir=snapshots_dir))
-    try:
+    with scratch_folder(snapshots_dir, "decoding") as scratch_dir:
         scratch = scratch_dir / "pixels.npy"
         decoded = decode_imagefolder(root, per_class, contract, scratch, decoding_workers(config.workers, files), progress)
         return build_snapshot(
@@ -235,8 +256,6 @@ def ingest_imagefolder(
             config=config,
             snapshots_dir=snapshots_dir,
         )
-    finally:
-        shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
 def merge_imagefolders(roots: list[Path], dest: Path) -> Path:

@@ -13,6 +13,7 @@ consumes it: no step holds a whole split in memory.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import tempfile
 from collections import Counter
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +75,10 @@ class TextColumn(Sequence[str]):
     def __getitem__(self, index: int | slice) -> str | list[str]:  # type: ignore[override]
         if isinstance(index, slice):
             return [self._text(i) for i in range(*index.indices(len(self)))]
-        return self._text(index if index >= 0 else index + len(self))
+        position = index if index >= 0 else index + len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(f"text {index} of {len(self)}")
+        return self._text(position)
 
 
 @dataclass
@@ -249,6 +254,11 @@ def build_snapshot(
     )
     if not (directory / "manifest.json").exists():
         _write_arrays(directory, inputs, files, accepted, splits, classes, version)
+    elif not (directory / "metadata.parquet").exists():
+        # Written before metadata was kept, in source order (before splits were stored one after another).
+        pd.DataFrame({name: values[accepted] for name, values in files.meta.items()}).to_parquet(
+            directory / "metadata.parquet", index=False
+        )
     return DatasetSnapshot(
         version=version,
         directory=directory,
@@ -475,9 +485,12 @@ def _copy_rows(source: StoredRows, rows: np.ndarray, path: Path) -> None:
     with tmp.open("wb") as out:
         header = {"descr": np.lib.format.dtype_to_descr(source.dtype), "fortran_order": False, "shape": (len(rows), *source.shape[1:])}
         np.lib.format.write_array_header_2_0(out, header)
-        if hasattr(os, "copy_file_range"):
+        data_start = out.tell()
+        try:
             source.copy_rows(rows, out)
-        else:
+        except OSError:  # no copy_file_range here (an old kernel, a sandbox, across file systems): through memory
+            out.seek(data_start)
+            out.truncate()
             for start in range(0, len(rows), step):
                 out.write(memoryview(np.ascontiguousarray(source[rows[start : start + step]])).cast("B"))
     os.replace(tmp, path)
@@ -514,6 +527,35 @@ class TableRows:
     chunks: Callable[[], Iterator[EncodedChunk]]  # every row, encoded, in order
 
 
+@contextmanager
+def scratch_folder(snapshots_dir: Path, prefix: str) -> Iterator[Path]:
+    """A scratch folder under ``snapshots_dir`` (the snapshots' file system), removed after use.
+
+    It holds a lock while in use; folders whose lock nobody holds (their ingestion was killed, even
+    with SIGKILL) are removed when the next scratch folder is made, so a kill leaves no gigabytes behind.
+    """
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    for stale in snapshots_dir.glob(".*-scratch-*"):
+        _remove_if_abandoned(stale)
+    folder = Path(tempfile.mkdtemp(prefix=f".{prefix}-scratch-", dir=snapshots_dir))
+    lock = open(folder / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.close()
+
+
+def _remove_if_abandoned(folder: Path) -> None:
+    try:
+        with open(folder / ".lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: an ingestion is using it
+            shutil.rmtree(folder, ignore_errors=True)
+    except (BlockingIOError, FileNotFoundError, NotADirectoryError):
+        pass
+
+
 def write_table_snapshot(
     rows: TableRows,
     *,
@@ -532,9 +574,7 @@ def write_table_snapshot(
     Raises:
         DataValidationError: as :func:`build_snapshot`.
     """
-    snapshots_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=snapshots_dir))
-    try:
+    with scratch_folder(snapshots_dir, "table") as scratch:
         accepted_parts = []
         with (scratch / "raw.bin").open("wb") as out:
             for chunk in rows.chunks():
@@ -566,8 +606,6 @@ def write_table_snapshot(
         )
         if not (directory / "manifest.json").exists():
             _write_table_arrays(directory, scratch / "raw.bin", rows, accepted, classes, version)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return DatasetSnapshot(
         version=version, directory=directory, source=source, classes=classes, input=rows.contract,
         num_examples=len(accepted), counts=counts, quarantined=quarantined, warnings=notes, report_path=report_path,

@@ -63,6 +63,8 @@ class StoredRows:
         return 1 + len(self.row_shape)
 
     def _absolute(self, index: slice | np.ndarray | list[int]) -> np.ndarray:
+        if not isinstance(index, slice) and np.asarray(index).dtype == bool:  # a mask, as NumPy reads one
+            index = np.flatnonzero(np.asarray(index))
         positions = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
         if positions.ndim != 1:
             raise IndexError(f"index stored rows with a slice or a 1-d array of rows, got shape {positions.shape}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -104,15 +106,22 @@ def score_shard(
     backend = production.open(variant, threads, spin=False)
     scored = score_files(files, backend, manifest.input, manifest.classes, projection, batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{files[0].sha256[:16]}-{len(files)}" if files else "empty"
+    # Unique per attempt: shards never share a file, nor do two runs of one batch, nor a retry and its first try.
+    name = uuid.uuid4().hex
     predictions = features = None
     if not scored.predictions.empty:
-        predictions = out_dir / f"{name}-predictions.parquet"
-        scored.predictions.to_parquet(predictions, index=False)
+        predictions = _parquet(scored.predictions, out_dir / f"{name}-predictions.parquet")
         if scored.features is not None:
-            features = out_dir / f"{name}-monitoring.parquet"
-            scored.features.to_parquet(features, index=False)
+            features = _parquet(scored.features, out_dir / f"{name}-monitoring.parquet")
     return ScoredShard(predictions=predictions, features=features, failures=scored.failures)
+
+
+def _parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to ``path`` whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
 
 
 @task(**STORE_RETRIES)
@@ -156,16 +165,16 @@ def log_scores(production: FetchedRelease, batch: InputBatch, plan: ScoringPlan,
     predictions_key, monitoring_key = log_batch(
         store, model, production.version, batch.batch_id, predictions, features, logged, variant=variant
     )
-    for shard in parts:  # logged: the shards' files have done their job
-        for path in (shard.predictions, shard.features):
-            if path is not None:
-                path.unlink(missing_ok=True)
     counts = {str(k): int(v) for k, v in predictions["predicted_class"].value_counts().sort_index().items()}
     create_table_artifact(
         key="score-class-counts",
         table=[{"class": k, "inputs": v} for k, v in counts.items()],
         description=f"{model} {production.version} ({variant}): {len(predictions)} scored, {len(failures)} not scored",
     )
+    for shard in parts:  # logged and reported: the shards' files have done their job
+        for path in (shard.predictions, shard.features):
+            if path is not None:
+                path.unlink(missing_ok=True)
     what = "rows of" if manifest.input.kind == "tabular" else "of"
     logger.info("scored %d %s %d files; predictions %s", len(predictions), what, len(batch.files), store.location(predictions_key))
     return result.model_copy(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -98,8 +99,11 @@ class SnapshotDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         # A last training batch of one row cannot be batch-normalised (BatchNorm1d needs two): it is
-        # left out of that epoch; with shuffling, another row each epoch.
-        lone = shuffle and len(self._sets[split]) % self.batch_size == 1 and len(self._sets[split]) > 1
+        # left out of that epoch; with shuffling, another row each epoch. Under DDP each process batches
+        # its own share of the split (Lightning's sampler gives each ceil(rows / processes)).
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        rows = math.ceil(len(self._sets[split]) / processes)
+        lone = shuffle and rows % self.batch_size == 1 and rows > 1
         return DataLoader(
             self._sets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator, drop_last=lone,
             collate_fn=as_batch,

@@ -40,7 +40,9 @@ class DistributedFitFailed(LeptonError):
 
 def runs_in_processes(config: TrainConfig) -> bool:
     """Whether ``config`` asks for more than one training process (and this is not already one of them)."""
-    many = (isinstance(config.devices, int) and config.devices > 1) or config.num_nodes > 1
+    # "auto" or -1 on an accelerator means every device there is; on CPUs Lightning takes one.
+    every = config.devices == -1 or (config.devices == "auto" and config.accelerator != "cpu")
+    many = every or (isinstance(config.devices, int) and config.devices > 1) or config.num_nodes > 1
     # Explicit spawn/fork strategies start their own processes from this one; leave those to Lightning.
     return many and config.strategy in ("auto", "ddp") and not os.environ.get(CHILD)
 
@@ -74,7 +76,7 @@ def fit_in_processes(
     tail: deque[str] = deque(maxlen=60)
     process = subprocess.Popen(
         [sys.executable, "-m", "tasks.train.rank", str(spec_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, CHILD: "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env={**os.environ, CHILD: "1"},
     )
     try:
         assert process.stdout is not None

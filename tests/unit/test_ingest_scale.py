@@ -117,3 +117,59 @@ def test_workers_setting_is_validated_and_documented(workers: int) -> None:
     assert DataConfig(workers=workers).workers == workers
     with pytest.raises(ValueError, match="workers"):
         DataConfig(workers=-1)
+
+
+def test_an_abandoned_scratch_folder_is_removed_and_one_in_use_is_kept(tmp_path: Path) -> None:
+    import fcntl
+
+    folder = write_jpeg_folder(tmp_path / "images", per_class=20, size=16)
+    snaps = tmp_path / "snaps"
+    abandoned = snaps / ".decoding-scratch-killed"
+    in_use = snaps / ".decoding-scratch-running"
+    for scratch in (abandoned, in_use):
+        scratch.mkdir(parents=True)
+        (scratch / "pixels.npy").write_bytes(b"\0" * 4096)
+        (scratch / ".lock").touch()
+    with open(in_use / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another ingestion, still running
+        ingest_imagefolder(folder, DataConfig(image_size=8), snaps)
+    assert not abandoned.exists() and in_use.exists()
+    assert not [p for p in snaps.glob(".*-scratch-*") if p != in_use]  # this run's own scratch is gone too
+
+
+def test_a_snapshot_written_before_metadata_was_kept_gets_it_back(tmp_path: Path) -> None:
+    folder = write_jpeg_folder(tmp_path / "images", per_class=30, size=16)
+    snapshot = ingest_imagefolder(folder, DataConfig(image_size=8), tmp_path / "snaps")
+    kept = snapshot.metadata("test")
+    (snapshot.directory / "metadata.parquet").unlink()
+    again = ingest_imagefolder(folder, DataConfig(image_size=8), tmp_path / "snaps")
+    assert again.version == snapshot.version and len(again.metadata("test")) == len(kept)
+
+
+def test_a_split_on_disk_reads_masks_and_samples_as_numpy_does(tmp_path: Path) -> None:
+    from tasks.compress.calibration import calibration_sample
+
+    folder = write_jpeg_folder(tmp_path / "images", per_class=30, size=16)
+    snapshot = ingest_imagefolder(folder, DataConfig(image_size=8), tmp_path / "snaps")
+    raw, _ = snapshot.arrays("train")
+    whole = np.asarray(raw)
+    mask = np.arange(len(raw)) % 3 == 0
+    assert np.array_equal(raw[mask], whole[mask]) and np.array_equal(raw[-2:], whole[-2:])
+    sample = calibration_sample(raw, 10_000, seed=0)  # fewer images than asked for: all of them, in memory
+    assert isinstance(sample, np.ndarray) and np.array_equal(sample, whole)
+    assert np.array_equal(calibration_sample(raw, 5, seed=0), whole[np.sort(np.random.default_rng(0).choice(len(raw), 5, replace=False))])
+
+
+def test_under_ddp_each_process_leaves_out_its_own_lone_last_row(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tasks.train.datamodule import SnapshotDataModule
+
+    folder = write_jpeg_folder(tmp_path / "images", per_class=40, size=16)
+    snapshot = ingest_imagefolder(folder, DataConfig(image_size=8), tmp_path / "snaps")
+    rows = snapshot.count("train")
+    per_process = -(-rows // 2)
+    data = SnapshotDataModule(snapshot, batch_size=per_process - 1)  # each process: one full batch and one row
+    data.trainer = SimpleNamespace(world_size=2)
+    data.setup()
+    assert data.train_dataloader().drop_last and not data.val_dataloader().drop_last
