@@ -167,14 +167,16 @@ def decode_imagefolder(
     reasons: dict[int, str] = {}
     offset = create_npy(scratch, np.dtype(np.uint8), (total, *contract.shape))
     jobs = ((start, paths[start : start + JOB_FILES]) for start in range(0, total, JOB_FILES))
+    report_every = max(JOB_FILES, total // 50)
     done = 0
     with _pool(workers) as pool:
         try:
             for start, (job_digests, job_sizes, job_reasons) in _in_order(pool, workers, root, scratch, offset, contract, jobs):
                 digests[start : start + len(job_digests)], sizes[start : start + len(job_sizes)] = job_digests, job_sizes
                 reasons.update(job_reasons)
-                done += len(job_digests)
-                if progress:
+                before, done = done, done + len(job_digests)
+                # About 50 reports however many files: a line per job would be thousands at a million files.
+                if progress and (done == total or done // report_every > before // report_every):
                     progress(done, total)
         except BrokenProcessPool:
             raise DecodingWorkerDied(
