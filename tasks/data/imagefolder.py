@@ -112,7 +112,7 @@ def _decode_job(
     Returns the files' sha256 digests (N x 32) and sizes on disk (N x 2), and why the unusable ones are.
     """
     digests = np.zeros((len(files), 32), np.uint8)
-    sizes = np.zeros((len(files), 2), np.int64)
+    sizes = np.zeros((len(files), 2), np.int32)
     reasons: dict[int, str] = {}
     pixels: dict[int, np.ndarray] = {}
     for n, rel in enumerate(files):
@@ -154,16 +154,18 @@ def decode_imagefolder(
 ) -> DecodedFiles:
     """Decode every file fully into the ``.npy`` array ``scratch``: row ``i`` for file ``i`` in class then file order.
 
-    Labels are the classes' positions in ``per_class``.
+    Labels are the classes' positions in ``per_class``. The dict is emptied as its paths are taken over
+    (at a million files each copy of them is tens of MiB).
 
     ``workers`` > 1 decodes in that many processes, a bounded number of jobs in flight; each job's pixels
     go straight to the file, so memory stays flat whatever the number of files.
     """
     paths = TextColumn(rel for files in per_class.values() for rel in files)
     labels = np.concatenate([np.full(len(files), k, np.int32) for k, files in enumerate(per_class.values())])
+    per_class.clear()
     total = len(paths)
     digests = np.zeros((total, 32), np.uint8)
-    sizes = np.zeros((total, 2), np.int64)
+    sizes = np.zeros((total, 2), np.int32)
     reasons: dict[int, str] = {}
     offset = create_npy(scratch, np.dtype(np.uint8), (total, *contract.shape))
     jobs = ((start, paths[start : start + JOB_FILES]) for start in range(0, total, JOB_FILES))
@@ -244,6 +246,7 @@ def ingest_imagefolder(
     per_class = {name: per_class[name] for name in sorted(per_class)}
     contract = ImageInput(channels=config.channels, image_size=config.image_size)
     files = sum(len(files) for files in per_class.values())
+    classes = list(per_class)
     # Decoded pixels wait on disk beside the snapshots (the same file system) until the accepted ones are copied.
     with scratch_folder(snapshots_dir, "decoding") as scratch_dir:
         scratch = scratch_dir / "pixels.npy"
@@ -253,7 +256,7 @@ def ingest_imagefolder(
             inputs=StoredRows.from_npy(scratch),
             stray=stray,
             source=str(root),
-            classes=list(per_class),
+            classes=classes,
             contract=contract,
             config=config,
             snapshots_dir=snapshots_dir,
