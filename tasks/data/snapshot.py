@@ -23,7 +23,7 @@ from collections import Counter
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,6 @@ from tasks.data.contract import InputContract
 from tasks.data.split import SPLITS, assign_split
 from tasks.data.stored import StoredRows
 from tasks.errors import LeptonError
-from tasks.hashing import sha256_bytes
 
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 

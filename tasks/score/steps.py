@@ -37,10 +37,6 @@ def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> In
 TIMING_BATCH = 64
 
 
-# Files per scoring shard: each shard is one task (on Dask, one worker's piece), decoded a chunk at a time.
-SHARD_FILES = 20_000
-
-
 class ScoringPlan(BaseModel):
     """What a score run does before any input is decoded: the variant and the shards, or the result when it has nothing to score."""
 
@@ -66,7 +62,7 @@ def plan_scoring(
     batch_size: int,
     variant_choice: HostChoiceConfig,
     work_dir: Path,
-    shard_files: int = SHARD_FILES,
+    shard_files: int,
 ) -> ScoringPlan:
     """Choose the released variant fastest on this host and cut the batch into shards; or say why nothing is scored.
 

@@ -16,7 +16,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from pydantic import BaseModel
 from torch import nn
 from torch.utils.data import DataLoader
 

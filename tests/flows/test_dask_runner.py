@@ -81,7 +81,6 @@ def test_a_build_on_dask_quantizes_each_model_in_parallel_and_releases_what_the_
 ) -> None:
     from flows.build import build
     from tasks.registry.release import read_manifest
-    from tasks.registry.store import open_store
 
     overrides = {
         "train": {"max_epochs": 4},
