@@ -34,7 +34,7 @@ def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
         score_shard,
         [
             {"production": production, "files": files, "variant": plan.variant, "batch_size": config.batch_size,
-             "out_dir": config.work_dir / "scoring" / batch.batch_id, "threads": threads}
+             "out_dir": config.work_dir / "scoring" / batch.batch_id, "threads": threads, "workers": config.workers}
             for files in plan.shards
         ],
         config.runner,

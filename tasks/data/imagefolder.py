@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +23,7 @@ from tasks.data.snapshot import (
     scratch_folder,
 )
 from tasks.data.stored import StoredRows, create_npy, write_rows
-from tasks.errors import LeptonError
+from tasks.data.workers import DecodingWorkerDied, decoding_workers, in_order, worker_pool
 from tasks.hashing import sha256_file
 
 
@@ -100,8 +96,6 @@ def _identity(folder: Path) -> tuple[int, int]:
 
 # Files one decoding job takes: big enough that sending it to a worker is paid back, small enough to show progress.
 JOB_FILES = 256
-# Below this many files, worker processes cost more than they save: decode in this process.
-PARALLEL_FROM_FILES = 2000
 
 
 def _decode_job(
@@ -128,22 +122,6 @@ def _decode_job(
     return digests, sizes, reasons
 
 
-class DecodingWorkerDied(LeptonError):
-    """A decoding worker process died; the message says how far decoding got and what to change."""
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity, as a container's cpuset limits it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def decoding_workers(requested: int, files: int) -> int:
-    """Processes to decode ``files`` with: ``requested``, or for 0 one per usable CPU once there are enough files."""
-    if requested:
-        return requested
-    return usable_cpus() if files >= PARALLEL_FROM_FILES else 1
-
-
 def decode_imagefolder(
     root: Path,
     per_class: dict[str, TextColumn],
@@ -168,12 +146,12 @@ def decode_imagefolder(
     sizes = np.zeros((total, 2), np.int32)
     reasons: dict[int, str] = {}
     offset = create_npy(scratch, np.dtype(np.uint8), (total, *contract.shape))
-    jobs = ((start, paths[start : start + JOB_FILES]) for start in range(0, total, JOB_FILES))
+    jobs = ((start, (root, scratch, offset, contract, start, paths[start : start + JOB_FILES])) for start in range(0, total, JOB_FILES))
     report_every = max(JOB_FILES, total // 50)
     done = 0
-    with _pool(workers) as pool:
+    with worker_pool(workers) as pool:
         try:
-            for start, (job_digests, job_sizes, job_reasons) in _in_order(pool, workers, root, scratch, offset, contract, jobs):
+            for start, (job_digests, job_sizes, job_reasons) in in_order(pool, workers, _decode_job, jobs):
                 digests[start : start + len(job_digests)], sizes[start : start + len(job_sizes)] = job_digests, job_sizes
                 reasons.update(job_reasons)
                 before, done = done, done + len(job_digests)
@@ -189,40 +167,6 @@ def decode_imagefolder(
         paths=paths, labels=labels, digests=digests,
         meta={"original_width": sizes[:, 0], "original_height": sizes[:, 1]}, reasons=reasons,
     )
-
-
-def _in_order(
-    pool: ProcessPoolExecutor | None, workers: int, root: Path, scratch: Path, offset: int, contract: ImageInput,
-    jobs: Iterator[tuple[int, list[str]]],
-) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, dict[int, str]]]]:
-    """Each job's result with its first row, in job order; at most a few jobs per worker in flight."""
-    if pool is None:
-        for start, files in jobs:
-            yield start, _decode_job(root, scratch, offset, contract, start, files)
-        return
-    pending: deque[tuple[int, Future]] = deque()
-    for start, files in jobs:
-        pending.append((start, pool.submit(_decode_job, root, scratch, offset, contract, start, files)))
-        if len(pending) >= 4 * workers:
-            first, future = pending.popleft()
-            yield first, future.result()
-    while pending:
-        first, future = pending.popleft()
-        yield first, future.result()
-
-
-@contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes (forked: they start in milliseconds and need nothing re-imported), or None for one."""
-    if workers <= 1:
-        yield None
-        return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-    try:
-        yield pool
-    finally:
-        # A failure (or a consumer that stops early) cancels what has not started rather than decoding on.
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ingest_imagefolder(

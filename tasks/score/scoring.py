@@ -6,7 +6,9 @@ same function as the release's reference, so build and serve cannot drift apart.
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from pydantic import BaseModel
 
 from tasks.data.contract import InputContract
 from tasks.data.decoded import DecodedInputs
+from tasks.data.workers import DecodingWorkerDied, in_order, worker_pool
 from tasks.export.backends import Backend
 from tasks.score.features import SCHEMA_PROBLEMS, Projection, monitoring_columns, monitoring_features, non_finite_rows
 from tasks.score.inference import infer, probabilities, softmax
@@ -49,6 +52,9 @@ class ScoreResult(BaseModel):
 
 # Files decoded at a time: memory holds one chunk's inputs, whatever the size of the batch.
 CHUNK_FILES = 4096
+# Files a decoding worker takes at a time: small enough that every worker is busy on a shard of a
+# few thousand files, and this process runs the model on one job while the workers decode the next.
+JOB_FILES = 512
 
 
 def score_files(
@@ -59,16 +65,37 @@ def score_files(
     projection: Projection | None,
     batch_size: int = 256,
     chunk_files: int = CHUNK_FILES,
+    workers: int = 1,
 ) -> ScoredFiles:
     """Decode, predict and describe every file, ``chunk_files`` at a time; an unusable file is a failure of that file only.
 
     A file that cannot be decoded, or whose monitoring row comes out NaN/infinite, is
     reported with its reason; the rest of the batch is scored.
+
+    ``workers`` > 1 decodes images in that many processes (see :mod:`tasks.data.workers`) while this
+    one runs the model on what they have decoded; the rows are those of one process. Tables are
+    read here: a table's rows are checked across its files (repeated ids), so its files stay together.
+
+    Raises:
+        DecodingWorkerDied: a decoding process died (killed, or out of memory).
     """
-    parts = [
-        _score_chunk(files[start : start + chunk_files], backend, contract, classes, projection, batch_size)
-        for start in range(0, len(files), chunk_files)
-    ]
+    workers = workers if contract.kind == "image" else 1
+    # In jobs of whole inference batches, so that a job's batches are the batches of one process.
+    size = chunk_files if workers <= 1 else min(chunk_files, max(1, JOB_FILES // batch_size) * batch_size)
+    jobs = ((start, (contract, [f.path for f in files[start : start + size]])) for start in range(0, len(files), size))
+    parts: list[ScoredFiles] = []
+    done = 0
+    with worker_pool(workers) as pool:
+        try:
+            for start, decoded in in_order(pool, workers, _read, jobs):
+                chunk = files[start : start + size]
+                parts.append(_score_decoded(chunk, decoded, backend, contract, classes, projection, batch_size))
+                done += len(chunk)
+        except BrokenProcessPool:
+            raise DecodingWorkerDied(
+                f"a process decoding inputs died (killed, or out of memory) after {done} of {len(files)} files; "
+                f"run again with fewer workers (now {workers})"
+            ) from None
     if len(parts) == 1:
         return parts[0]
     scored = [p for p in parts if not p.predictions.empty]
@@ -80,16 +107,21 @@ def score_files(
     return ScoredFiles(predictions, features, failures)
 
 
-def _score_chunk(
+def _read(contract: InputContract, paths: list[Path]) -> DecodedInputs:
+    """``contract.read(paths)``; a decoding worker's job."""
+    return contract.read(paths)
+
+
+def _score_decoded(
     files: list[InputFile],
+    decoded: DecodedInputs,
     backend: Backend,
     contract: InputContract,
     classes: list[str],
     projection: Projection | None,
     batch_size: int,
 ) -> ScoredFiles:
-    """``score_files`` for files few enough to decode at once."""
-    decoded = contract.read([f.path for f in files])
+    """``score_files`` for files decoded together."""
     failures = [FailedInput(name=files[index].name, reason=reason) for index, reason in decoded.failures]
     if not decoded.source:
         return ScoredFiles(pd.DataFrame(), None, failures)
@@ -123,7 +155,8 @@ def _items(kept: list[InputFile], decoded: DecodedInputs) -> pd.DataFrame:
     items = pd.DataFrame(
         {
             "file": decoded.names if decoded.names is not None else [f.name for f in kept],
-            "path": [str(f.path.resolve()) for f in kept],
+            # Absolute, symbolic links kept: resolving them costs several system calls a file.
+            "path": [str(f.path.absolute()) for f in kept],
             "image_sha256": decoded.keys if decoded.keys is not None else [f.sha256 for f in kept],
         }
     )

@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
+from tasks.data.workers import decoding_workers
 from tasks.errors import STORE_RETRIES
 from tasks.export.backends import RUNTIMES
 from tasks.registry.config import HostChoiceConfig, StoreConfig
@@ -93,14 +94,25 @@ def plan_scoring(
 
 @task
 def score_shard(
-    production: FetchedRelease, files: list[InputFile], variant: str, batch_size: int, out_dir: Path, threads: int | None = None
+    production: FetchedRelease,
+    files: list[InputFile],
+    variant: str,
+    batch_size: int,
+    out_dir: Path,
+    threads: int | None = None,
+    workers: int = 0,
 ) -> ScoredShard:
-    """Score one shard with ``variant``: its predictions and monitoring rows (against that variant's reference) as Parquet."""
+    """Score one shard with ``variant``: its predictions and monitoring rows (against that variant's reference) as Parquet.
+
+    Images are decoded by ``workers`` processes (0: see :func:`decoding_workers`) while this one runs the model.
+    """
     manifest = production.manifest
     monitoring = manifest.monitoring_of(variant)
     projection = load_projection(production.release_dir / monitoring.projection) if monitoring is not None else None
     backend = production.open(variant, threads, spin=False)
-    scored = score_files(files, backend, manifest.input, manifest.classes, projection, batch_size)
+    scored = score_files(
+        files, backend, manifest.input, manifest.classes, projection, batch_size, workers=decoding_workers(workers, len(files))
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     # Unique per attempt: shards never share a file, nor do two runs of one batch, nor a retry and its first try.
     name = uuid.uuid4().hex

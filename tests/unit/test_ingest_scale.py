@@ -173,3 +173,27 @@ def test_under_ddp_each_process_leaves_out_its_own_lone_last_row(tmp_path: Path)
     data.trainer = SimpleNamespace(world_size=2)
     data.setup()
     assert data.train_dataloader().drop_last and not data.val_dataloader().drop_last
+
+
+def _workers_in_a_daemon(requested: int, results) -> None:  # noqa: ANN001 - a multiprocessing queue
+    from tasks.data.workers import decoding_workers
+
+    results.put(decoding_workers(requested, 10_000))
+
+
+@pytest.mark.parametrize("requested", [0, 2])
+def test_a_daemonic_process_such_as_a_dask_workers_decodes_alone(requested: int) -> None:
+    import multiprocessing
+
+    from tasks.data.workers import decoding_workers, usable_cpus
+
+    # Here: as asked, or one per usable CPU for 0.
+    assert decoding_workers(requested, 10_000) == (requested or usable_cpus())
+    assert decoding_workers(0, 10) == 1
+    # A daemonic process may not start processes of its own (multiprocessing refuses): it decodes alone.
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    daemon = context.Process(target=_workers_in_a_daemon, args=(requested, results), daemon=True)
+    daemon.start()
+    daemon.join(30)
+    assert results.get(timeout=5) == 1

@@ -74,3 +74,9 @@ def test_a_large_batch_is_scored_chunk_by_chunk_with_the_same_rows(tmp_path: Pat
     np.testing.assert_allclose(chunked.predictions["confidence"], whole.predictions["confidence"], rtol=1e-5)
     numeric = whole.features.select_dtypes("number").columns
     np.testing.assert_allclose(chunked.features[numeric].to_numpy(), whole.features[numeric].to_numpy(), rtol=1e-4, atol=1e-5)
+    # Decoded by two worker processes, four files a job, while this one runs the model: the same rows, in order.
+    parallel = score_files(files, OnnxRuntimeBackend(path), GREY, ["a", "b", "c"], projection, batch_size=2, chunk_files=4, workers=2)
+    assert [f.name for f in parallel.failures] == [f.name for f in whole.failures]
+    assert parallel.predictions.drop(columns="confidence").equals(whole.predictions.drop(columns="confidence"))
+    np.testing.assert_allclose(parallel.predictions["confidence"], whole.predictions["confidence"], rtol=1e-5)
+    np.testing.assert_allclose(parallel.features[numeric].to_numpy(), whole.features[numeric].to_numpy(), rtol=1e-4, atol=1e-5)
