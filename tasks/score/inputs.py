@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from datetime import date
 from pathlib import Path
@@ -43,17 +44,23 @@ class InputBatch(BaseModel):
 
 
 def local_inputs(folder: Path) -> list[InputFile]:
-    """Every non-hidden file under ``folder`` (recursively), sorted by name.
+    """Every non-hidden file under ``folder`` (recursively; links to folders are not followed), sorted by path.
 
     Raises:
         InputNotFound: the folder does not exist or is not a folder.
     """
     if not folder.is_dir():
         raise InputNotFound(f"source {folder} is not an existing folder")
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-    return [InputFile(name=p.relative_to(folder).as_posix(), path=p, sha256=sha256_file(p)) for p in files]
+    # os.walk and plain strings: at tens of thousands of files, pathlib's per-file objects cost more than hashing.
+    names = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        prefix = os.path.relpath(root, folder)
+        for name in files:
+            if not name.startswith(".") and os.path.isfile(os.path.join(root, name)):
+                names.append(name if prefix == "." else f"{prefix}/{name}")
+    names.sort(key=lambda name: name.split("/"))  # as paths sort: part by part
+    return [InputFile(name=name, path=folder / name, sha256=sha256_file(folder / name)) for name in names]
 
 
 def s3_inputs(source: str, store_config: StoreConfig, dest: Path) -> list[InputFile]:

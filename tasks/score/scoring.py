@@ -82,14 +82,15 @@ def score_files(
     workers = workers if contract.kind == "image" else 1
     # In jobs of whole inference batches, so that a job's batches are the batches of one process.
     size = chunk_files if workers <= 1 else min(chunk_files, max(1, JOB_FILES // batch_size) * batch_size)
-    jobs = ((start, (contract, [f.path for f in files[start : start + size]])) for start in range(0, len(files), size))
+    describe = projection is not None
+    jobs = ((start, (contract, [f.path for f in files[start : start + size]], describe)) for start in range(0, len(files), size))
     parts: list[ScoredFiles] = []
     done = 0
     with worker_pool(workers) as pool:
         try:
-            for start, decoded in in_order(pool, workers, _read, jobs):
+            for start, (decoded, statistics) in in_order(pool, workers, _read, jobs):
                 chunk = files[start : start + size]
-                parts.append(_score_decoded(chunk, decoded, backend, contract, classes, projection, batch_size))
+                parts.append(_score_decoded(chunk, decoded, statistics, backend, contract, classes, projection, batch_size))
                 done += len(chunk)
         except BrokenProcessPool:
             raise DecodingWorkerDied(
@@ -107,21 +108,24 @@ def score_files(
     return ScoredFiles(predictions, features, failures)
 
 
-def _read(contract: InputContract, paths: list[Path]) -> DecodedInputs:
-    """``contract.read(paths)``; a decoding worker's job."""
-    return contract.read(paths)
+def _read(contract: InputContract, paths: list[Path], describe: bool) -> tuple[DecodedInputs, pd.DataFrame | None]:
+    """The files decoded, and (``describe``) their monitoring statistics: a decoding worker's job, so that
+    the statistics too are computed beside the model rather than before it."""
+    decoded = contract.read(paths)
+    return decoded, contract.statistics(decoded.raw, decoded.meta) if describe and decoded.source else None
 
 
 def _score_decoded(
     files: list[InputFile],
     decoded: DecodedInputs,
+    statistics: pd.DataFrame | None,
     backend: Backend,
     contract: InputContract,
     classes: list[str],
     projection: Projection | None,
     batch_size: int,
 ) -> ScoredFiles:
-    """``score_files`` for files decoded together."""
+    """``score_files`` for files decoded together (``statistics``: theirs, when the release has a projection)."""
     failures = [FailedInput(name=files[index].name, reason=reason) for index, reason in decoded.failures]
     if not decoded.source:
         return ScoredFiles(pd.DataFrame(), None, failures)
@@ -133,7 +137,7 @@ def _score_decoded(
         return ScoredFiles(_predictions(items, probabilities(backend, contract, decoded.raw, batch_size), classes), None, failures)
     logits, embeddings = infer(backend, contract, decoded.raw, batch_size)
     predictions = _predictions(items, softmax(logits), classes)
-    features = monitoring_features(contract.statistics(decoded.raw, decoded.meta), logits, embeddings, projection, classes)
+    features = monitoring_features(statistics, logits, embeddings, projection, classes)
     features.insert(0, "file", predictions["file"])
     features.insert(1, "image_sha256", predictions["image_sha256"])
     if "problems" in decoded.meta:
