@@ -81,12 +81,14 @@ def fit_against_teacher(
     max_epochs: int,
     learning_rate: float,
     out_dir: Path,
+    resume: Path | None = None,
 ) -> FitOutcome:
     """Train ``student`` in place against ``teacher``'s soft targets and the labels; it ends with its best weights.
 
     ``train`` supplies everything but epochs and learning rate (batch size, seed,
-    weight decay, Lightning devices/strategy); it never resumes or loads weights.
-    Distillation and the fine-tune after pruning both run through here.
+    weight decay, Lightning devices/strategy); its ``resume_from`` and ``weights_path`` are not used:
+    a fit continues only from ``resume``, the last checkpoint an interrupted fit of the same inputs
+    left in ``out_dir``. Distillation and the fine-tune after pruning both run through here.
     """
     settings = train.model_copy(
         update={"max_epochs": max_epochs, "learning_rate": learning_rate, "resume_from": None, "weights_path": None}
@@ -94,13 +96,19 @@ def fit_against_teacher(
     module = DistillationModule(
         student, teacher.load(), temperature, alpha, settings.learning_rate, settings.weight_decay, settings.max_epochs
     )
-    return fit_module(module, snapshot, settings, out_dir)
+    return fit_module(module, snapshot, settings, out_dir, resume=resume)
 
 
 def distill(
-    teacher: TrainedModel, snapshot: DatasetSnapshot, config: DistillConfig, train: TrainConfig, out_dir: Path
+    teacher: TrainedModel,
+    snapshot: DatasetSnapshot,
+    config: DistillConfig,
+    train: TrainConfig,
+    out_dir: Path,
+    resume: Path | None = None,
 ) -> TrainedModel:
-    """Train ``config.student`` from scratch against ``teacher`` on the snapshot's train split.
+    """Train ``config.student`` from scratch against ``teacher`` on the snapshot's train split
+    (or on from ``resume``, the last checkpoint of an interrupted distillation in ``out_dir``).
 
     Returns:
         The student as a ``TrainedModel``: rebuildable by its zoo name, tested on the test split.
@@ -110,6 +118,7 @@ def distill(
     name = resolve_model(config.student, snapshot.input, student=True)
     student = build_model(name, len(snapshot.classes), snapshot.input)
     outcome = fit_against_teacher(
-        student, teacher, snapshot, train, config.temperature, config.alpha, config.max_epochs, config.learning_rate, out_dir
+        student, teacher, snapshot, train, config.temperature, config.alpha, config.max_epochs, config.learning_rate, out_dir,
+        resume,
     )
     return trained_model(student, name, snapshot, outcome, out_dir)

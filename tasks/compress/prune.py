@@ -18,6 +18,7 @@ from tasks.compress.config import PruneConfig
 from tasks.compress.distill import fit_against_teacher
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.train.config import TrainConfig
+from tasks.train.runs import FINISHED
 from tasks.train.trained import TrainedModel
 from tasks.train.models import count_macs_params
 
@@ -93,11 +94,14 @@ def prune_and_finetune(
     config: PruneConfig,
     train: TrainConfig,
     out_dir: Path,
+    resume: Path | None = None,
 ) -> tuple[nn.Module, PrunedModel]:
     """Prune ``source`` to ``config.keep_macs`` of its MACs, then fine-tune it against ``teacher`` and the labels.
 
     The pruned architecture has no name in the zoo, so the module itself is
-    returned for export; nothing pickles it.
+    returned for export; nothing pickles it. Pruning is deterministic, so a fine-tune interrupted
+    in ``out_dir`` continues from ``resume`` (its last checkpoint) on the same architecture; the
+    fine-tuned weights are kept as ``model_state.pt``, which marks the fine-tune finished.
     """
     raw, _ = snapshot.arrays("train")
     sample = torch.from_numpy(snapshot.input.to_model_input(raw[:2]))
@@ -107,8 +111,9 @@ def prune_and_finetune(
     L.seed_everything(train.seed, workers=True, verbose=False)
     outcome = fit_against_teacher(
         pruned, teacher, snapshot, train, config.temperature, config.teacher_alpha,
-        config.finetune_epochs, config.finetune_learning_rate, out_dir,
+        config.finetune_epochs, config.finetune_learning_rate, out_dir, resume,
     )
+    torch.save(pruned.state_dict(), out_dir / FINISHED)
     return pruned.eval(), PrunedModel(
         result=result, val_acc=outcome.val_acc, test_acc=outcome.test_acc, epochs_run=len(outcome.history)
     )

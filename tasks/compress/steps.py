@@ -7,7 +7,7 @@ import shutil
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from tasks.caching import STEP_KEY
+from tasks.caching import STEP_KEY, code_version, computed_once, step_folder
 from tasks.compress.calibration import calibration_sample
 from tasks.compress.config import DistillConfig, Int8Config, PruneConfig
 from tasks.compress.distill import distill
@@ -20,6 +20,7 @@ from tasks.export.fp32 import export_model
 from tasks.export.variants import TRAINED_STAGE, Exported, Variant, variant_prefix
 from tasks.train.config import TrainConfig
 from tasks.train.models import resolve_model
+from tasks.train.runs import resume_point
 from tasks.train.trained import TrainedModel
 
 
@@ -31,7 +32,18 @@ def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: Di
         "distilling %s into %s: temperature %.1f, alpha %.2f, up to %d epochs",
         teacher.model_name, resolve_model(config.student, snapshot.input, student=True), config.temperature, config.alpha, config.max_epochs,
     )
-    student = distill(teacher, snapshot, config, train, teacher.state_dict_path.parent / "distill")
+    folder = step_folder(
+        teacher.state_dict_path.parent, "distill", snapshot=snapshot.version, config=config, train=train, code=code_version(distill.__module__)
+    )
+
+    def distill_here() -> TrainedModel:
+        # A distillation killed part way left its last epoch's checkpoint in this folder (named by these inputs and
+        # code); continued, it ends with the weights of an uninterrupted one, so even a fresh build may continue it.
+        resume, why = resume_point(folder, fresh=False)
+        logger.info("distillation: %s", why)
+        return distill(teacher, snapshot, config, train, folder, resume)
+
+    student = computed_once(folder, TrainedModel, distill_here, logger.info)
     logger.info(
         "student %s: test accuracy %.4f (teacher %.4f) after %d epochs",
         student.model_name, student.test_acc, teacher.test_acc, len(student.history),
@@ -56,15 +68,26 @@ def prune_model(
     """
     logger = get_run_logger()
     stage = "pruned" if source_stage == TRAINED_STAGE else f"{source_stage}-pruned"
-    out_dir = source.state_dict_path.parent / "prune"
-    model, pruned = prune_and_finetune(source, teacher, snapshot, config, train, out_dir)
-    logger.info(
-        "%s: MACs %d -> %d (%.2f, target %.2f), parameters %d -> %d (%.2f); fine-tuned %d epochs, test accuracy %.4f",
-        stage, pruned.result.macs_before, pruned.result.macs_after, pruned.result.macs_ratio, config.keep_macs,
-        pruned.result.params_before, pruned.result.params_after, pruned.result.params_ratio,
-        pruned.epochs_run, pruned.test_acc,
+    out_dir = step_folder(
+        source.state_dict_path.parent, "prune", stage=stage, snapshot=snapshot.version, teacher=teacher.state_dict_path,
+        config=config, train=train, parity_tolerance=evaluate.parity_tolerance, code=code_version(prune_and_finetune.__module__),
     )
-    return export_model(model, stage, snapshot, out_dir / "variants", evaluate.parity_tolerance, logger.info)
+
+    def prune_and_export() -> Exported:
+        # A fine-tune killed part way left its last epoch's checkpoint here; pruning again gives the same architecture.
+        resume, why = resume_point(out_dir, fresh=False) if config.finetune_epochs else (None, "")
+        if why:
+            logger.info("fine-tune after pruning: %s", why)
+        model, pruned = prune_and_finetune(source, teacher, snapshot, config, train, out_dir, resume)
+        logger.info(
+            "%s: MACs %d -> %d (%.2f, target %.2f), parameters %d -> %d (%.2f); fine-tuned %d epochs, test accuracy %.4f",
+            stage, pruned.result.macs_before, pruned.result.macs_after, pruned.result.macs_ratio, config.keep_macs,
+            pruned.result.params_before, pruned.result.params_after, pruned.result.params_ratio,
+            pruned.epochs_run, pruned.test_acc,
+        )
+        return export_model(model, stage, snapshot, out_dir / "variants", evaluate.parity_tolerance, logger.info)
+
+    return computed_once(out_dir, Exported, prune_and_export, logger.info)
 
 
 @task(cache_key_fn=STEP_KEY)
@@ -79,55 +102,63 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
     by_runtime = {v.runtime: v for v in exported.variants if v.precision == "fp32"}
     onnx_fp32, ov_fp32 = by_runtime["onnxruntime"], by_runtime["openvino"]
     prefix = variant_prefix(exported.stage)
-    train_raw, _ = snapshot.arrays("train")
-    calibration = snapshot.input.to_model_input(calibration_sample(train_raw, config.calibration_size, config.seed))
-    logger.info("calibrating INT8 of %s on %d train examples", exported.stage, len(calibration))
-    progress = create_progress_artifact(
-        0.0, description=f"INT8 of {exported.stage}: calibrating ONNX Runtime on {len(calibration)} train examples"
+    # Named by the INT8 settings: another build's calibration or budget writes elsewhere.
+    root = step_folder(
+        onnx_fp32.directory.parent, f"{prefix}int8", snapshot=snapshot.version, config=config, accuracy_budget_pp=accuracy_budget_pp,
+        code=code_version(__name__),
     )
-    root = onnx_fp32.directory.parent
-    onnx_int8 = quantize_onnx_int8(
-        onnx_fp32.directory / onnx_fp32.entrypoint,
-        calibration,
-        root / f"{prefix}onnx-int8" / "model.onnx",
-        method=config.onnx_calibration_method,
-        per_channel=config.per_channel,
-        reduce_range=config.reduce_range,
-    )
-    update_progress_artifact(progress, 50.0, description=f"INT8 of {exported.stage}: ONNX Runtime done; NNCF (OpenVINO) calibrating")
-    val_inputs, val_labels = snapshot.model_inputs("val")
-    ov_int8 = quantize_openvino_int8_within_budget(
-        ov_fp32.directory / ov_fp32.entrypoint,
-        calibration,
-        val_inputs,
-        val_labels,
-        accuracy_budget_pp,
-        root / f"{prefix}openvino-int8" / "model.xml",
-        accuracy_control=config.accuracy_control,
-        preset=config.nncf_preset,
-        fast_bias_correction=config.fast_bias_correction,
-    )
-    if ov_int8.plain_val_accuracy is not None:
-        logger.info(
-            "NNCF INT8 of %s on the validation split: %.4f vs FP32 %.4f", exported.stage, ov_int8.plain_val_accuracy, ov_int8.fp32_val_accuracy
+
+    def quantize() -> list[Variant]:
+        train_raw, _ = snapshot.arrays("train")
+        calibration = snapshot.input.to_model_input(calibration_sample(train_raw, config.calibration_size, config.seed))
+        logger.info("calibrating INT8 of %s on %d train examples", exported.stage, len(calibration))
+        progress = create_progress_artifact(
+            0.0, description=f"INT8 of {exported.stage}: calibrating ONNX Runtime on {len(calibration)} train examples"
         )
-    if ov_int8.accuracy_control:
-        logger.info(
-            "NNCF accuracy control kept the sensitive layers in FP32: validation %.4f (drop %.2f pp, budget %.2f pp)",
-            ov_int8.int8_val_accuracy, ov_int8.drop_pp, accuracy_budget_pp,
+        onnx_int8 = quantize_onnx_int8(
+            onnx_fp32.directory / onnx_fp32.entrypoint,
+            calibration,
+            root / f"{prefix}onnx-int8" / "model.onnx",
+            method=config.onnx_calibration_method,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
         )
-    update_progress_artifact(progress, 100.0, description=f"INT8 of {exported.stage}: ONNX Runtime and NNCF done")
-    common = {"precision": "int8", "stage": exported.stage, "macs": onnx_fp32.macs, "params": onnx_fp32.params}
-    variants = [
-        Variant(name=f"{prefix}onnx-int8", runtime="onnxruntime", directory=onnx_int8.parent, entrypoint=onnx_int8.name, **common),
-        Variant(name=f"{prefix}openvino-int8", runtime="openvino", directory=ov_int8.path.parent, entrypoint=ov_int8.path.name, **common),
-    ]
-    if ov_int8.quantized_ops == 0:
-        # An FP32 model under an INT8 name would mislead the table; its FP32 twin is already there.
-        logger.warning(
-            "%sopenvino-int8 left out: accuracy control had to keep every layer in FP32 to stay within %.2f pp",
-            prefix, accuracy_budget_pp,
+        update_progress_artifact(progress, 50.0, description=f"INT8 of {exported.stage}: ONNX Runtime done; NNCF (OpenVINO) calibrating")
+        val_inputs, val_labels = snapshot.model_inputs("val")
+        ov_int8 = quantize_openvino_int8_within_budget(
+            ov_fp32.directory / ov_fp32.entrypoint,
+            calibration,
+            val_inputs,
+            val_labels,
+            accuracy_budget_pp,
+            root / f"{prefix}openvino-int8" / "model.xml",
+            accuracy_control=config.accuracy_control,
+            preset=config.nncf_preset,
+            fast_bias_correction=config.fast_bias_correction,
         )
-        shutil.rmtree(ov_int8.path.parent, ignore_errors=True)
-        variants.pop()
-    return variants
+        if ov_int8.plain_val_accuracy is not None:
+            logger.info(
+                "NNCF INT8 of %s on the validation split: %.4f vs FP32 %.4f", exported.stage, ov_int8.plain_val_accuracy, ov_int8.fp32_val_accuracy
+            )
+        if ov_int8.accuracy_control:
+            logger.info(
+                "NNCF accuracy control kept the sensitive layers in FP32: validation %.4f (drop %.2f pp, budget %.2f pp)",
+                ov_int8.int8_val_accuracy, ov_int8.drop_pp, accuracy_budget_pp,
+            )
+        update_progress_artifact(progress, 100.0, description=f"INT8 of {exported.stage}: ONNX Runtime and NNCF done")
+        common = {"precision": "int8", "stage": exported.stage, "macs": onnx_fp32.macs, "params": onnx_fp32.params}
+        variants = [
+            Variant(name=f"{prefix}onnx-int8", runtime="onnxruntime", directory=onnx_int8.parent, entrypoint=onnx_int8.name, **common),
+            Variant(name=f"{prefix}openvino-int8", runtime="openvino", directory=ov_int8.path.parent, entrypoint=ov_int8.path.name, **common),
+        ]
+        if ov_int8.quantized_ops == 0:
+            # An FP32 model under an INT8 name would mislead the table; its FP32 twin is already there.
+            logger.warning(
+                "%sopenvino-int8 left out: accuracy control had to keep every layer in FP32 to stay within %.2f pp",
+                prefix, accuracy_budget_pp,
+            )
+            shutil.rmtree(ov_int8.path.parent, ignore_errors=True)
+            variants.pop()
+        return variants
+
+    return computed_once(root, list[Variant], quantize, logger.info)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from prefect import flow, task
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 import tasks.caching as caching
 from tasks.caching import RESULTS_FOLDER, code_version, fingerprint, outdated, results_in, stable, step_key
@@ -130,3 +130,92 @@ def test_refresh_recomputes_and_overwrites(prefect_api, tmp_path: Path) -> None:
         twice(tmp_path / "work", source, 3)
     twice(tmp_path / "work", source, 3)
     assert CALLS == [3, 3]
+
+
+def test_a_step_folder_is_named_by_its_inputs(tmp_path: Path) -> None:
+    from tasks.caching import step_folder
+
+    a = step_folder(tmp_path, "int8", config={"calibration_size": 300}, budget=1.0)
+    assert a == step_folder(tmp_path, "int8", budget=1.0, config={"calibration_size": 300})
+    assert a.parent == tmp_path and a.name.startswith("int8-")
+    assert a != step_folder(tmp_path, "int8", config={"calibration_size": 100}, budget=1.0)
+    assert a != step_folder(tmp_path, "int8", config={"calibration_size": 300}, budget=2.0)
+
+
+def _compute_in_child(folder: str, value: int, holding, log: str) -> None:  # noqa: ANN001 - a multiprocessing event
+    """A process computing ``folder``: it appends its value to ``log`` when it computes; holds the folder a second."""
+    import time
+
+    from tasks.caching import computed_once
+
+    def compute() -> Written:
+        holding.set()
+        with open(log, "a") as handle:
+            handle.write(f"{value}\n")
+        time.sleep(1.0)
+        path = Path(folder) / "out.txt"
+        path.write_text(str(value))
+        return Written(path=path, value=value)
+
+    result = computed_once(Path(folder), Written, compute)
+    with open(log, "a") as handle:
+        handle.write(f"returned {result.value}\n")
+
+
+def test_a_step_folder_is_computed_once_by_concurrent_processes_and_again_when_unfinished(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from tasks.caching import FINISHED_RESULT, computed_once
+
+    folder, log = tmp_path / "variants-abc", tmp_path / "log.txt"
+    context = multiprocessing.get_context("fork")
+    holding = context.Event()
+    first = context.Process(target=_compute_in_child, args=(str(folder), 1, holding, str(log)))
+    first.start()
+    assert holding.wait(30)
+    # The second process starts while the first holds the folder: it waits, then returns the first's result.
+    second = context.Process(target=_compute_in_child, args=(str(folder), 2, context.Event(), str(log)))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert log.read_text().splitlines() == ["1", "returned 1", "returned 1"]
+    assert (folder / "out.txt").read_text() == "1"
+    # Not waiting for anyone, a process computes: the step runs because no kept result could be used.
+    calls: list[int] = []
+
+    def compute(value: int) -> Written:
+        calls.append(value)
+        (folder / "out.txt").write_text(str(value))
+        return Written(path=folder / "out.txt", value=value)
+
+    assert computed_once(folder, Written, lambda: compute(3)).value == 3 and calls == [3]
+    assert computed_once(folder, list[Written], lambda: [compute(4)])[0].value == 4 and calls == [3, 4]
+    assert TypeAdapter(list[Written]).validate_json((folder / FINISHED_RESULT).read_bytes())[0].value == 4
+
+
+def test_a_process_waiting_for_one_that_dies_computes_the_step_itself(tmp_path: Path) -> None:
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    from tasks.caching import computed_once
+
+    folder, log = tmp_path / "int8-abc", tmp_path / "log.txt"
+    context = multiprocessing.get_context("fork")
+    holding = context.Event()
+    doomed = context.Process(target=_compute_in_child, args=(str(folder), 1, holding, str(log)))
+    doomed.start()
+    assert holding.wait(30)
+    waited: list[str] = []
+    results: list[Written] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(computed_once(folder, Written, lambda: Written(path=folder / "out.txt", value=2), waited.append))
+    )
+    waiter.start()
+    time.sleep(0.3)
+    assert waited and not results  # held by the doomed process: waiting
+    os.kill(doomed.pid, signal.SIGKILL)  # the lock goes with the process; no result was written
+    doomed.join(30)
+    waiter.join(30)
+    assert [r.value for r in results] == [2]

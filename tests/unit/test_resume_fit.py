@@ -88,3 +88,50 @@ def test_one_process_at_a_time_trains_in_a_folder(tmp_path: Path) -> None:
                 pass
     with training_in(tmp_path / "run"):  # released when the holder is done (or dies)
         pass
+
+
+def _killed_in_epoch(epoch: int, monkeypatch) -> None:  # noqa: ANN001 - pytest's monkeypatch
+    """Fits die at the end of ``epoch``, after its metrics and before its checkpoint (until ``monkeypatch.undo``)."""
+    record = fit._History.on_train_epoch_end
+
+    def dies(self, trainer, pl_module) -> None:
+        record(self, trainer, pl_module)
+        if trainer.current_epoch == epoch:
+            raise Killed
+
+    monkeypatch.setattr(fit._History, "on_train_epoch_end", dies)
+
+
+def test_a_distillation_or_fine_tune_killed_after_an_epoch_resumes_to_the_same_weights(snapshot, tmp_path: Path, monkeypatch) -> None:
+    from tasks.compress.config import DistillConfig, PruneConfig
+    from tasks.compress.distill import distill
+    from tasks.compress.prune import prune_and_finetune
+
+    teacher = fit.fit_classifier(snapshot, CONFIG.model_copy(update={"max_epochs": 2}), tmp_path / "teacher")
+    config = DistillConfig(max_epochs=4)
+    whole = distill(teacher, snapshot, config, CONFIG, tmp_path / "whole")
+    _killed_in_epoch(2, monkeypatch)
+    with pytest.raises(Killed):
+        distill(teacher, snapshot, config, CONFIG, tmp_path / "killed")
+    monkeypatch.undo()
+    checkpoint, why = resume_point(tmp_path / "killed", fresh=False)
+    assert "epoch 1 was done, continuing at 2" in why
+    resumed = distill(teacher, snapshot, config, CONFIG, tmp_path / "killed", checkpoint)
+    assert resumed.history == whole.history and len(whole.history) == 4
+    a, b = (torch.load(t.state_dict_path, weights_only=True) for t in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # The fine-tune after pruning: pruning again gives the architecture the checkpoint was saved from.
+    prune = PruneConfig(keep_macs=0.6, finetune_epochs=3, round_to=None)
+    model, pruned = prune_and_finetune(whole, teacher, snapshot, prune, CONFIG, tmp_path / "pruned-whole")
+    _killed_in_epoch(1, monkeypatch)
+    with pytest.raises(Killed):
+        prune_and_finetune(whole, teacher, snapshot, prune, CONFIG, tmp_path / "pruned-killed")
+    monkeypatch.undo()
+    checkpoint, why = resume_point(tmp_path / "pruned-killed", fresh=False)
+    assert "epoch 0 was done, continuing at 1" in why
+    again, repruned = prune_and_finetune(whole, teacher, snapshot, prune, CONFIG, tmp_path / "pruned-killed", checkpoint)
+    assert repruned == pruned and repruned.epochs_run == 3
+    assert all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    # Finished: reached again (its kept result lost), it starts over.
+    assert resume_point(tmp_path / "pruned-killed", fresh=False)[0] is None
