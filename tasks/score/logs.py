@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
@@ -18,6 +18,11 @@ from tasks.registry.store import ArtifactStore, ConditionalWriteFailed
 
 KINDS = ("monitoring", "predictions")
 _NAME = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{12})\.parquet$")
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+# Runs of one batch at the same time agree on its stamp through a claim; a claim older than this was
+# left by a run that failed before logging, and a later run logs under its own time instead (its rows
+# would otherwise land in a window long past).
+CLAIM_EXPIRES = timedelta(hours=1)
 
 
 def log_key(kind: str, model: str, scored_at: datetime, batch_id: str) -> str:
@@ -25,7 +30,7 @@ def log_key(kind: str, model: str, scored_at: datetime, batch_id: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"log kind {kind!r}; allowed: {KINDS}")
     stamp = scored_at.astimezone(timezone.utc)
-    return f"{kind}/{validate_name('model name', model)}/{stamp:%Y-%m-%d}/{stamp:%Y%m%dT%H%M%SZ}-{batch_id}.parquet"
+    return f"{kind}/{validate_name('model name', model)}/{stamp:%Y-%m-%d}/{stamp.strftime(STAMP_FORMAT)}-{batch_id}.parquet"
 
 
 def write_log(store: ArtifactStore, kind: str, model: str, frame: pd.DataFrame, scored_at: datetime, batch_id: str) -> str:
@@ -87,10 +92,10 @@ def log_batch(
     if logged:
         stamp = _NAME.match(next(iter(logged.values())).rsplit("/", 1)[-1]).group(1)
     elif not claim:
-        stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        stamp = datetime.now(timezone.utc).strftime(STAMP_FORMAT)
     else:
-        stamp = _claimed_stamp(store, model, batch_id, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
-    scored_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        stamp = _claimed_stamp(store, model, batch_id, datetime.now(timezone.utc).strftime(STAMP_FORMAT))
+    scored_at = _stamp_time(stamp)
     keys = []
     for kind, frame in (("predictions", predictions), ("monitoring", monitoring)):
         if frame is None:
@@ -106,14 +111,29 @@ def log_batch(
 
 
 def _claimed_stamp(store: ArtifactStore, model: str, batch_id: str, proposed: str) -> str:
-    """The batch's log stamp: ``proposed`` if this run claims the batch first, else the stamp the first claim holds."""
+    """The batch's log stamp: ``proposed`` if this run claims the batch first, else the stamp the first claim holds.
+
+    A claim older than ``CLAIM_EXPIRES`` was left by a run that failed before logging anything: this
+    run takes it over (conditionally, so two such runs still agree) and logs under its own time.
+    """
     key = f"scored-batches/{validate_name('model name', model)}/{batch_id}"
     try:
         store.put_bytes(key, proposed.encode(), if_absent=True)
         return proposed
     except ConditionalWriteFailed:
-        data, _ = store.get_bytes(key)
-        return data.decode().strip()
+        data, tag = store.get_bytes(key)
+    held = data.decode().strip()
+    if _stamp_time(proposed) - _stamp_time(held) <= CLAIM_EXPIRES:
+        return held
+    try:
+        store.put_bytes(key, proposed.encode(), if_match=tag)
+        return proposed
+    except ConditionalWriteFailed:  # another late run took it over first: its stamp
+        return store.get_bytes(key)[0].decode().strip()
+
+
+def _stamp_time(stamp: str) -> datetime:
+    return datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def logged_variants(rows: pd.DataFrame, served: str) -> pd.Series:
@@ -152,7 +172,7 @@ def read_window(
         match = _NAME.match(key.rsplit("/", 1)[-1])
         if not match:
             continue  # not a log object (e.g. written by hand): ignored, never half-read
-        stamp = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        stamp = _stamp_time(match.group(1))
         if since is None or stamp >= since:
             entries.append((stamp, key))
     frames, rows = [], 0

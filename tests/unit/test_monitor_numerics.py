@@ -148,3 +148,28 @@ def test_two_runs_logging_one_batch_at_once_leave_one_log(tmp_path: Path) -> Non
     assert keys[0] == keys[1]
     assert len(store.list_keys("predictions/")) == 1 and len(store.list_keys("monitoring/")) == 1
     assert len(read_window(store, "predictions", "m")) == 1
+
+
+def test_a_claim_left_long_ago_by_a_failed_run_does_not_date_a_later_log(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tasks.registry.config import StoreConfig
+    from tasks.registry.store import open_store
+    from tasks.score.logs import CLAIM_EXPIRES, STAMP_FORMAT
+
+    store = open_store(StoreConfig(uri=f"file://{tmp_path / 'reg'}"))
+    predictions = pd.DataFrame({"file": ["a.png"], "predicted_class": ["x"]})
+    now = datetime.now(timezone.utc)
+    # A run claimed these batches and died before logging: one two days ago, one a minute ago (maybe still running).
+    claims = {batch: (now - age).strftime(STAMP_FORMAT) for batch, age in (("cccccccccccc", timedelta(days=2)), ("dddddddddddd", timedelta(minutes=1)))}
+    for batch, stamp in claims.items():
+        store.put_bytes(f"scored-batches/m/{batch}", stamp.encode(), if_absent=True)
+    stale, _ = log_batch(store, "m", "v1", "cccccccccccc", predictions, None, batch_logs(store, "m", "cccccccccccc"))
+    recent, _ = log_batch(store, "m", "v1", "dddddddddddd", predictions, None, batch_logs(store, "m", "dddddddddddd"))
+    stamp_of = {key: key.rsplit("/", 1)[1].split("-")[0] for key in (stale, recent)}
+    # The expired claim is taken over: that batch is logged under this run's time, and the claim says so.
+    assert CLAIM_EXPIRES < timedelta(days=2)
+    assert abs(datetime.strptime(stamp_of[stale], STAMP_FORMAT).replace(tzinfo=timezone.utc) - now) < timedelta(minutes=1)
+    assert store.get_bytes("scored-batches/m/cccccccccccc")[0].decode() == stamp_of[stale]
+    # The recent claim still settles the stamp: a run of the same batch may be logging it now.
+    assert stamp_of[recent] == claims["dddddddddddd"]
