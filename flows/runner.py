@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from prefect import Task, flow
+from prefect.utilities.annotations import quote
 
 from flows.config import RunnerConfig
 
@@ -48,6 +49,9 @@ def _on_dask(task: Task[..., R], calls: list[dict[str, Any]], runner: RunnerConf
                 "dashboard_address": None, "env": env, "silence_logs": logging.WARNING,
             }
         )
+
+    # What DaskTaskRunner ships to a worker arrives there still wrapped in quote(): unwrapped here.
+    calls = [{name: value.unquote() if isinstance(value, quote) else value for name, value in call.items()} for call in calls]
 
     @flow(name=f"{task.name}-on-dask", task_runner=task_runner, validate_parameters=False)
     def on_dask() -> list[R]:

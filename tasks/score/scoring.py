@@ -95,7 +95,7 @@ def score_files(
         except BrokenProcessPool:
             raise DecodingWorkerDied(
                 f"a process decoding inputs died (killed, or out of memory) after {done} of {len(files)} files; "
-                f"run again with fewer workers (now {workers})"
+                f"run again with fewer decoding processes (the score config's workers, now {workers})"
             ) from None
     if len(parts) == 1:
         return parts[0]
