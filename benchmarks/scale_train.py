@@ -1,8 +1,12 @@
 """The training parts of benchmarks/scale.py: engines' throughput, and what augmentation buys on shifted copies.
 
-Each throughput runs in a fresh process (``--throughput JSON``): the same model (small_cnn), the same
-snapshot, the same loader (``SplitDataset``, batch 64, shuffled) and AdamW; the first 10 steps are
-warm-up, the next ``steps`` are timed. Lightning's DDP relaunches this script for its second rank.
+Each throughput runs in a fresh process (``--throughput JSON``): the same model (small_cnn, the same
+initial weights), the same snapshot, the same loader (``SplitDataset``, batch 64, shuffled, the same
+order) and AdamW; the first 10 steps are warm-up, the next ``STEPS`` are timed one by one, each from
+the end of one optimizer step to the end of the next (the batch's loading included). The rate is
+``BATCH / median step``: on a shared machine a neighbour's burst lengthens some steps, and the median
+leaves those out where a total would not (the total's rate is reported too). Lightning's DDP
+relaunches this script for its second rank.
 """
 
 from __future__ import annotations
@@ -30,61 +34,77 @@ def _snapshot(folder: Path, snaps: Path):  # noqa: ANN202 - a DatasetSnapshot
     return ingest_imagefolder(folder, DataConfig(source=str(folder), image_size=64, channels=3, workers=2), snaps)
 
 
-def plain_loop(snapshot) -> float:  # noqa: ANN001
+def _rates(ends: list[float], images_per_step: int) -> dict:
+    """Images/s from the ends of the warm-up's last step and the timed steps: by the median step, and overall."""
+    steps = np.diff(ends)
+    return {
+        "images_per_s": images_per_step / float(np.median(steps)),
+        "overall_images_per_s": images_per_step * len(steps) / float(steps.sum()),
+        "median_step_ms": 1000 * float(np.median(steps)),
+    }
+
+
+def _model(name: str, snapshot):  # noqa: ANN001, ANN202 - a DatasetSnapshot; an nn.Module
+    """small_cnn, or ``linear``: one linear layer, a model with almost no work, so a step's time is the loop's own."""
+    from torch import nn
+
+    from tasks.train.models import build_model
+
+    if name == "linear":
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(snapshot.input.shape)), len(snapshot.classes)))
+    return build_model(name, len(snapshot.classes), snapshot.input)
+
+
+def plain_loop(snapshot, model_name: str = "small_cnn") -> dict:  # noqa: ANN001
     """Images/s of a hand-written PyTorch loop over the same loader."""
+    import lightning as L
     import torch
     from torch.nn import functional as F
 
     from tasks.train.datamodule import SnapshotDataModule
-    from tasks.train.models import build_model
 
-    torch.manual_seed(0)
+    L.seed_everything(0, verbose=False)  # as the Trainer's run: the same initial weights
     data = SnapshotDataModule(snapshot, BATCH)
     data.setup()
-    model = build_model("small_cnn", len(snapshot.classes), snapshot.input).train()
+    model = _model(model_name, snapshot).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     def endless():  # epoch after epoch, as the Trainer goes on
         while True:
             yield from data.train_dataloader()
 
     batches = endless()
-    started = None
+    ends = []
     for step in range(WARMUP + STEPS):
-        if step == WARMUP:
-            started = time.perf_counter()
         x, y = next(batches)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return STEPS * BATCH / (time.perf_counter() - started)
+        if step >= WARMUP - 1:
+            ends.append(time.perf_counter())
+    return _rates(ends, BATCH)
 
 
-def lightning_loop(snapshot, devices: int, precision: str, channels_last: bool) -> float | None:  # noqa: ANN001
+def lightning_loop(snapshot, devices: int, precision: str, channels_last: bool, model_name: str = "small_cnn") -> dict | None:  # noqa: ANN001
     """Images/s of the project's LightningModule and data module under the Trainer (None on ranks other than 0)."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import Callback
 
     from tasks.train.datamodule import SnapshotDataModule
-    from tasks.train.models import build_model
     from tasks.train.module import ClassifierModule
 
     class Timer(Callback):
-        started: float | None = None
-        ended: float | None = None
+        def __init__(self) -> None:
+            self.ends: list[float] = []
 
         # By optimizer step (epochs roll over as the plain loop's do).
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-            if trainer.global_step == WARMUP and self.started is None:
-                self.started = time.perf_counter()
-
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-            if trainer.global_step == WARMUP + STEPS:
-                self.ended = time.perf_counter()
+            if trainer.global_step >= WARMUP:
+                self.ends.append(time.perf_counter())
 
     L.seed_everything(0, verbose=False)
-    model = build_model("small_cnn", len(snapshot.classes), snapshot.input)
+    model = _model(model_name, snapshot)
     data = SnapshotDataModule(snapshot, BATCH, channels_last=channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -97,7 +117,7 @@ def lightning_loop(snapshot, devices: int, precision: str, channels_last: bool) 
     trainer.fit(ClassifierModule(model, 3e-3, 1e-4, 1), datamodule=data)
     if trainer.global_rank != 0:
         return None
-    return STEPS * BATCH * devices / (timer.ended - timer.started)
+    return _rates(timer.ends, BATCH * devices)
 
 
 def throughput_child(spec: dict) -> None:
@@ -106,14 +126,27 @@ def throughput_child(spec: dict) -> None:
 
     snapshot = DatasetSnapshot.model_validate(spec["snapshot"])
     if spec["engine"] == "plain":
-        result = plain_loop(snapshot)
+        result = plain_loop(snapshot, spec.get("model", "small_cnn"))
     else:
-        result = lightning_loop(snapshot, spec["devices"], spec["precision"], spec["channels_last"])
+        result = lightning_loop(snapshot, spec["devices"], spec["precision"], spec["channels_last"], spec.get("model", "small_cnn"))
     if result is not None:
-        print(json.dumps({"images_per_s": result}), flush=True)
+        print(json.dumps(result), flush=True)
 
 
-def train_section(work: Path, write_folder: Callable[..., Path], rounds: int = 3) -> list[dict]:
+def _measure(name: str, spec: dict, snapshot) -> dict:  # noqa: ANN001 - a DatasetSnapshot
+    """One engine's measurement in a fresh process (``--throughput``)."""
+    spec = {**spec, "snapshot": snapshot.model_dump(mode="json")}
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--throughput", json.dumps(spec)],
+        cwd=PROJECT, capture_output=True, text=True, timeout=1800,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
+    if out.returncode:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def train_section(work: Path, write_folder: Callable[..., Path], rounds: int = 5) -> list[dict]:
     folder = write_folder(work / "images-10000", 10_000)
     snapshot = _snapshot(folder, work / "snaps-train")
     engines = [
@@ -124,25 +157,56 @@ def train_section(work: Path, write_folder: Callable[..., Path], rounds: int = 3
         ("Lightning bf16-mixed channels_last", {"engine": "lightning", "devices": 1, "precision": "bf16-mixed", "channels_last": True}),
         ("Lightning DDP 2 processes (gloo), fp32", {"engine": "lightning", "devices": 2, "precision": "32-true", "channels_last": False}),
     ]
-    # Engines take turns, round after round: a slower minute of a shared machine then hits every engine alike.
+    # Engines take turns, round after round, in the opposite order every other round; each engine is
+    # compared with the plain loop of its own round. This machine's speed drifts by tens of per cent
+    # over minutes (neighbours on the host); a ratio within a round cancels most of that drift.
     rates: dict[str, list[float]] = {name: [] for name, _ in engines}
     for round_ in range(rounds):
-        for name, spec in engines:
-            spec = {**spec, "snapshot": snapshot.model_dump(mode="json")}
-            out = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--throughput", json.dumps(spec)],
-                cwd=PROJECT, capture_output=True, text=True, timeout=1800,
-                env={**os.environ, "PYTHONPATH": str(PROJECT)},
-            )
-            if out.returncode:
-                raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-            rates[name].append(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
-            print(f"  round {round_ + 1}, {name}: {rates[name][-1]:.0f} images/s", flush=True)
-    plain = float(np.median(rates[engines[0][0]]))
+        for name, spec in engines if round_ % 2 == 0 else engines[::-1]:
+            measured = _measure(name, spec, snapshot)
+            rates[name].append(measured["images_per_s"])
+            print(f"  round {round_ + 1}, {name}: {rates[name][-1]:.0f} images/s by the median step, "
+                  f"{measured['overall_images_per_s']:.0f} overall", flush=True)
+    plain = np.asarray(rates[engines[0][0]])
+    rows = []
+    for name, r in rates.items():
+        ratios = np.asarray(r) / plain
+        rows.append({
+            "engine": name, "images_per_s (median)": round(float(np.median(r))), "min": round(min(r)), "max": round(max(r)),
+            "vs_plain (median of rounds)": round(float(np.median(ratios)), 3),
+            "vs_plain range": f"{ratios.min():.2f}-{ratios.max():.2f}",
+        })
+    return rows
+
+
+def trainer_cost_section(work: Path, write_folder: Callable[..., Path], rounds: int = 5) -> list[dict]:
+    """The Trainer's own time per step, apart from the model's: Lightning minus the plain loop on a model with
+    almost no work (one linear layer), against a small_cnn step of the plain loop in the same round.
+
+    A difference of milliseconds does not drown in the machine's drift the way a 5 % difference of
+    two 100 ms steps does.
+    """
+    snapshot = _snapshot(write_folder(work / "images-10000", 10_000), work / "snaps-train")
+    lightning = {"engine": "lightning", "devices": 1, "precision": "32-true", "channels_last": False}
+    engines = [
+        ("plain loop, linear model", {"engine": "plain", "model": "linear"}),
+        ("Lightning, linear model", {**lightning, "model": "linear"}),
+        ("plain loop, small_cnn", {"engine": "plain"}),
+    ]
+    steps: dict[str, list[float]] = {name: [] for name, _ in engines}
+    for round_ in range(rounds):
+        for name, spec in engines if round_ % 2 == 0 else engines[::-1]:
+            steps[name].append(_measure(name, spec, snapshot)["median_step_ms"])
+            print(f"  round {round_ + 1}, {name}: {steps[name][-1]:.2f} ms per step", flush=True)
+    plain, light, cnn = (np.asarray(steps[name]) for name, _ in engines)
+    cost = light - plain
+    share = cost / cnn
     return [
-        {"engine": name, "images_per_s (median)": round(float(np.median(r))), "min": round(min(r)), "max": round(max(r)),
-         "vs_plain": round(float(np.median(r)) / plain, 2)}
-        for name, r in rates.items()
+        {"measure": "median step, plain loop, linear model (ms)", "median of rounds": round(float(np.median(plain)), 2), "range": f"{plain.min():.2f}-{plain.max():.2f}"},
+        {"measure": "median step, Lightning, linear model (ms)", "median of rounds": round(float(np.median(light)), 2), "range": f"{light.min():.2f}-{light.max():.2f}"},
+        {"measure": "the Trainer's own time per step (ms)", "median of rounds": round(float(np.median(cost)), 2), "range": f"{cost.min():.2f}-{cost.max():.2f}"},
+        {"measure": "median step, plain loop, small_cnn (ms)", "median of rounds": round(float(np.median(cnn)), 1), "range": f"{cnn.min():.1f}-{cnn.max():.1f}"},
+        {"measure": "the Trainer's own time, share of a small_cnn step", "median of rounds": f"{100 * float(np.median(share)):.1f} %", "range": f"{100 * share.min():.1f}-{100 * share.max():.1f} %"},
     ]
 
 
