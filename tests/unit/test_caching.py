@@ -162,20 +162,26 @@ def _compute_in_child(folder: str, value: int, holding, log: str) -> None:  # no
         handle.write(f"returned {result.value}\n")
 
 
-def test_a_step_folder_is_computed_once_by_concurrent_processes_and_again_when_unfinished(tmp_path: Path) -> None:
+def _computing(folder: Path, log: Path, value: int, holding_first: bool = True):  # noqa: ANN202 - a process
+    """A process computing ``folder`` (see ``_compute_in_child``), returned once it holds the folder (``holding_first``)."""
     import multiprocessing
 
+    context = multiprocessing.get_context("fork")
+    holding = context.Event()
+    process = context.Process(target=_compute_in_child, args=(str(folder), value, holding, str(log)))
+    process.start()
+    if holding_first:
+        assert holding.wait(30)
+    return process
+
+
+def test_a_step_folder_is_computed_once_by_concurrent_processes(tmp_path: Path) -> None:
     from tasks.caching import FINISHED_RESULT, computed_once
 
     folder, log = tmp_path / "variants-abc", tmp_path / "log.txt"
-    context = multiprocessing.get_context("fork")
-    holding = context.Event()
-    first = context.Process(target=_compute_in_child, args=(str(folder), 1, holding, str(log)))
-    first.start()
-    assert holding.wait(30)
+    first = _computing(folder, log, 1)
     # The second process starts while the first holds the folder: it waits, then returns the first's result.
-    second = context.Process(target=_compute_in_child, args=(str(folder), 2, context.Event(), str(log)))
-    second.start()
+    second = _computing(folder, log, 2, holding_first=False)
     first.join(60)
     second.join(60)
     assert log.read_text().splitlines() == ["1", "returned 1", "returned 1"]
@@ -194,19 +200,14 @@ def test_a_step_folder_is_computed_once_by_concurrent_processes_and_again_when_u
 
 
 def test_a_process_waiting_for_one_that_dies_computes_the_step_itself(tmp_path: Path) -> None:
-    import multiprocessing
     import signal
     import threading
     import time
 
     from tasks.caching import computed_once
 
-    folder, log = tmp_path / "int8-abc", tmp_path / "log.txt"
-    context = multiprocessing.get_context("fork")
-    holding = context.Event()
-    doomed = context.Process(target=_compute_in_child, args=(str(folder), 1, holding, str(log)))
-    doomed.start()
-    assert holding.wait(30)
+    folder = tmp_path / "int8-abc"
+    doomed = _computing(folder, tmp_path / "log.txt", 1)
     waited: list[str] = []
     results: list[Written] = []
     waiter = threading.Thread(
