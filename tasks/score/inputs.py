@@ -60,7 +60,8 @@ def local_inputs(folder: Path) -> list[InputFile]:
             if not name.startswith(".") and os.path.isfile(os.path.join(root, name)):
                 names.append(name if prefix == "." else f"{prefix}/{name}")
     names.sort(key=lambda name: name.split("/"))  # as paths sort: part by part
-    return [InputFile(name=name, path=folder / name, sha256=sha256_file(folder / name)) for name in names]
+    paths = [folder / name for name in names]
+    return [InputFile(name=name, path=path, sha256=sha256_file(path)) for name, path in zip(names, paths, strict=True)]
 
 
 def s3_inputs(source: str, store_config: StoreConfig, dest: Path) -> list[InputFile]:
