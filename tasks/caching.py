@@ -22,11 +22,11 @@ exist and be no newer than the result itself. A deleted work dir (or a file anot
 overwrote) drops the cached result and the step runs again. ``PREFECT_TASKS_REFRESH_CACHE=true``
 (or ``--fresh`` on the command line) recomputes every step and overwrites what was kept.
 
-Where a step writes files, it writes them into a folder named by its own inputs
-(:func:`step_folder`), held by one process at a time (:func:`computed_once`): two builds on one
-work dir that differ in a step's config (an INT8 setting, say) never write into each other's
-files, and two that agree wait for one another and share the files instead of rewriting them
-while the other reads them.
+Where a step writes files, it writes them into a folder named by its own inputs, code and the
+files it derives from (:func:`step_folder`), held by one process at a time and keeping its result
+(:func:`computed_once`): two builds on one work dir that differ in a step's config (an INT8
+setting, say) never write into each other's files, and two that agree share them instead of
+rewriting them while the other reads them.
 """
 
 from __future__ import annotations
@@ -37,17 +37,18 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 RESULTS_FOLDER = "results"
 # A step folder's result, written last: a folder without it was left by a process that did not finish.
-FINISHED_RESULT = "result.json"
+KEPT_RESULT = "result.pickle"
 # Libraries whose version changes what a step computes (weights, graphs, quantization).
 LIBRARIES = ("torch", "lightning", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "torch-pruning", "scikit-learn")
 PROJECT = Path(__file__).resolve().parents[1]
@@ -266,25 +267,27 @@ STEP_KEY = step_key()
 
 
 def step_folder(parent: Path, name: str, **inputs: Any) -> Path:
-    """Where a step writes its files: ``parent/{name}-{hash of inputs}``, ``inputs`` being what its files depend on
-    beyond ``parent`` (which names the model they derive from)."""
+    """Where a step writes its files: ``parent/{name}-{hash of inputs}``.
+
+    ``inputs`` are everything the step's files depend on: its configs, its code and the
+    :func:`fingerprint` of each file it derives from (a model retrained in place gets new folders
+    downstream, and a checkpoint is never resumed on weights it did not start from).
+    """
     digest = hashlib.sha256(json.dumps(stable(inputs), sort_keys=True).encode()).hexdigest()[:12]
     return parent / f"{name}-{digest}"
 
 
-def computed_once(folder: Path, result_type: Any, compute: Callable[[], T], waiting: Callable[[str], None] | None = None) -> T:
-    """``compute()`` (which writes into ``folder``) by one process at a time.
+def computed_once(folder: Path, compute: Callable[[], T], waiting: Callable[[str], None] | None = None) -> T:
+    """``compute()``'s result, computed into ``folder`` by one process at a time and kept there (``result.pickle``).
 
-    A process that finds the folder held waits for its holder (an advisory lock the system drops when
-    the holder dies) and then returns the holder's result (``result_type``, kept as the folder's
-    ``result.json``) rather than rewriting files the holder's build may be reading; a holder that died
-    left no result, and the step is computed. A process that did not wait computes: the step runs
-    because no kept result could be used (or a fresh one was asked for), so the folder's files are
-    rewritten by the one process that holds it.
+    A process that finds the folder held waits for its holder (an advisory lock the system drops
+    when the holder dies). Whoever then holds the folder reuses the result kept there, unless a file
+    it names is gone or changed since (:func:`outdated`); a holder that died kept nothing, and the
+    step is computed. Builds whose steps agree thus share the files instead of rewriting them while
+    the other reads them; the folder's name (:func:`step_folder`) says when they agree.
     """
-    adapter = TypeAdapter(result_type)
     folder.mkdir(parents=True, exist_ok=True)
-    finished = folder / FINISHED_RESULT
+    kept = folder / KEPT_RESULT
     with open(folder.parent / f".{folder.name}.lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -292,11 +295,16 @@ def computed_once(folder: Path, result_type: Any, compute: Callable[[], T], wait
             if waiting is not None:
                 waiting(f"another process is computing {folder}; waiting for it to finish, then using its result")
             fcntl.flock(handle, fcntl.LOCK_EX)
-            if finished.is_file():
-                return adapter.validate_json(finished.read_bytes())
-        finished.unlink(missing_ok=True)
+        if kept.is_file():
+            try:
+                result = pickle.loads(kept.read_bytes())  # noqa: S301 - written by this project, in its own work dir
+                if outdated(result, kept.stat().st_mtime_ns) is None:
+                    return result
+            except Exception:  # noqa: BLE001 - unreadable (another version's classes): computed again
+                pass
+        kept.unlink(missing_ok=True)
         result = compute()
-        partial = finished.with_name(finished.name + ".partial")
-        partial.write_bytes(adapter.dump_json(result))
-        os.replace(partial, finished)
+        partial = kept.with_name(kept.name + ".partial")
+        partial.write_bytes(pickle.dumps(result))
+        os.replace(partial, kept)
         return result

@@ -7,7 +7,7 @@ import shutil
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from tasks.caching import STEP_KEY, code_version, computed_once, step_folder
+from tasks.caching import STEP_KEY, code_version, computed_once, fingerprint, step_folder
 from tasks.compress.calibration import calibration_sample
 from tasks.compress.config import DistillConfig, Int8Config, PruneConfig
 from tasks.compress.distill import distill
@@ -33,7 +33,9 @@ def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: Di
         teacher.model_name, resolve_model(config.student, snapshot.input, student=True), config.temperature, config.alpha, config.max_epochs,
     )
     folder = step_folder(
-        teacher.state_dict_path.parent, "distill", snapshot=snapshot.version, config=config, train=train, code=code_version(distill.__module__)
+        teacher.state_dict_path.parent, "distill", snapshot=snapshot.version, config=config,
+        train=train.model_dump(mode="json", exclude={"resume_from", "weights_path"}),  # distillation uses neither
+        teacher=fingerprint(teacher.state_dict_path), code=code_version(distill.__module__),
     )
 
     def distill_here() -> TrainedModel:
@@ -43,7 +45,7 @@ def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: Di
         logger.info("distillation: %s", why)
         return distill(teacher, snapshot, config, train, folder, resume)
 
-    student = computed_once(folder, TrainedModel, distill_here, logger.info)
+    student = computed_once(folder, distill_here, logger.info)
     logger.info(
         "student %s: test accuracy %.4f (teacher %.4f) after %d epochs",
         student.model_name, student.test_acc, teacher.test_acc, len(student.history),
@@ -69,8 +71,10 @@ def prune_model(
     logger = get_run_logger()
     stage = "pruned" if source_stage == TRAINED_STAGE else f"{source_stage}-pruned"
     out_dir = step_folder(
-        source.state_dict_path.parent, "prune", stage=stage, snapshot=snapshot.version, teacher=teacher.state_dict_path,
-        config=config, train=train, parity_tolerance=evaluate.parity_tolerance, code=code_version(prune_and_finetune.__module__),
+        source.state_dict_path.parent, "prune", stage=stage, snapshot=snapshot.version, config=config,
+        train=train.model_dump(mode="json", exclude={"resume_from", "weights_path"}), evaluate=evaluate,
+        source=fingerprint(source.state_dict_path), teacher=fingerprint(teacher.state_dict_path),
+        code=code_version(prune_and_finetune.__module__),
     )
 
     def prune_and_export() -> Exported:
@@ -87,7 +91,7 @@ def prune_model(
         )
         return export_model(model, stage, snapshot, out_dir / "variants", evaluate.parity_tolerance, logger.info)
 
-    return computed_once(out_dir, Exported, prune_and_export, logger.info)
+    return computed_once(out_dir, prune_and_export, logger.info)
 
 
 @task(cache_key_fn=STEP_KEY)
@@ -102,10 +106,10 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
     by_runtime = {v.runtime: v for v in exported.variants if v.precision == "fp32"}
     onnx_fp32, ov_fp32 = by_runtime["onnxruntime"], by_runtime["openvino"]
     prefix = variant_prefix(exported.stage)
-    # Named by the INT8 settings: another build's calibration or budget writes elsewhere.
+    # Named by the INT8 settings and the FP32 models: another build's calibration or budget writes elsewhere.
     root = step_folder(
         onnx_fp32.directory.parent, f"{prefix}int8", snapshot=snapshot.version, config=config, accuracy_budget_pp=accuracy_budget_pp,
-        code=code_version(__name__),
+        onnx=fingerprint(onnx_fp32.directory), openvino=fingerprint(ov_fp32.directory), code=code_version(__name__),
     )
 
     def quantize() -> list[Variant]:
@@ -161,4 +165,4 @@ def quantize_int8(exported: Exported, snapshot: DatasetSnapshot, config: Int8Con
             variants.pop()
         return variants
 
-    return computed_once(root, list[Variant], quantize, logger.info)
+    return computed_once(root, quantize, logger.info)

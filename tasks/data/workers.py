@@ -62,9 +62,14 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 def in_order(
-    pool: ProcessPoolExecutor | None, workers: int, work: Callable[..., Result], jobs: Iterable[tuple[Job, tuple[Any, ...]]]
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    work: Callable[..., Result],
+    jobs: Iterable[tuple[Job, tuple[Any, ...]]],
+    window: int | None = None,
 ) -> Iterator[tuple[Job, Result]]:
-    """``(job, work(*arguments))`` for each ``(job, arguments)``, in job order; in the pool, a few jobs per worker in flight.
+    """``(job, work(*arguments))`` for each ``(job, arguments)``, in job order; in the pool, ``window`` jobs in flight
+    (by default a few per worker; a caller whose results are large bounds it by their memory instead).
 
     Raises:
         concurrent.futures.process.BrokenProcessPool: a worker died (the caller says what it was doing).
@@ -76,7 +81,7 @@ def in_order(
     pending: deque[tuple[Job, Future]] = deque()
     for job, arguments in jobs:
         pending.append((job, pool.submit(work, *arguments)))
-        if len(pending) >= JOBS_IN_FLIGHT * workers:
+        if len(pending) >= (window or JOBS_IN_FLIGHT * workers):
             first, future = pending.popleft()
             yield first, future.result()
     while pending:

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from tasks.caching import STEP_KEY, code_version, computed_once, step_folder
+from tasks.caching import STEP_KEY, code_version, computed_once, fingerprint, step_folder
 from tasks.data.snapshot import DatasetSnapshot
 from tasks.export.config import EvaluateConfig
 from tasks.export.evaluate import Evaluation, split_for_pages
@@ -30,12 +30,11 @@ def export_fp32(trained: TrainedModel, snapshot: DatasetSnapshot, config: Evalua
         ParityError: an export's logits differ beyond ``config.parity_tolerance``.
     """
     logger = get_run_logger()
-    # Named by what the files depend on beyond the model: another build's parity tolerance writes elsewhere.
     root = step_folder(
-        trained.state_dict_path.parent, "variants", stage=stage, snapshot=snapshot.version, parity_tolerance=config.parity_tolerance,
-        code=code_version(__name__),
+        trained.state_dict_path.parent, "variants", stage=stage, snapshot=snapshot.version, config=config,
+        weights=fingerprint(trained.state_dict_path), code=code_version(__name__),
     )
-    return computed_once(root, Exported, lambda: _export(trained, snapshot, config, stage, root), logger.info)
+    return computed_once(root, lambda: _export(trained, snapshot, config, stage, root), logger.info)
 
 
 def _export(trained: TrainedModel, snapshot: DatasetSnapshot, config: EvaluateConfig, stage: str, root: Path) -> Exported:

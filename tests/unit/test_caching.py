@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from prefect import flow, task
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 import tasks.caching as caching
 from tasks.caching import RESULTS_FOLDER, code_version, fingerprint, outdated, results_in, stable, step_key
@@ -157,7 +157,7 @@ def _compute_in_child(folder: str, value: int, holding, log: str) -> None:  # no
         path.write_text(str(value))
         return Written(path=path, value=value)
 
-    result = computed_once(Path(folder), Written, compute)
+    result = computed_once(Path(folder), compute)
     with open(log, "a") as handle:
         handle.write(f"returned {result.value}\n")
 
@@ -176,7 +176,7 @@ def _computing(folder: Path, log: Path, value: int, holding_first: bool = True):
 
 
 def test_a_step_folder_is_computed_once_by_concurrent_processes(tmp_path: Path) -> None:
-    from tasks.caching import FINISHED_RESULT, computed_once
+    from tasks.caching import KEPT_RESULT, computed_once
 
     folder, log = tmp_path / "variants-abc", tmp_path / "log.txt"
     first = _computing(folder, log, 1)
@@ -186,7 +186,7 @@ def test_a_step_folder_is_computed_once_by_concurrent_processes(tmp_path: Path) 
     second.join(60)
     assert log.read_text().splitlines() == ["1", "returned 1", "returned 1"]
     assert (folder / "out.txt").read_text() == "1"
-    # Not waiting for anyone, a process computes: the step runs because no kept result could be used.
+    # Kept: reused without computing, also by a process that did not wait (a build whose cache missed it).
     calls: list[int] = []
 
     def compute(value: int) -> Written:
@@ -194,9 +194,28 @@ def test_a_step_folder_is_computed_once_by_concurrent_processes(tmp_path: Path) 
         (folder / "out.txt").write_text(str(value))
         return Written(path=folder / "out.txt", value=value)
 
-    assert computed_once(folder, Written, lambda: compute(3)).value == 3 and calls == [3]
-    assert computed_once(folder, list[Written], lambda: [compute(4)])[0].value == 4 and calls == [3, 4]
-    assert TypeAdapter(list[Written]).validate_json((folder / FINISHED_RESULT).read_bytes())[0].value == 4
+    assert computed_once(folder, lambda: compute(3)).value == 1 and calls == []
+    # A file the kept result names changed since: computed again (and kept anew).
+    later = (folder / KEPT_RESULT).stat().st_mtime_ns + 1_000_000_000
+    os.utime(folder / "out.txt", ns=(later, later))
+    assert computed_once(folder, lambda: compute(4)).value == 4 and calls == [4]
+    assert computed_once(folder, lambda: compute(5)).value == 4 and calls == [4]
+
+
+def test_a_kept_step_result_comes_back_whole_not_measured_metrics_included(tmp_path: Path) -> None:
+    import math
+
+    from tasks.caching import computed_once
+    from tasks.export.variants import Exported, Variant
+
+    folder = tmp_path / "variants-abc"
+    (folder / "onnx-fp32").mkdir(parents=True)
+    (folder / "onnx-fp32" / "model.onnx").write_bytes(b"onnx")
+    exported = Exported(variants=[Variant(name="onnx-fp32", runtime="onnxruntime", precision="fp32", directory=folder / "onnx-fp32", entrypoint="model.onnx")], parity=[])
+    assert math.isnan(exported.variants[0].accuracy)  # not measured until evaluation
+    assert computed_once(folder, lambda: exported) == exported
+    again = computed_once(folder, lambda: pytest.fail("a kept result is computed again"))
+    assert again.variants[0].directory == folder / "onnx-fp32" and math.isnan(again.variants[0].accuracy)
 
 
 def test_a_process_waiting_for_one_that_dies_computes_the_step_itself(tmp_path: Path) -> None:
@@ -211,7 +230,7 @@ def test_a_process_waiting_for_one_that_dies_computes_the_step_itself(tmp_path: 
     waited: list[str] = []
     results: list[Written] = []
     waiter = threading.Thread(
-        target=lambda: results.append(computed_once(folder, Written, lambda: Written(path=folder / "out.txt", value=2), waited.append))
+        target=lambda: results.append(computed_once(folder, lambda: Written(path=folder / "out.txt", value=2), waited.append))
     )
     waiter.start()
     time.sleep(0.3)
