@@ -13,12 +13,12 @@ from flows.outcome import tag_run, unchanged
 from flows.runner import fan_out
 from tasks.caching import results_in
 from tasks.compress.steps import distill_student, prune_model, quantize_int8
-from tasks.data.steps import ingest, prepare_source
-from tasks.export.steps import evaluate_variants, export_fp32
+from tasks.data.steps import ingest, prepare_source, report_snapshot
+from tasks.export.steps import evaluate_variants, export_fp32, report_evaluation
 from tasks.monitor.steps import feedback_source, monitoring_reference
 from tasks.registry.release import Release
 from tasks.registry.steps import claim_cooldown, gate, promote, publish, score_current_production
-from tasks.train.steps import train
+from tasks.train.steps import report_training, train
 
 
 @flow(name="build", log_prints=True)
@@ -43,7 +43,10 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
         source = feedback_source(source, config.store, config.model_name, config.work_dir)
     kept = results_in(config.work_dir)  # what a rerun on this work_dir reuses
     snapshot = kept(ingest)(source, config.data, config.work_dir)
+    # Reports run every time: a run whose steps were reused still shows its dataset, epochs and variants.
+    report_snapshot(snapshot, source)
     trained = kept(train)(snapshot, config.train, config.work_dir)
+    report_training(trained)
     stages = [kept(export_fp32)(trained, snapshot, config.evaluate)]
     plan, model = config.compress, trained
     if "distill" in plan.plan:
@@ -64,6 +67,7 @@ def build(config: BuildConfig = BuildConfig()) -> Release | State:
     )
     quantized = [variant for variants in quantized_per_stage for variant in variants]
     evaluation = kept(evaluate_variants)(trained, stages, quantized, snapshot, config.evaluate)
+    report_evaluation(evaluation, stages, config.evaluate)
     reference = kept(monitoring_reference)(snapshot, trained, evaluation, config.reference)
     release = publish(
         config.store, config.model_name, snapshot, trained, evaluation, config.model_dump(mode="json"), reference

@@ -56,6 +56,14 @@ def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
             else logger.info("encoded %d/%d rows", done, total)
         ),
     )
+    return snapshot
+
+
+@task
+def report_snapshot(snapshot: DatasetSnapshot, source: Path) -> None:
+    """The dataset's validation artifact and summary, in every run: also when ``ingest`` was reused from an earlier one."""
+    logger = get_run_logger()
+    tabular = snapshot.input.kind == "tabular"
     for note in snapshot.warnings:
         logger.warning(note)
     # The full list is in the report; an artifact of a million lines helps nobody.
@@ -85,4 +93,3 @@ def ingest(source: Path, config: DataConfig, work_dir: Path) -> DatasetSnapshot:
         len(snapshot.quarantined),
         snapshot.report_path,
     )
-    return snapshot

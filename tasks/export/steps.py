@@ -99,10 +99,17 @@ def evaluate_variants(
     baseline = next(v.accuracy for v in measured if v.runtime == "torch" and v.uncompressed)
     choice = choose_variant(measured, baseline, config.policy)
     alternatives = [v.name for v in host_alternatives(measured, choice, config.policy)]
-    evaluation = Evaluation(
+    return Evaluation(
         variants=measured, parity=[p for e in exported for p in e.parity], choice=choice, latency=latency, host=host,
         alternatives=alternatives, references=references,
     )
+
+
+@task
+def report_evaluation(evaluation: Evaluation, exported: list[Exported], config: EvaluateConfig) -> None:
+    """The variant tables and the choice, in every run: also when ``evaluate_variants`` was reused from an earlier one."""
+    logger = get_run_logger()
+    choice, latency, alternatives = evaluation.choice, evaluation.latency, evaluation.alternatives
     deciding, details = split_for_pages(evaluation.table(), config.policy.objective, latency.batch_n)
     skipped = [reason for stage in exported for reason in stage.skipped]
     for reason in skipped:
@@ -128,4 +135,3 @@ def evaluate_variants(
     logger.info("serving %s: %s", choice.served, choice.reason)
     if alternatives:
         logger.info("a scoring or serving host times these too and serves the fastest on its CPU: %s", ", ".join(alternatives))
-    return evaluation

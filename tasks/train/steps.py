@@ -69,14 +69,19 @@ def train(snapshot: DatasetSnapshot, config: TrainConfig, work_dir: Path) -> Tra
             resume, why = resume_point(out_dir, fresh=_refreshing())
         logger.info("%s", why)
         trained = fit_classifier(snapshot, config, out_dir, on_epoch=report, resume=resume)
-    create_table_artifact(
-        key="training-epochs",
-        table=[{k: round(v, 4) if isinstance(v, float) else v for k, v in r.model_dump().items()} for r in trained.history],
-        description=f"{name}: best epoch {trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
-    )
     update_progress_artifact(
         progress, 100.0, description=f"trained {name}: {len(trained.history)} epochs, best epoch "
         f"{trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
     )
-    logger.info("best epoch %d, test accuracy %.4f", trained.best_epoch, trained.test_acc)
     return trained
+
+
+@task
+def report_training(trained: TrainedModel) -> None:
+    """The epoch table artifact and the result, in every run: also when ``train`` was reused from an earlier one."""
+    create_table_artifact(
+        key="training-epochs",
+        table=[{k: round(v, 4) if isinstance(v, float) else v for k, v in r.model_dump().items()} for r in trained.history],
+        description=f"{trained.model_name}: best epoch {trained.best_epoch}, test accuracy {trained.test_acc:.4f}",
+    )
+    get_run_logger().info("%s: best epoch %d, test accuracy %.4f", trained.model_name, trained.best_epoch, trained.test_acc)

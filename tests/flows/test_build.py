@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, ArtifactFilterType, FlowRunFilter, FlowRunFilterTags,
+    ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, ArtifactFilterType, FlowRunFilter, FlowRunFilterId,
+    FlowRunFilterTags,
 )
 
 from flows.build import build
@@ -91,6 +92,18 @@ def test_variant_and_epoch_tables_are_prefect_artifacts(demo) -> None:
     epochs = found["training-epochs"].data
     epochs = json.loads(epochs) if isinstance(epochs, str) else epochs
     assert len(epochs) == manifest.training.epochs_run
+
+
+def test_a_build_whose_steps_are_all_reused_still_reports_its_dataset_epochs_and_variants(demo, tmp_path: Path) -> None:
+    config, _, _, _ = demo
+    # The same work dir (every cached step is reused), another store (so the demo's production is left alone).
+    state = build(config.model_copy(update={"store": config.store.model_copy(update={"uri": f"file://{tmp_path / 'store'}"})}), return_state=True)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        steps = {t.name.rsplit("-", 1)[0]: t.state_name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))}
+        keys = {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))}
+    assert {steps[name] for name in ("ingest", "train", "evaluate_variants")} == {"Cached"}, steps
+    assert {"dataset-validation", "training-epochs", "variant-table", "variant-details"} <= keys
 
 
 def test_released_onnx_fp32_reaches_97_percent_with_plain_onnxruntime(demo) -> None:
