@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,25 +95,27 @@ def explain_batch(production: FetchedRelease, plan: ExplainPlan, start: int, sto
     began = time.perf_counter()
     items = explain_chosen(plan.chosen, np.load(plan.raw_path)[start:stop], kit.explainer, start, on_explained)
     if plan.progress_id:
-        _report_done(plan, len(items), total)
+        _report_done(plan, start, len(items), total)
     return ExplainedBatch(items=items, seconds=time.perf_counter() - began)
 
 
-def _report_done(plan: ExplainPlan, explained: int, total: int) -> None:
-    """Add ``explained`` to the run's count (a file beside the chosen inputs) and show the sum as progress.
+def _report_done(plan: ExplainPlan, start: int, explained: int, total: int) -> None:
+    """Record the batch from ``start`` as ``explained`` inputs (a file beside the chosen inputs) and show the sum as progress.
 
-    Batches on Dask end in any order: the count, not the batch's position, is the progress, and it
-    is counted and reported under one lock so that the bar never steps back.
+    Batches on Dask end in any order: the sum, not the batch's position, is the progress, and it is
+    counted and reported under one lock so that the bar never steps back. Kept per batch, so a batch
+    Dask runs again (a worker lost) is counted once.
     """
-    with open(plan.raw_path.with_name("explained.count"), "a+") as handle:
+    with open(plan.raw_path.with_name("explained.json"), "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
-        done = int(handle.read().strip() or 0) + explained
+        done = json.loads(handle.read() or "{}")
+        done[str(start)] = explained
         handle.seek(0)
         handle.truncate()
-        handle.write(str(done))
+        handle.write(json.dumps(done))
         handle.flush()
-        update_progress_artifact(UUID(plan.progress_id), progress=100.0 * min(done, total) / total)
+        update_progress_artifact(UUID(plan.progress_id), progress=100.0 * min(sum(done.values()), total) / total)
 
 
 @task(**STORE_RETRIES)
