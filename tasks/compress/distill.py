@@ -71,6 +71,15 @@ class DistillationModule(ClassifierModule):
         return distillation_loss(logits, teacher_logits, y, self.temperature, self.alpha)
 
 
+# The training settings a fit against a teacher does not use: it continues only from its own checkpoint.
+IGNORED_TRAIN_SETTINGS = ("resume_from", "weights_path")
+
+
+def teacher_fit_settings(train: TrainConfig) -> dict:
+    """The training settings a distillation or fine-tune depends on (what names its folder), as JSON data."""
+    return train.model_dump(mode="json", exclude=set(IGNORED_TRAIN_SETTINGS))
+
+
 def fit_against_teacher(
     student: nn.Module,
     teacher: TrainedModel,
@@ -91,7 +100,7 @@ def fit_against_teacher(
     left in ``out_dir``. Distillation and the fine-tune after pruning both run through here.
     """
     settings = train.model_copy(
-        update={"max_epochs": max_epochs, "learning_rate": learning_rate, "resume_from": None, "weights_path": None}
+        update={"max_epochs": max_epochs, "learning_rate": learning_rate, **dict.fromkeys(IGNORED_TRAIN_SETTINGS)}
     )
     module = DistillationModule(
         student, teacher.load(), temperature, alpha, settings.learning_rate, settings.weight_decay, settings.max_epochs

@@ -10,7 +10,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from tasks.caching import STEP_KEY, code_version, computed_once, fingerprint, step_folder
 from tasks.compress.calibration import calibration_sample
 from tasks.compress.config import DistillConfig, Int8Config, PruneConfig
-from tasks.compress.distill import distill
+from tasks.compress.distill import distill, teacher_fit_settings
 from tasks.compress.onnx_int8 import quantize_onnx_int8
 from tasks.compress.openvino_int8 import quantize_openvino_int8_within_budget
 from tasks.compress.prune import prune_and_finetune
@@ -34,7 +34,7 @@ def distill_student(teacher: TrainedModel, snapshot: DatasetSnapshot, config: Di
     )
     folder = step_folder(
         teacher.state_dict_path.parent, "distill", snapshot=snapshot.version, config=config,
-        train=train.model_dump(mode="json", exclude={"resume_from", "weights_path"}),  # distillation uses neither
+        train=teacher_fit_settings(train),
         teacher=fingerprint(teacher.state_dict_path), code=code_version(distill.__module__),
     )
 
@@ -72,7 +72,7 @@ def prune_model(
     stage = "pruned" if source_stage == TRAINED_STAGE else f"{source_stage}-pruned"
     out_dir = step_folder(
         source.state_dict_path.parent, "prune", stage=stage, snapshot=snapshot.version, config=config,
-        train=train.model_dump(mode="json", exclude={"resume_from", "weights_path"}), evaluate=evaluate,
+        train=teacher_fit_settings(train), evaluate=evaluate,
         source=fingerprint(source.state_dict_path), teacher=fingerprint(teacher.state_dict_path),
         code=code_version(prune_and_finetune.__module__),
     )
