@@ -7,11 +7,11 @@ Every field has a default that serves the embedded demo's production release on 
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.host import usable_cpus
 from tasks.registry.config import HostChoiceConfig, StoreConfig, validate_name
 
 TOKEN_ENV = "LEPTON_SERVE_TOKEN"
@@ -98,8 +98,7 @@ class ServeConfig(BaseModel):
         """
         if self.threads is not None:
             return self.threads
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS: no affinity
-        return max(1, cpus - 1)
+        return max(1, usable_cpus() - 1)
 
     @property
     def loopback(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -20,3 +21,8 @@ def cpu_model_and_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set
             elif key.strip() == "flags":
                 flags = set(value.split())
     return model, flags
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, as a container's cpuset limits it; macOS has none: all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

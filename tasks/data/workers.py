@@ -1,13 +1,12 @@
 """Worker processes that decode files: how many, the pool, and results in job order with a bounded window.
 
-Ingestion decodes a folder with them, scoring decodes a batch with them: decoding a JPEG costs more
-than a small model's inference, so one process would leave the other cores idle.
+Ingestion decodes a folder with them, scoring decodes and scores a batch with them: decoding a JPEG
+costs more than a small model's inference, so one process would leave the other cores idle.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -15,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from tasks.errors import LeptonError
+from tasks.host import usable_cpus
 
 # Below this many files, worker processes cost more than they save: decode in this process.
 PARALLEL_FROM_FILES = 2000
@@ -27,11 +27,6 @@ Result = TypeVar("Result")
 
 class DecodingWorkerDied(LeptonError):
     """A decoding worker process died; the message says how far decoding got and what to change."""
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity, as a container's cpuset limits it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def decoding_workers(requested: int, files: int) -> int:
@@ -48,12 +43,16 @@ def decoding_workers(requested: int, files: int) -> int:
 
 
 @contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes (forked: they start in milliseconds and need nothing re-imported), or None for one."""
+def worker_pool(
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes (forked: they start in milliseconds, need nothing re-imported, and inherit
+    ``initializer(*initargs)``'s arguments unpickled), or None for one."""
     if workers <= 1:
         yield None
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs)
     try:
         yield pool
     finally:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tasks.errors import LeptonError
+from tasks.host import usable_cpus
 
 # The tensor names of every exported graph: one input, logits first, the embedding second.
 INPUT_NAME = "images"
@@ -119,7 +120,8 @@ class OpenVinoBackend:
 
     The precision hint defaults to f32: on CPUs with bf16 support OpenVINO would
     otherwise infer in bf16 and lose accuracy that the FP32 variant must keep. The
-    bf16 variant is opened with ``precision="bf16"``.
+    bf16 variant is opened with ``precision="bf16"``. With fewer ``threads`` than CPUs, its
+    threads are not pinned to cores.
     """
 
     name = "openvino"
@@ -130,6 +132,10 @@ class OpenVinoBackend:
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+            if threads < usable_cpus():
+                # OpenVINO pins its threads to the first cores: processes that each take a part of the CPUs
+                # (scoring workers, Dask workers) would all run on the same ones, at half speed or worse.
+                config["ENABLE_CPU_PINNING"] = False
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.output = self.compiled.output(0)
         self.path = path

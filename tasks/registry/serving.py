@@ -17,6 +17,7 @@ from tasks.data.snapshot import DatasetManifest
 from tasks.errors import LeptonError
 from tasks.export.measure import measuring_host
 from tasks.hashing import sha256_bytes, sha256_file
+from tasks.host import usable_cpus
 from tasks.export.backends import Backend, open_backend
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import HostChoiceConfig
@@ -115,9 +116,8 @@ def _host_key(batch_size: int, threads: int | None, spin: bool, runtimes: Sequen
     import onnxruntime
     import openvino
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     facts = [
-        measuring_host().model_dump(), cpus, onnxruntime.__version__, openvino.__version__,
+        measuring_host().model_dump(), usable_cpus(), onnxruntime.__version__, openvino.__version__,
         batch_size, threads, spin, sorted(runtimes),
     ]
     return sha256_bytes(json.dumps(facts).encode())[:16]

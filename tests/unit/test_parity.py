@@ -13,6 +13,7 @@ from tasks.export.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBack
 from tasks.export.onnx import export_onnx
 from tasks.export.openvino import export_openvino
 from tasks.export.parity import ParityError, check_parity, compare_logits
+from tasks.host import usable_cpus
 from tasks.train.models import build_model
 
 GREY = ImageInput(channels=1, image_size=16)
@@ -69,3 +70,13 @@ def test_exported_graph_carries_no_local_paths(exported) -> None:
     _, onnx_path, _, _ = exported
     graph = onnx_path.read_bytes()
     assert b"site-packages" not in graph and b".py" not in graph
+
+
+def test_openvino_on_part_of_the_cpus_leaves_its_threads_unpinned(exported) -> None:
+    # Pinned, every process given a part of the CPUs (scoring or Dask workers) would run on the first cores.
+    _, _, ir_path, images = exported
+    whole = OpenVinoBackend(ir_path)
+    if usable_cpus() > 1:
+        part = OpenVinoBackend(ir_path, threads=usable_cpus() - 1)
+        assert part.compiled.get_property("ENABLE_CPU_PINNING") is False
+        np.testing.assert_allclose(part.predict(images), whole.predict(images), rtol=1e-5, atol=1e-6)
