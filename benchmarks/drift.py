@@ -51,7 +51,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path]:
     test = [f.path for f in release_split(store, production, work / "cache")]
     write_shifted(test, work / "shifted-images", args.shift, seed=0)
     projection = load_projection(production.release_dir / monitoring.projection)
-    scored = score_files(local_inputs(work / "shifted-images"), production.open(), manifest.input, manifest.classes, projection)
+    scored = score_files(local_inputs(work / "shifted-images"), lambda threads: production.open(threads=threads), manifest.input, manifest.classes, projection)
     pd.read_parquet(production.release_dir / monitoring.reference).to_parquet(work / "reference.parquet")
     scored.features.to_parquet(work / "shifted.parquet")
     (work / "columns.json").write_text(json.dumps([monitoring.numerical_columns, monitoring.categorical_columns]))

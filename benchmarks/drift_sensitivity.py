@@ -108,7 +108,7 @@ class Featurizer:
         from tasks.score.scoring import score_files
 
         files = [InputFile(name=str(i), path=p, sha256="0" * 64) for i, p in enumerate(paths)]
-        scored = score_files(files, self.backend, self.manifest.input, self.manifest.classes, self.projection, 1024)
+        scored = score_files(files, lambda _: self.backend, self.manifest.input, self.manifest.classes, self.projection, 1024)
         assert not scored.failures, scored.failures[:3]
         return scored.features
 

@@ -175,7 +175,7 @@ def monitor_whole_table(csv: Path, rows: int, registry: Path, work: Path) -> Non
     projection = load_projection(production.release_dir / monitoring.projection)
     reference = reference_rows(pd.read_parquet(production.release_dir / monitoring.reference), monitoring.reference_splits)
     started = time.perf_counter()
-    scored = score_files([InputFile(name=csv.name, path=csv, sha256="-")], backend, manifest.input, manifest.classes, projection, 4096)
+    scored = score_files([InputFile(name=csv.name, path=csv, sha256="-")], lambda _: backend, manifest.input, manifest.classes, projection, 4096)
     scoring = time.perf_counter() - started
     started = time.perf_counter()
     result = detect_drift(

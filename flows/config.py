@@ -126,8 +126,8 @@ class ScoreConfig(ModelTarget):
     shard_files: int = Field(20_000, ge=1, le=10_000_000, description="Files per scoring shard (one task each)")
     workers: int = Field(
         0, ge=0, le=256,
-        description="Processes decoding a shard's images: 0 one per usable CPU from 2,000 files (one on a Dask worker, "
-        "whose siblings share the shards), 1 the scoring process alone",
+        description="Processes scoring a shard's images, each with its own copy of the model: 0 one per usable CPU "
+        "from 2,000 files (one on a Dask worker, whose siblings share the shards), 1 the scoring process alone",
     )
     runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Where shards run: local, or dask")
 

@@ -7,9 +7,12 @@ same function as the release's reference, so build and serve cannot drift apart.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +22,7 @@ from tasks.data.contract import InputContract
 from tasks.data.decoded import DecodedInputs
 from tasks.data.workers import DecodingWorkerDied, in_order, worker_pool
 from tasks.export.backends import Backend
+from tasks.host import usable_cpus
 from tasks.score.features import SCHEMA_PROBLEMS, Projection, monitoring_columns, monitoring_features, non_finite_rows
 from tasks.score.inference import infer, probabilities, softmax
 from tasks.score.inputs import FailedInput, InputFile
@@ -51,56 +55,107 @@ class ScoreResult(BaseModel):
     note: str = ""
 
 
-# Files decoded at a time: memory holds one chunk's inputs, whatever the size of the batch.
+# Files scored at a time in one process: memory holds one chunk's inputs, whatever the size of the batch.
 CHUNK_FILES = 4096
-# Files a decoding worker takes at a time: small enough that every worker is busy on a shard of a
-# few thousand files, and this process runs the model on one job while the workers decode the next.
+# Files a worker process takes at a time: small enough that every worker is busy on a shard of a few thousand files.
 JOB_FILES = 512
+
+Opener = Callable[[int | None], Backend]
+"""Opens the variant to score with: a back end with this many intra-op threads (None: the runtime's default)."""
 
 
 def score_files(
     files: list[InputFile],
-    backend: Backend,
+    open_backend: Opener,
     contract: InputContract,
     classes: list[str],
     projection: Projection | None,
     batch_size: int = 256,
     chunk_files: int = CHUNK_FILES,
     workers: int = 1,
+    threads: int | None = None,
 ) -> ScoredFiles:
     """Decode, predict and describe every file, ``chunk_files`` at a time; an unusable file is a failure of that file only.
 
     A file that cannot be decoded, or whose monitoring row comes out NaN/infinite, is
     reported with its reason; the rest of the batch is scored.
 
-    ``workers`` > 1 decodes images in that many processes (see :mod:`tasks.data.workers`) while this
-    one runs the model on what they have decoded; the rows are those of one process. Tables are
-    read here: a table's rows are checked across its files (repeated ids), so its files stay together.
+    ``workers`` > 1 scores images in that many forked processes, each with a back end of its own with
+    ``threads`` / ``workers`` threads (at least one), a job of whole inference batches at a time; the
+    rows are those of one process, in the same order. Each worker decodes a job and then runs its model
+    on it, so decoding never runs beside a model's threads: there it stalled them, and cost the model
+    about twice its own time. Tables are scored in this process: a table's rows are checked across its
+    files (repeated ids), so its files stay together.
 
     Raises:
-        DecodingWorkerDied: a decoding process died (killed, or out of memory).
+        DecodingWorkerDied: a scoring process died (killed, or out of memory).
     """
+    job = _ScoringJob(contract, classes, projection, batch_size)
     workers = workers if contract.kind == "image" else 1
+    if workers <= 1:
+        backend = open_backend(threads)
+        return _joined([job.score(files[start : start + chunk_files], backend) for start in range(0, len(files), chunk_files)])
     # In jobs of whole inference batches, so that a job's batches are the batches of one process.
-    size = chunk_files if workers <= 1 else min(chunk_files, max(1, JOB_FILES // batch_size) * batch_size)
-    describe = projection is not None
-    jobs = ((start, (contract, [f.path for f in files[start : start + size]], describe)) for start in range(0, len(files), size))
+    size = min(chunk_files, max(1, JOB_FILES // batch_size) * batch_size)
+    jobs = ((start, (files[start : start + size],)) for start in range(0, len(files), size))
+    per_worker = max(1, (threads or usable_cpus()) // workers)
     parts: list[ScoredFiles] = []
     done = 0
-    with worker_pool(workers) as pool:
+    with worker_pool(workers, _start_worker, (job, open_backend, per_worker)) as pool:
         try:
-            # A chunk's worth of decoded files in flight (or a job per worker and one more, where workers are
-            # more than that): memory is bounded by the chunk and the workers, never by the batch.
-            window = max(workers + 1, chunk_files // size)
-            for start, (decoded, statistics) in in_order(pool, workers, _read, jobs, window):
-                chunk = files[start : start + size]
-                parts.append(_score_decoded(chunk, decoded, statistics, backend, contract, classes, projection, batch_size))
-                done += len(chunk)
+            for _, part in in_order(pool, workers, _score_job, jobs):
+                parts.append(part)
+                done += len(part.predictions) + len(part.failures)
         except BrokenProcessPool:
             raise DecodingWorkerDied(
-                f"a process decoding inputs died (killed, or out of memory) after {done} of {len(files)} files; "
-                f"run again with fewer decoding processes (the score config's workers, now {workers})"
+                f"a process scoring inputs died (killed, or out of memory) after {done} of {len(files)} files; "
+                f"run again with fewer scoring processes (the score config's workers, now {workers})"
             ) from None
+    return _joined(parts)
+
+
+@dataclass(frozen=True)
+class _ScoringJob:
+    """What scoring a list of files needs besides the back end: the same in this process and in a worker."""
+
+    contract: InputContract
+    classes: list[str]
+    projection: Projection | None
+    batch_size: int
+
+    def score(self, files: list[InputFile], backend: Backend) -> ScoredFiles:
+        """The files decoded, described (with a projection) and scored together."""
+        decoded = self.contract.read([f.path for f in files])
+        statistics = None
+        if self.projection is not None and decoded.source:
+            statistics = self.contract.statistics(decoded.raw, decoded.meta)
+        return _score_decoded(files, decoded, statistics, backend, self.contract, self.classes, self.projection, self.batch_size)
+
+
+# A scoring worker's job and back end. The back end is opened by the worker's first job, so that a
+# variant that cannot be opened fails that job with its own error rather than breaking the pool.
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(job: _ScoringJob, open_backend: Opener, threads: int) -> None:
+    """Set up a forked scoring worker (its arguments are inherited, never pickled)."""
+    _worker.clear()
+    _worker.update(job=job, open_backend=open_backend, threads=threads)
+    if "torch" in sys.modules:
+        # libgomp is not fork-safe: a forked process that enters the OpenMP pool its parent started hangs.
+        # One thread never enters it (a torch variant is the only user of torch's threads here).
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _score_job(files: list[InputFile]) -> ScoredFiles:
+    """A worker's job: score ``files`` with the worker's own back end."""
+    if "backend" not in _worker:
+        _worker["backend"] = _worker["open_backend"](_worker["threads"])
+    return _worker["job"].score(files, _worker["backend"])
+
+
+def _joined(parts: list[ScoredFiles]) -> ScoredFiles:
+    """The rows and failures of consecutive parts of a batch, as one."""
     if len(parts) == 1:
         return parts[0]
     scored = [p for p in parts if not p.predictions.empty]
@@ -110,13 +165,6 @@ def score_files(
     predictions = pd.concat([p.predictions for p in scored], ignore_index=True)
     features = None if scored[0].features is None else pd.concat([p.features for p in scored], ignore_index=True)
     return ScoredFiles(predictions, features, failures)
-
-
-def _read(contract: InputContract, paths: list[Path], describe: bool) -> tuple[DecodedInputs, pd.DataFrame | None]:
-    """The files decoded, and (``describe``) their monitoring statistics: a decoding worker's job, so that
-    the statistics too are computed beside the model rather than before it."""
-    decoded = contract.read(paths)
-    return decoded, contract.statistics(decoded.raw, decoded.meta) if describe and decoded.source else None
 
 
 def _score_decoded(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
@@ -24,7 +26,9 @@ from tasks.score.logs import batch_logs, log_batch, scored_before
 from tasks.score.scoring import ScoreResult, score_files
 
 
-@task(**STORE_RETRIES)
+# The scoring tasks say NO_CACHE: a batch is logged once by its logs (see ``log_batch``), never by Prefect's
+# cache, and by default Prefect would still hash every task's inputs for a key (the batch's files among them).
+@task(**STORE_RETRIES, cache_policy=NO_CACHE)
 def collect_inputs(source: str, store_config: StoreConfig, work_dir: Path) -> InputBatch:
     """List a folder, or download an ``s3://`` prefix (same endpoint and credentials as the store)."""
     batch = collect_batch(source, store_config, work_dir)
@@ -55,7 +59,7 @@ class ScoredShard(BaseModel):
     failures: list[FailedInput]
 
 
-@task(**STORE_RETRIES)
+@task(**STORE_RETRIES, cache_policy=NO_CACHE)
 def plan_scoring(
     production: FetchedRelease,
     batch: InputBatch,
@@ -92,7 +96,7 @@ def plan_scoring(
     return ScoringPlan(variant=choice.variant, variant_reason=choice.reason, shards=shards)
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def score_shard(
     production: FetchedRelease,
     files: list[InputFile],
@@ -104,14 +108,15 @@ def score_shard(
 ) -> ScoredShard:
     """Score one shard with ``variant``: its predictions and monitoring rows (against that variant's reference) as Parquet.
 
-    Images are decoded by ``workers`` processes (0: see :func:`decoding_workers`) while this one runs the model.
+    Images are decoded and scored by ``workers`` processes (0: see :func:`decoding_workers`), each with the
+    variant open on its share of ``threads`` (None: every usable CPU).
     """
     manifest = production.manifest
     monitoring = manifest.monitoring_of(variant)
     projection = load_projection(production.release_dir / monitoring.projection) if monitoring is not None else None
-    backend = production.open(variant, threads, spin=False)
     scored = score_files(
-        files, backend, manifest.input, manifest.classes, projection, batch_size, workers=decoding_workers(workers, len(files))
+        files, partial(production.open, variant, spin=False), manifest.input, manifest.classes, projection, batch_size,
+        workers=decoding_workers(workers, len(files)), threads=threads,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     # Unique per attempt: shards never share a file, nor do two runs of one batch, nor a retry and its first try.
@@ -132,7 +137,7 @@ def _parquet(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-@task(**STORE_RETRIES)
+@task(**STORE_RETRIES, cache_policy=NO_CACHE)
 def log_scores(production: FetchedRelease, batch: InputBatch, plan: ScoringPlan, shards: list[ScoredShard], store_config: StoreConfig) -> ScoreResult:
     """Put the shards' rows together and log them to the store as one batch (each log one object, written once).
 
@@ -196,7 +201,7 @@ def log_scores(production: FetchedRelease, batch: InputBatch, plan: ScoringPlan,
     )
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def archive_batch(batch: InputBatch, result: ScoreResult, processed: Path) -> str:
     """Move the scored batch out of its inbox (see :func:`archive_inputs`); nothing moves unless it was logged."""
     logged = result.predictions_uri is not None or result.note.startswith("already scored")

@@ -149,7 +149,7 @@ def test_drift_is_quiet_on_fresh_rows_and_loud_on_a_shifted_column(tabular) -> N
 
     def verdict(rows: pd.DataFrame, path: Path) -> bool:
         rows.drop(columns=["outcome"]).to_csv(path, index=False)
-        scored = score_files([InputFile(name=path.name, path=path, sha256="-")], backend, manifest.input, manifest.classes, projection)
+        scored = score_files([InputFile(name=path.name, path=path, sha256="-")], lambda _: backend, manifest.input, manifest.classes, projection)
         result = detect_drift(
             reference, scored.features, monitoring.numerical_columns, monitoring.categorical_columns, drift,
             monitoring.calibration, num_classes=2, optional=manifest.input.optional_statistics,

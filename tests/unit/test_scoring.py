@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_a_variant_without_an_embedding_output_scores_predictions_only(logits_on
         Image.fromarray(np.full((20, 20), 60 * i, np.uint8), mode="L").save(folder / f"{i}.png")
     (folder / "notes.txt").write_text("not an image")
     files = local_inputs(folder)
-    scored = score_files(files, OnnxRuntimeBackend(logits_only), GREY, ["a", "b", "c"], projection=None)
+    scored = score_files(files, partial(OnnxRuntimeBackend, logits_only), GREY, ["a", "b", "c"], projection=None)
     assert scored.features is None and [f.name for f in scored.failures] == ["notes.txt"]
     assert scored.predictions["file"].tolist() == ["0.png", "1.png", "2.png"]
     assert set(scored.predictions["predicted_class"]) <= {"a", "b", "c"}
@@ -47,7 +48,10 @@ def test_a_variant_without_an_embedding_output_scores_predictions_only(logits_on
     # With a monitoring reference the embedding is needed, and its absence is named.
     projection = fit_projection(np.random.default_rng(0).normal(size=(20, 256)), 4)
     with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
-        score_files(files, OnnxRuntimeBackend(logits_only), GREY, ["a", "b", "c"], projection)
+        score_files(files, partial(OnnxRuntimeBackend, logits_only), GREY, ["a", "b", "c"], projection)
+    # Raised in a scoring worker, it is the same error, not a broken pool.
+    with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
+        score_files(files, partial(OnnxRuntimeBackend, logits_only), GREY, ["a", "b", "c"], projection, chunk_files=2, workers=2)
 
 
 def test_a_large_batch_is_scored_chunk_by_chunk_with_the_same_rows(tmp_path: Path) -> None:
@@ -65,8 +69,8 @@ def test_a_large_batch_is_scored_chunk_by_chunk_with_the_same_rows(tmp_path: Pat
     (folder / "09-empty.png").write_bytes(b"")
     files = local_inputs(folder)
     projection = fit_projection(np.random.default_rng(0).normal(size=(40, 256)), 4)
-    whole = score_files(files, OnnxRuntimeBackend(path), GREY, ["a", "b", "c"], projection)
-    chunked = score_files(files, OnnxRuntimeBackend(path), GREY, ["a", "b", "c"], projection, chunk_files=4)
+    whole = score_files(files, partial(OnnxRuntimeBackend, path), GREY, ["a", "b", "c"], projection)
+    chunked = score_files(files, partial(OnnxRuntimeBackend, path), GREY, ["a", "b", "c"], projection, chunk_files=4)
     assert len(whole.predictions) == 11 and [f.name for f in chunked.failures] == [f.name for f in whole.failures]
     assert {f.name for f in whole.failures} == {"05-broken.png", "09-empty.png"}
     # Chunks change when files are decoded, not what is computed for each.
@@ -74,8 +78,8 @@ def test_a_large_batch_is_scored_chunk_by_chunk_with_the_same_rows(tmp_path: Pat
     np.testing.assert_allclose(chunked.predictions["confidence"], whole.predictions["confidence"], rtol=1e-5)
     numeric = whole.features.select_dtypes("number").columns
     np.testing.assert_allclose(chunked.features[numeric].to_numpy(), whole.features[numeric].to_numpy(), rtol=1e-4, atol=1e-5)
-    # Decoded by two worker processes, four files a job, while this one runs the model: the same rows, in order.
-    parallel = score_files(files, OnnxRuntimeBackend(path), GREY, ["a", "b", "c"], projection, batch_size=2, chunk_files=4, workers=2)
+    # Scored by two worker processes, four files a job, each with its own back end: the same rows, in order.
+    parallel = score_files(files, partial(OnnxRuntimeBackend, path), GREY, ["a", "b", "c"], projection, batch_size=2, chunk_files=4, workers=2)
     assert [f.name for f in parallel.failures] == [f.name for f in whole.failures]
     assert parallel.predictions.drop(columns="confidence").equals(whole.predictions.drop(columns="confidence"))
     np.testing.assert_allclose(parallel.predictions["confidence"], whole.predictions["confidence"], rtol=1e-5)
