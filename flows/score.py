@@ -27,22 +27,22 @@ def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
     """
     production = fetch_production(config.store, config.model_name, config.work_dir, candidates=config.variant_choice.measure)
     batch = collect_inputs(config.source, config.store, config.work_dir)
-    # quote(): a batch lists every file (tens of thousands of them); Prefect would otherwise visit each
-    # entry of each task's parameters looking for futures, which took longer than decoding them.
+    # quote(): a batch lists every file (tens of thousands of them), a release's manifest its data; Prefect
+    # would otherwise visit each entry of each task's parameters looking for futures, twice per task.
     plan = plan_scoring(
-        production, quote(batch), config.store, config.batch_size, config.variant_choice, config.work_dir, config.shard_files
+        quote(production), quote(batch), config.store, config.batch_size, config.variant_choice, config.work_dir, config.shard_files
     )
     threads = config.runner.threads_per_worker if config.runner.kind == "dask" else None
     shards = fan_out(
         score_shard,
         [
-            {"production": production, "files": quote(files), "variant": plan.variant, "batch_size": config.batch_size,
+            {"production": quote(production), "files": quote(files), "variant": plan.variant, "batch_size": config.batch_size,
              "out_dir": config.work_dir / "scoring" / batch.batch_id, "threads": threads, "workers": config.workers}
             for files in plan.shards
         ],
         config.runner,
     )
-    result = log_scores(production, quote(batch), quote(plan), quote(shards), config.store)
+    result = log_scores(quote(production), quote(batch), quote(plan), quote(shards), config.store)
     if config.processed:
         archive_batch(quote(batch), quote(result), Path(config.processed))
     if result.scored == 0:
