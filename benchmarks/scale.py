@@ -15,10 +15,11 @@ Python process, so a peak RSS is that process's own (decoding workers are report
 3. train: training images/s of the same model on the same snapshot: a plain PyTorch loop, Lightning
    fp32, Lightning bf16-mixed, Lightning with channels_last, and DDP with 2 processes (gloo); and the
    Trainer's own time per step, measured on a model with almost no work.
-4. score: end-to-end scoring (files -> predictions and monitoring rows in the store) with one decoding
-   process and with the default (one per CPU), against two ceilings: the raw throughput of the served
-   variant at batch 64 on prepared inputs, and decoding the same files alone. For the default model
-   (small_cnn, distilled and pruned) and for resnet18.
+4. score: end-to-end scoring (files -> predictions and monitoring rows in the store) with one process
+   and with the default (one scoring process per CPU), and the scoring stage alone (``score_files``: what
+   is left is a run's fixed cost), against two ceilings: the raw throughput of the served variant at
+   batch 64 on prepared inputs, and decoding the same files alone. For the default model (small_cnn,
+   distilled and pruned) and for resnet18. The batches are inboxes of regular files (hard links).
 5. augment: digits trained with and without augmentation, tested on the test split as it is and on
    shifted copies (rotated 15 degrees, brightened 40 %).
 
@@ -182,6 +183,7 @@ def score_section(n: int, work: Path) -> list[dict]:
         batches = {workers: _flat(write_folder(work / f"images-score-{n}-{tag}-{workers}", n, seed=10 + workers)) for workers in (1, 0)}
         result = in_child(f"""
 import json, shutil, time
+from functools import partial
 from pathlib import Path
 import numpy as np
 from flows.build import build
@@ -205,8 +207,16 @@ for workers, folder in {dict((k, str(v)) for k, v in batches.items())!r}.items()
     out[f"end_to_end_{{workers}}"] = result.scored / (time.perf_counter() - started)
     out["variant"] = result.variant
 production = fetch_production(open_store(config.store), config.model_name, config.work_dir, candidates=True)
-contract = production.manifest.input
-paths = [f.path for f in local_inputs(Path(folder))]
+manifest = production.manifest
+contract = manifest.input
+files = local_inputs(Path(folder))
+paths = [f.path for f in files]
+# The scoring stage alone, as the score flow's shard runs it: what is left of end to end is the run's fixed cost.
+projection = load_projection(production.release_dir / manifest.monitoring_of(out["variant"]).projection)
+started = time.perf_counter()
+score_files(files, partial(production.open, out["variant"], spin=False), contract, manifest.classes, projection,
+            ScoreConfig.model_fields["batch_size"].default, workers=decoding_workers(0, len(files)))
+out["stage"] = len(files) / (time.perf_counter() - started)
 for workers in (1, decoding_workers(0, len(paths))):
     jobs = ((start, (paths[start : start + 512],)) for start in range(0, len(paths), 512))
     started = time.perf_counter()
@@ -227,9 +237,12 @@ print(json.dumps(out))
         auto = result["auto_workers"]
         ceiling = min(result["raw"], result[f"decode_{auto}"])
         print(f"  {label}: {json.dumps(result)}", flush=True)
+        fixed = n / result["end_to_end_0"] - n / result["stage"]
+        print(f"  {label}: a score run's fixed cost (listing, planning, logging, Prefect) {fixed:.1f} s of {n / result['end_to_end_0']:.1f} s")
         for what, rate in (
-            ("files -> predictions + monitoring rows in the store, 1 decoding process", result["end_to_end_1"]),
-            (f"files -> predictions + monitoring rows in the store, {auto} decoding processes (default)", result["end_to_end_0"]),
+            ("files -> predictions + monitoring rows in the store, 1 process", result["end_to_end_1"]),
+            (f"files -> predictions + monitoring rows in the store, {auto} scoring processes (default)", result["end_to_end_0"]),
+            (f"the scoring stage alone (score_files), {auto} scoring processes", result["stage"]),
             ("raw model, batch 64, prepared inputs", result["raw"]),
             ("decoding alone, 1 process", result["decode_1"]),
             (f"decoding alone, {auto} processes", result[f"decode_{auto}"]),
@@ -240,12 +253,13 @@ print(json.dumps(out))
 
 
 def _flat(folder: Path) -> Path:
-    """The folder's images side by side in one folder (symbolic links): a batch to score has no class folders."""
-    flat = folder.parent / (folder.name + "-flat")
+    """The folder's images side by side in one folder, as an inbox holds them: a batch to score has no class
+    folders. Hard links: regular files, as a real inbox has (a symbolic link costs scoring its resolving)."""
+    flat = folder.parent / (folder.name + "-inbox")
     if not flat.exists():
         flat.mkdir()
         for path in sorted(folder.rglob("*.jpg")):
-            (flat / (path.parent.name + "-" + path.name)).symlink_to(path)
+            os.link(path, flat / (path.parent.name + "-" + path.name))
     return flat
 
 
