@@ -188,3 +188,13 @@ class FeedbackConfig(ModelTarget):
     @classmethod
     def _source(cls, value: str | None) -> str | None:
         return check_source(value, "a label file, a folder of them or s3://bucket/prefix") if value else None
+
+
+class CleanConfig(FormModel):
+    """What ``python -m flows.clean`` frees: the work dir's results, snapshots, runs and step folders no build used lately."""
+
+    work_dir: Path = Field(Path(".lepton/work"), description="The work dir builds keep their steps in")
+    unused_days: float = Field(
+        14, ge=0, le=3650, description="Remove what no build has written or reused for this many days (0: all not in use)"
+    )
+    apply: bool = Field(False, description="Delete them; without it, only list what would go")

@@ -38,7 +38,9 @@ import json
 import logging
 import os
 import pickle
+import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -47,6 +49,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 RESULTS_FOLDER = "results"
+# Where ingestion keeps dataset snapshots and training its runs (the step folders of a model are inside its run).
+SNAPSHOTS_FOLDER = "snapshots"
+RUNS_FOLDER = "runs"
 # A step folder's result, written last: a folder without it was left by a process that did not finish.
 KEPT_RESULT = "result.pickle"
 # Libraries whose version changes what a step computes (weights, graphs, quantization).
@@ -248,6 +253,8 @@ def _drop_if_outdated(context: Any, key: str) -> None:
         _log(context, logging.INFO, "not reusing the kept result of %s: %s; computing it again", context.task.name, reason)
         store.cache.pop(key, None)
         record.unlink(missing_ok=True)
+    else:
+        os.utime(record)  # reused: its time is its last use, which cleaning goes by (``stale_entries``)
 
 
 def _log(context: Any, level: int, message: str, *args: Any) -> None:
@@ -299,6 +306,7 @@ def computed_once(folder: Path, compute: Callable[[], T], waiting: Callable[[str
             try:
                 result = pickle.loads(kept.read_bytes())  # noqa: S301 - written by this project, in its own work dir
                 if outdated(result, kept.stat().st_mtime_ns) is None:
+                    os.utime(kept)  # reused: its time is its last use, which cleaning goes by (``stale_entries``)
                     return result
             except Exception:  # noqa: BLE001 - unreadable (another version's classes): computed again
                 pass
@@ -308,3 +316,146 @@ def computed_once(folder: Path, compute: Callable[[], T], waiting: Callable[[str
         partial.write_bytes(pickle.dumps(result))
         os.replace(partial, kept)
         return result
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Something builds keep in a work dir: a kept result, a dataset snapshot, a training run or a step folder."""
+
+    path: Path
+    kind: str
+    bytes: int
+    last_used: float  # seconds since the epoch: its newest file (a kept result's time moves on each reuse)
+    remove: bool
+    why: str
+
+
+def kept_value(record: Path) -> Any:
+    """The value a step's result record holds: Prefect's record is JSON whose ``result`` is the base64 of the
+    pickled value (its default serializer, cloudpickle). Raises for a record of another form."""
+    import base64
+
+    data = json.loads(record.read_text())
+    if data.get("metadata", {}).get("serializer", {}).get("type") != "pickle":
+        raise ValueError(f"{record} is not a pickled result")
+    return pickle.loads(base64.b64decode(data["result"]))  # noqa: S301 - written by this project, in its own work dir
+
+
+def stale_entries(work_dir: Path, unused_seconds: float, now: float) -> list[Entry]:
+    """What ``work_dir`` keeps, each marked for removal or not, and why; outermost first, nothing under a removed entry.
+
+    An entry goes when no build has used it for ``unused_seconds``: kept results not reused since
+    (a reuse renews their time), and snapshots, runs and step folders whose newest file is older,
+    that no result still kept names (a path inside them, or a folder around them), and that no
+    process holds (a training or a step at work). What goes is recomputed by the next build that needs it.
+    """
+    cutoff = now - unused_seconds
+    entries: list[Entry] = []
+    records = sorted((work_dir / RESULTS_FOLDER).glob("*")) if (work_dir / RESULTS_FOLDER).is_dir() else []
+    named: list[Path] = []
+    for record in records:
+        used = record.stat().st_mtime
+        stale = used < cutoff
+        try:
+            value = kept_value(record)
+        except Exception:  # noqa: BLE001 - unreadable: it names nothing, and goes once unused
+            value = None
+        if not stale:
+            named += [p.resolve() for p in _paths(value)]
+        why = f"not reused for {_days(now - used)}" if stale else f"reused or written {_days(now - used)} ago"
+        kind = f"kept {type(value).__name__}" if value is not None else "kept result"
+        entries.append(Entry(record, kind, _size(record), used, stale, why))
+    folders = [(p, "snapshot") for p in _children(work_dir / SNAPSHOTS_FOLDER)]
+    folders += [(run, "training run") for version in _children(work_dir / RUNS_FOLDER) for run in _children(version)]
+    for folder, kind in folders:
+        entries += _folder_entries(folder, kind, named, cutoff, now)
+    return entries
+
+
+def _folder_entries(folder: Path, kind: str, named: list[Path], cutoff: float, now: float) -> list[Entry]:
+    """``folder``'s entry and, where it stays, those of the step folders in it (at any depth)."""
+    real = folder.resolve()
+    used = max((p.stat().st_mtime for p in [folder, *folder.rglob("*")] if p.is_file() or p == folder), default=0.0)
+    if any(path == real or real in path.parents or path in real.parents for path in named):
+        why, remove = "named by a kept result", False
+    elif used >= cutoff:
+        why, remove = f"used {_days(now - used)} ago", False
+    elif _held(folder):
+        why, remove = "held by a running process", False
+    else:
+        why, remove = f"unused for {_days(now - used)}", True
+    entries = [Entry(folder, kind, _size(folder), used, remove, why)]
+    if not remove:
+        for step in _step_folders(folder):
+            entries += _folder_entries(step, "step folder", named, cutoff, now)
+    return entries
+
+
+def remove_entries(entries: list[Entry]) -> int:
+    """Delete the entries marked for removal (a folder only while no process can start working in it); the bytes freed."""
+    freed = 0
+    for entry in entries:
+        if not entry.remove or not entry.path.exists():
+            continue
+        if entry.path.is_file():
+            entry.path.unlink()
+            freed += entry.bytes
+            continue
+        with _holding(entry.path) as held:
+            if held:
+                shutil.rmtree(entry.path)
+                freed += entry.bytes
+    return freed
+
+
+def _children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def _step_folders(folder: Path) -> list[Path]:
+    """The step folders directly in ``folder``: those :func:`computed_once` keeps a lock file beside."""
+    return [p for p in _children(folder) if (folder / f".{p.name}.lock").exists()]
+
+
+def _lock_files(folder: Path) -> list[Path]:
+    """Every lock a process at work in ``folder`` holds: a training run's, each step folder's (beside it)."""
+    locks = [folder.parent / f".{folder.name}.lock", *folder.rglob("*.lock")]
+    return [lock for lock in locks if lock.is_file()]
+
+
+def _held(folder: Path) -> bool:
+    with _holding(folder) as held:
+        return not held
+
+
+class _holding:
+    """Every lock of ``folder`` taken without waiting (``True``) or none (``False``: a process holds one)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> bool:
+        for lock in _lock_files(self.folder):
+            handle = open(lock, "a+")  # noqa: SIM115 - closed in __exit__
+            self.handles.append(handle)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.close()
+
+
+def _size(path: Path) -> int:
+    """Bytes on disk (blocks allocated, as ``du`` counts them)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(f.stat().st_blocks * 512 for f in files)
+
+
+def _days(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:.0f} days" if days >= 1 else f"{seconds / 3600:.0f} hours"

@@ -1,0 +1,67 @@
+"""``python -m flows.clean [--set work_dir=DIR] [--set unused_days=14] [--set apply=true]``: free the work dir.
+
+A build keeps every step's result and files in its work dir so that a rerun reuses them; each new
+config, dataset or code version adds more. This lists (and with ``apply`` deletes) what no build has
+used for ``unused_days``, never what a kept result still names or a running process holds; the
+next build that needs a deleted step computes it again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from flows.config import CleanConfig
+from tasks.errors import LeptonError
+
+
+class NoWorkDir(LeptonError):
+    """The work dir to clean does not exist."""
+
+
+def clean(config: CleanConfig) -> str:
+    """List what builds left in the work dir unused for ``unused_days``; delete it with ``apply``."""
+    from tasks.caching import remove_entries, stale_entries
+    from tasks.tables import text_table
+
+    if not config.work_dir.is_dir():
+        raise NoWorkDir(f"work_dir {config.work_dir} is not a folder; set work_dir to the one your builds use")
+    entries = stale_entries(config.work_dir, config.unused_days * 86400, time.time())
+    going = [e for e in entries if e.remove]
+    rows = [
+        {"kind": e.kind, "path": str(e.path.relative_to(config.work_dir)), "size": _size(e.bytes),
+         "last used": datetime.fromtimestamp(e.last_used, timezone.utc).strftime("%Y-%m-%d %H:%M"), "why": e.why}
+        for e in going
+    ]
+    staying = [e for e in entries if not e.remove]
+    # A kept folder's bytes include those of the step folders in it: the outermost entries add up.
+    outermost = [e for e in staying if e.kind != "step folder"]
+    kept = f"kept: {len(staying)} entries in use ({_size(sum(e.bytes for e in outermost))})"
+    if not going:
+        return f"nothing in {config.work_dir} unused for {config.unused_days:g} days; {kept}"
+    total = sum(e.bytes for e in going)
+    if config.apply:
+        freed = remove_entries(going)
+        head = f"removed {len(going)} entries unused for {config.unused_days:g} days, {_size(freed)} freed"
+    else:
+        head = f"would remove {len(going)} entries unused for {config.unused_days:g} days ({_size(total)}); set apply=true to delete them"
+    return "\n".join([head, text_table(rows), kept])
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.clean``: exit 0 listed or cleaned, 2 a bad request."""
+    from flows.cli import run
+
+    return run(clean, CleanConfig, argv, summarize=lambda _, listing: listing, prog="python -m flows.clean")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Cleaning a work dir: what no build used lately goes; what a kept result names, what is recent or held stays."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow, task
+from pydantic import BaseModel
+
+from flows.clean import main as clean_main
+from tasks.caching import (
+    KEPT_RESULT, RESULTS_FOLDER, RUNS_FOLDER, SNAPSHOTS_FOLDER, STEP_KEY, computed_once, kept_value, remove_entries,
+    results_in, stale_entries, step_folder,
+)
+
+DAY = 86400.0
+FITS: list[str] = []
+
+
+class Fitted(BaseModel):
+    weights: Path
+
+
+@task(cache_key_fn=STEP_KEY)
+def fit(run: Path) -> Fitted:
+    FITS.append(run.name)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "model.pt").write_bytes(b"weights " + run.name.encode())
+    return Fitted(weights=run / "model.pt")
+
+
+@flow
+def build(work: Path, run: Path) -> Fitted:
+    return results_in(work)(fit)(run)
+
+
+def _age(path: Path, days: float) -> None:
+    """Every file and folder at ``path`` last written ``days`` ago."""
+    then = time.time() - days * DAY
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.utime(item, (then, then))
+
+
+def _variants(run: Path, tag: str) -> Path:
+    """A step folder in ``run`` as export writes it: computed once, its result kept beside its files."""
+    folder = step_folder(run, "variants", tag=tag)
+
+    def export() -> Fitted:
+        (folder / "model.onnx").write_bytes(b"onnx " + tag.encode())
+        return Fitted(weights=folder / "model.onnx")
+
+    computed_once(folder, export)
+    return folder
+
+
+def _record_of(work: Path, path: Path) -> Path:
+    return next(r for r in (work / RESULTS_FOLDER).iterdir() if kept_value(r).weights == path)
+
+
+def test_what_no_build_used_lately_goes_and_the_rest_stays(prefect_api, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    runs = work / RUNS_FOLDER / "v1"
+    FITS.clear()
+    build(work, runs / "a")  # a run a build still reuses
+    named_step = _variants(runs / "a", "named")
+    build(work, named_step)  # a kept result that names a file in that step folder
+    unnamed_step = _variants(runs / "a", "old-config")  # a step of a config no build runs any more
+    build(work, runs / "b")  # a run only an old result names
+    build(work, runs / "c")  # a run a process holds
+    (runs / "c" / "train.lock").touch()
+    build(work, work / RUNS_FOLDER / "v2" / "d")  # a run in progress: recent, not kept yet
+    (work / SNAPSHOTS_FOLDER / "v0").mkdir(parents=True)
+    (work / SNAPSHOTS_FOLDER / "v0" / "train.npy").write_bytes(b"\0" * 10_000)
+    record_d = _record_of(work, work / RUNS_FOLDER / "v2" / "d" / "model.pt")
+    record_d.unlink()
+    for old in (runs / "a", runs / "b", runs / "c", work / SNAPSHOTS_FOLDER / "v0"):
+        _age(old, 30)
+    _age(_record_of(work, runs / "b" / "model.pt"), 30)
+    _age(_record_of(work, runs / "c" / "model.pt"), 30)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(120)", str(runs / "c" / "train.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        entries = stale_entries(work, 14 * DAY, time.time())
+        going = {e.path for e in entries if e.remove}
+        assert going == {
+            _record_of(work, runs / "b" / "model.pt"), _record_of(work, runs / "c" / "model.pt"),
+            runs / "b", unnamed_step, work / SNAPSHOTS_FOLDER / "v0",
+        }
+        why = {e.path: e.why for e in entries}
+        assert why[runs / "a"] == "named by a kept result" and why[named_step] == "named by a kept result"
+        assert why[runs / "c"] == "held by a running process"
+        assert why[work / RUNS_FOLDER / "v2" / "d"].startswith("used ")
+        assert all(path.exists() for path in going)  # listing deletes nothing
+
+        freed = remove_entries(entries)
+        assert freed >= 10_000 and not any(path.exists() for path in going)
+        assert (runs / "a" / "model.pt").exists() and (named_step / "model.onnx").exists() and (runs / "c" / "model.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+    # What stayed is reused as before, and a reuse renews its time; what went is computed again.
+    record_a = _record_of(work, runs / "a" / "model.pt")
+    _age(record_a, 20)
+    FITS.clear()
+    build(work, runs / "a")
+    build(work, runs / "b")
+    assert FITS == ["b"] and time.time() - record_a.stat().st_mtime < DAY
+    _age(named_step, 20)
+    _variants(runs / "a", "named")
+    assert time.time() - (named_step / KEPT_RESULT).stat().st_mtime < DAY
+
+
+def test_the_clean_command_lists_then_deletes_and_names_a_missing_work_dir(tmp_path: Path, capsys) -> None:
+    work = tmp_path / "work"
+    old = work / SNAPSHOTS_FOLDER / "v0"
+    old.mkdir(parents=True)
+    (old / "train.npy").write_bytes(b"\0" * 5000)
+    _age(old, 30)
+    assert clean_main(["--set", f"work_dir={work}"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove 1 entries unused for 14 days" in out and "snapshots/v0" in out and old.exists()
+    assert clean_main(["--set", f"work_dir={work}", "--set", "apply=true"]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out and not old.exists()
+    assert clean_main(["--set", f"work_dir={work}"]) == 0
+    assert "nothing in" in capsys.readouterr().out
+    assert clean_main(["--set", f"work_dir={tmp_path / 'nowhere'}"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
