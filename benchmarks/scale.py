@@ -192,7 +192,9 @@ from flows.score import score
 from tasks.data.workers import decoding_workers, in_order, worker_pool
 from tasks.registry.serving import fetch_production
 from tasks.registry.store import open_store
+from tasks.score.features import load_projection
 from tasks.score.inputs import local_inputs
+from tasks.score.scoring import score_files
 config = BuildConfig.model_validate({config!r})
 build(config)
 # The benchmark's own registry: logs of an earlier run on this --work would make its batches "already scored".
@@ -238,7 +240,11 @@ print(json.dumps(out))
         ceiling = min(result["raw"], result[f"decode_{auto}"])
         print(f"  {label}: {json.dumps(result)}", flush=True)
         fixed = n / result["end_to_end_0"] - n / result["stage"]
-        print(f"  {label}: a score run's fixed cost (listing, planning, logging, Prefect) {fixed:.1f} s of {n / result['end_to_end_0']:.1f} s")
+        half = 0.5 * min(result["raw"], result[f"decode_{auto}"])
+        # End to end is n / (fixed + n / stage): at least half the ceiling from this many files a run on.
+        crossing = f"from {fixed * half * result['stage'] / (result['stage'] - half):,.0f} files a run" if result["stage"] > half else "never"
+        print(f"  {label}: a score run's fixed cost (listing, planning, logging, Prefect) {fixed:.1f} s of "
+              f"{n / result['end_to_end_0']:.1f} s; end to end reaches half the lower ceiling {crossing}")
         for what, rate in (
             ("files -> predictions + monitoring rows in the store, 1 process", result["end_to_end_1"]),
             (f"files -> predictions + monitoring rows in the store, {auto} scoring processes (default)", result["end_to_end_0"]),
