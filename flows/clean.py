@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from flows.config import CleanConfig
 from tasks.errors import LeptonError
+
+if TYPE_CHECKING:
+    from tasks.caching import Entry
 
 
 class NoWorkDir(LeptonError):
@@ -22,30 +26,41 @@ class NoWorkDir(LeptonError):
 def clean(config: CleanConfig) -> str:
     """List what builds left in the work dir unused for ``unused_days``; delete it with ``apply``."""
     from tasks.caching import remove_entries, stale_entries
-    from tasks.tables import text_table
 
     if not config.work_dir.is_dir():
         raise NoWorkDir(f"work_dir {config.work_dir} is not a folder; set work_dir to the one your builds use")
-    entries = stale_entries(config.work_dir, config.unused_days * 86400, time.time())
+    now = time.time()
+    unused = config.unused_days * 86400
+    entries = stale_entries(config.work_dir, unused, now)
     going = [e for e in entries if e.remove]
-    rows = [
-        {"kind": e.kind, "path": str(e.path.relative_to(config.work_dir)), "size": _size(e.bytes),
-         "last used": datetime.fromtimestamp(e.last_used, timezone.utc).strftime("%Y-%m-%d %H:%M"), "why": e.why}
-        for e in going
-    ]
-    staying = [e for e in entries if not e.remove]
     # A kept folder's bytes include those of the step folders in it: the outermost entries add up.
-    outermost = [e for e in staying if e.kind != "step folder"]
-    kept = f"kept: {len(staying)} entries in use ({_size(sum(e.bytes for e in outermost))})"
+    staying = [e for e in entries if not e.remove]
+    kept = f"kept: {len(staying)} entries in use ({_size(sum(e.bytes for e in staying if e.kind != 'step folder'))})"
     if not going:
         return f"nothing in {config.work_dir} unused for {config.unused_days:g} days; {kept}"
-    total = sum(e.bytes for e in going)
-    if config.apply:
-        freed = remove_entries(going)
-        head = f"removed {len(going)} entries unused for {config.unused_days:g} days, {_size(freed)} freed"
-    else:
-        head = f"would remove {len(going)} entries unused for {config.unused_days:g} days ({_size(total)}); set apply=true to delete them"
-    return "\n".join([head, text_table(rows), kept])
+    if not config.apply:
+        head = (
+            f"would remove {len(going)} entries unused for {config.unused_days:g} days "
+            f"({_size(sum(e.bytes for e in going))}); set apply=true to delete them"
+        )
+        return "\n".join([head, _table(going, config), kept])
+    removed, problems = remove_entries(config.work_dir, going, unused, now)
+    freed = _size(sum(e.bytes for e in removed))
+    lines = [f"removed {len(removed)} entries unused for {config.unused_days:g} days, {freed} freed"]
+    if removed:
+        lines.append(_table(removed, config))
+    lines += [f"not removed: {problem}" for problem in problems]
+    return "\n".join([*lines, kept])
+
+
+def _table(entries: list[Entry], config: CleanConfig) -> str:
+    from tasks.tables import text_table
+
+    return text_table([
+        {"kind": e.kind, "path": str(e.path.relative_to(config.work_dir)), "size": _size(e.bytes),
+         "last used": datetime.fromtimestamp(e.last_used, timezone.utc).strftime("%Y-%m-%d %H:%M"), "why": e.why}
+        for e in entries
+    ])
 
 
 def _size(count: int) -> str:

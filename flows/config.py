@@ -195,6 +195,8 @@ class CleanConfig(FormModel):
 
     work_dir: Path = Field(Path(".lepton/work"), description="The work dir builds keep their steps in")
     unused_days: float = Field(
-        14, ge=0, le=3650, description="Remove what no build has written or reused for this many days (0: all not in use)"
+        14, ge=1, le=3650,
+        description="Remove what no build has written or reused for this many days (a build running longer may lose "
+        "its snapshot: a snapshot is marked used when a build ingests or reuses it)",
     )
     apply: bool = Field(False, description="Delete them; without it, only list what would go")

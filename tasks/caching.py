@@ -39,6 +39,7 @@ import logging
 import os
 import pickle
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -244,7 +245,7 @@ def _drop_if_outdated(context: Any, key: str) -> None:
     record = Path(basepath).expanduser().resolve() / key
     if not record.is_file():
         return
-    written = record.stat().st_mtime_ns
+    written, checked = record.stat().st_mtime_ns, time.time_ns()
     try:
         reason = outdated(store.read(key).result, written)
     except Exception as exc:  # noqa: BLE001 - an unreadable record is as good as none
@@ -254,7 +255,19 @@ def _drop_if_outdated(context: Any, key: str) -> None:
         store.cache.pop(key, None)
         record.unlink(missing_ok=True)
     else:
-        os.utime(record)  # reused: its time is its last use, which cleaning goes by (``stale_entries``)
+        _used(record, checked)
+
+
+def _used(kept: Path, checked_ns: int) -> None:
+    """Mark a kept result reused: its time becomes its last use, which cleaning goes by (:func:`stale_entries`).
+
+    The time is when its files were checked, not after: a file written during the check is still newer,
+    and found by the next one. Where the time cannot be set (a result another user wrote), it stays as it is.
+    """
+    try:
+        os.utime(kept, ns=(checked_ns, checked_ns))
+    except OSError:
+        pass
 
 
 def _log(context: Any, level: int, message: str, *args: Any) -> None:
@@ -293,7 +306,7 @@ def computed_once(folder: Path, compute: Callable[[], T], waiting: Callable[[str
     step is computed. Builds whose steps agree thus share the files instead of rewriting them while
     the other reads them; the folder's name (:func:`step_folder`) says when they agree.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     kept = folder / KEPT_RESULT
     with open(folder.parent / f".{folder.name}.lock", "a+") as handle:
         try:
@@ -302,11 +315,13 @@ def computed_once(folder: Path, compute: Callable[[], T], waiting: Callable[[str
             if waiting is not None:
                 waiting(f"another process is computing {folder}; waiting for it to finish, then using its result")
             fcntl.flock(handle, fcntl.LOCK_EX)
+        folder.mkdir(parents=True, exist_ok=True)  # once held: the holder before may have been a cleaning that removed it
         if kept.is_file():
             try:
+                written, checked = kept.stat().st_mtime_ns, time.time_ns()
                 result = pickle.loads(kept.read_bytes())  # noqa: S301 - written by this project, in its own work dir
-                if outdated(result, kept.stat().st_mtime_ns) is None:
-                    os.utime(kept)  # reused: its time is its last use, which cleaning goes by (``stale_entries``)
+                if outdated(result, written) is None:
+                    _used(kept, checked)
                     return result
             except Exception:  # noqa: BLE001 - unreadable (another version's classes): computed again
                 pass
@@ -347,65 +362,119 @@ def stale_entries(work_dir: Path, unused_seconds: float, now: float) -> list[Ent
     An entry goes when no build has used it for ``unused_seconds``: kept results not reused since
     (a reuse renews their time), and snapshots, runs and step folders whose newest file is older,
     that no result still kept names (a path inside them, or a folder around them), and that no
-    process holds (a training or a step at work). What goes is recomputed by the next build that needs it.
+    process holds (a training or a step at work). Where a kept result still in use cannot be read,
+    no folder goes: what it names is unknown. Links are left alone. What goes is recomputed by the
+    next build that needs it.
     """
     cutoff = now - unused_seconds
     entries: list[Entry] = []
-    records = sorted((work_dir / RESULTS_FOLDER).glob("*")) if (work_dir / RESULTS_FOLDER).is_dir() else []
     named: list[Path] = []
-    for record in records:
-        used = record.stat().st_mtime
-        stale = used < cutoff
+    unreadable = ""
+    for record in _regular_files(work_dir / RESULTS_FOLDER):
+        try:
+            used = record.stat().st_mtime
+        except FileNotFoundError:  # dropped by a build meanwhile
+            continue
         try:
             value = kept_value(record)
-        except Exception:  # noqa: BLE001 - unreadable: it names nothing, and goes once unused
+        except Exception as exc:  # noqa: BLE001 - any unreadable record: see below
             value = None
-        if not stale:
-            named += [p.resolve() for p in _paths(value)]
+            if used >= cutoff:
+                unreadable = f"{record.name} ({type(exc).__name__}: {exc})"
+        if used >= cutoff:
+            named += [p for path in _paths(value) for p in _as_named(path, work_dir)]
+        stale = used < cutoff
         why = f"not reused for {_days(now - used)}" if stale else f"reused or written {_days(now - used)} ago"
         kind = f"kept {type(value).__name__}" if value is not None else "kept result"
         entries.append(Entry(record, kind, _size(record), used, stale, why))
     folders = [(p, "snapshot") for p in _children(work_dir / SNAPSHOTS_FOLDER)]
     folders += [(run, "training run") for version in _children(work_dir / RUNS_FOLDER) for run in _children(version)]
     for folder, kind in folders:
-        entries += _folder_entries(folder, kind, named, cutoff, now)
+        entries += _folder_entries(folder, kind, named, cutoff, now, unreadable)
     return entries
 
 
-def _folder_entries(folder: Path, kind: str, named: list[Path], cutoff: float, now: float) -> list[Entry]:
+def _as_named(path: Path, work_dir: Path) -> list[Path]:
+    """Where a path a kept result holds may be: as it is (absolute, or from here), and, for a relative one
+    (a build run elsewhere with a relative work dir), from this work dir's snapshots, runs or results on."""
+    places = [path.resolve()]
+    if not path.is_absolute():
+        parts = path.parts
+        tops = [i for i, part in enumerate(parts) if part in (SNAPSHOTS_FOLDER, RUNS_FOLDER)]
+        places += [(work_dir / Path(*parts[i:])).resolve() for i in tops]
+    return places
+
+
+def _folder_entries(folder: Path, kind: str, named: list[Path], cutoff: float, now: float, unreadable: str) -> list[Entry]:
     """``folder``'s entry and, where it stays, those of the step folders in it (at any depth)."""
     real = folder.resolve()
-    used = max((p.stat().st_mtime for p in [folder, *folder.rglob("*")] if p.is_file() or p == folder), default=0.0)
-    if any(path == real or real in path.parents or path in real.parents for path in named):
+    used = _newest(folder)
+    if folder.is_symlink():
+        why, remove = "a link: left alone", False
+    elif any(path == real or real in path.parents or path in real.parents for path in named):
         why, remove = "named by a kept result", False
     elif used >= cutoff:
         why, remove = f"used {_days(now - used)} ago", False
+    elif unreadable:
+        why, remove = f"a kept result in use cannot be read, so what it names is unknown: {unreadable}", False
     elif _held(folder):
         why, remove = "held by a running process", False
     else:
         why, remove = f"unused for {_days(now - used)}", True
     entries = [Entry(folder, kind, _size(folder), used, remove, why)]
-    if not remove:
+    if not remove and not folder.is_symlink():
         for step in _step_folders(folder):
-            entries += _folder_entries(step, "step folder", named, cutoff, now)
+            entries += _folder_entries(step, "step folder", named, cutoff, now, unreadable)
     return entries
 
 
-def remove_entries(entries: list[Entry]) -> int:
-    """Delete the entries marked for removal (a folder only while no process can start working in it); the bytes freed."""
-    freed = 0
-    for entry in entries:
-        if not entry.remove or not entry.path.exists():
+def remove_entries(work_dir: Path, listed: list[Entry], unused_seconds: float, now: float) -> tuple[list[Entry], list[str]]:
+    """Delete the entries ``listed`` for removal that are still unused now (a build may have reused one since),
+    a folder only while holding its locks, so no process starts working in it as it goes.
+
+    Returns what was removed, and why each that could not be was not.
+    """
+    still = {e.path for e in stale_entries(work_dir, unused_seconds, max(now, time.time())) if e.remove}
+    removed: list[Entry] = []
+    problems: list[str] = []
+    for entry in listed:
+        if not entry.remove or entry.path not in still or not entry.path.exists():
             continue
-        if entry.path.is_file():
-            entry.path.unlink()
-            freed += entry.bytes
+        try:
+            if entry.path.is_file():
+                entry.path.unlink()
+            else:
+                with _holding(entry.path) as free:
+                    if not free:
+                        problems.append(f"{entry.path}: a process started working in it; kept")
+                        continue
+                    shutil.rmtree(entry.path)
+        except OSError as exc:
+            problems.append(f"{entry.path}: {exc.strerror or exc}")
             continue
-        with _holding(entry.path) as held:
-            if held:
-                shutil.rmtree(entry.path)
-                freed += entry.bytes
-    return freed
+        removed.append(entry)
+    for version in {e.path.parent for e in removed if e.kind == "training run"}:  # a dataset version whose runs all went
+        try:
+            version.rmdir()
+        except OSError:  # not empty (or a build just started a run in it): kept
+            pass
+    return removed, problems
+
+
+def _regular_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
+
+
+def _newest(folder: Path) -> float:
+    """The time of the newest file in ``folder`` (or of the folder itself), files gone meanwhile skipped."""
+    newest = 0.0
+    for item in [folder, *folder.rglob("*")]:
+        try:
+            if item == folder or item.is_file():
+                newest = max(newest, item.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+    return newest
 
 
 def _children(folder: Path) -> list[Path]:
@@ -437,7 +506,10 @@ class _holding:
 
     def __enter__(self) -> bool:
         for lock in _lock_files(self.folder):
-            handle = open(lock, "a+")  # noqa: SIM115 - closed in __exit__
+            try:
+                handle = open(lock, "a+")  # noqa: SIM115 - closed in __exit__
+            except OSError:  # a lock this process may not open: it cannot tell the folder is free
+                return False
             self.handles.append(handle)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -451,9 +523,15 @@ class _holding:
 
 
 def _size(path: Path) -> int:
-    """Bytes on disk (blocks allocated, as ``du`` counts them)."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(f.stat().st_blocks * 512 for f in files)
+    """Bytes on disk (blocks allocated, as ``du`` counts them; files gone meanwhile count nothing)."""
+    total = 0
+    for item in [path] if path.is_file() else path.rglob("*"):
+        try:
+            if item.is_file() and not item.is_symlink():
+                total += item.lstat().st_blocks * 512
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def _days(seconds: float) -> str:

@@ -100,8 +100,8 @@ def test_what_no_build_used_lately_goes_and_the_rest_stays(prefect_api, tmp_path
         assert why[work / RUNS_FOLDER / "v2" / "d"].startswith("used ")
         assert all(path.exists() for path in going)  # listing deletes nothing
 
-        freed = remove_entries(entries)
-        assert freed >= 10_000 and not any(path.exists() for path in going)
+        removed, problems = remove_entries(work, entries, 14 * DAY, time.time())
+        assert {e.path for e in removed} == going and problems == [] and not any(path.exists() for path in going)
         assert (runs / "a" / "model.pt").exists() and (named_step / "model.onnx").exists() and (runs / "c" / "model.pt").exists()
     finally:
         holder.kill()
@@ -134,3 +134,43 @@ def test_the_clean_command_lists_then_deletes_and_names_a_missing_work_dir(tmp_p
     assert "nothing in" in capsys.readouterr().out
     assert clean_main(["--set", f"work_dir={tmp_path / 'nowhere'}"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_relative_path_a_build_kept_protects_its_folder_from_a_clean_run_elsewhere(
+    prefect_api, tmp_path: Path, monkeypatch
+) -> None:
+    # Builds run with the default relative work dir (.lepton/work) keep relative paths; a clean run from
+    # another folder, with the work dir given in full, must still see what they name.
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    work = Path(".lepton/work")
+    build(work, work / RUNS_FOLDER / "v1" / "a")
+    _age(project / work / RUNS_FOLDER / "v1" / "a", 30)
+    monkeypatch.chdir(tmp_path)
+    entries = stale_entries(project / work, 14 * DAY, time.time())
+    assert not any(e.remove for e in entries)
+    assert {e.path.name: e.why for e in entries}["a"] == "named by a kept result"
+
+
+def test_an_unreadable_kept_result_in_use_keeps_every_folder_and_links_are_left_alone(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    old = work / SNAPSHOTS_FOLDER / "v0"
+    old.mkdir(parents=True)
+    (old / "train.npy").write_bytes(b"\0" * 5000)
+    _age(old, 30)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.npy").write_bytes(b"\0")
+    _age(elsewhere, 30)
+    (work / SNAPSHOTS_FOLDER / "v9").symlink_to(elsewhere)
+    (work / RESULTS_FOLDER).mkdir()
+    (work / RESULTS_FOLDER / "abc").write_text("written by another serializer")
+    why = {e.path.name: (e.remove, e.why) for e in stale_entries(work, 14 * DAY, time.time())}
+    assert why["v0"][0] is False and why["v0"][1].startswith("a kept result in use cannot be read") and "abc" in why["v0"][1]
+    assert why["v9"] == (False, "a link: left alone")
+    _age(work / RESULTS_FOLDER / "abc", 30)  # once unused itself, it names nothing that matters
+    entries = stale_entries(work, 14 * DAY, time.time())
+    assert {e.path.name for e in entries if e.remove} == {"abc", "v0"}
+    remove_entries(work, entries, 14 * DAY, time.time())
+    assert not old.exists() and (elsewhere / "data.npy").exists()
