@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.data import images
 from tasks.data.images import BadImage, decode_image
 
 
@@ -72,12 +73,25 @@ def test_jpeg_is_accepted(tmp_path: Path) -> None:
     ],
     ids=["zero-byte", "non-image", "truncated", "corrupt", "directory", "dangling-link"],
 )
-def test_bad_files_raise_with_their_reason(tmp_path: Path, make, reason: str) -> None:
+@pytest.mark.parametrize("read_whole", [True, False], ids=["read-whole", "opened-by-pil"])
+def test_bad_files_raise_with_their_reason(tmp_path: Path, make, reason: str, read_whole: bool, monkeypatch) -> None:
+    # Small files are read whole, large ones opened by PIL: both give the same reasons.
+    monkeypatch.setattr(images, "READ_WHOLE_BYTES", images.READ_WHOLE_BYTES if read_whole else 0)
     path = tmp_path / "bad.png"
     make(path)
     with pytest.raises(BadImage) as info:
         decode_image(path, 8, 1)
     assert reason in info.value.reason
+
+
+def test_a_file_read_whole_and_one_opened_by_pil_give_the_same_pixels(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(path, quality=80)
+    whole = decode_image(path, 32, 3)
+    monkeypatch.setattr(images, "READ_WHOLE_BYTES", 0)
+    opened = decode_image(path, 32, 3)
+    assert whole[1] == opened[1] == (70, 50) and np.array_equal(whole[0], opened[0])
 
 
 def _valid_png_bytes() -> bytes:
