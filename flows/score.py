@@ -28,7 +28,8 @@ def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
     production = fetch_production(config.store, config.model_name, config.work_dir, candidates=config.variant_choice.measure)
     batch = collect_inputs(config.source, config.store, config.work_dir)
     # quote(): a batch lists every file (tens of thousands of them), a release's manifest its data; Prefect
-    # would otherwise visit each entry of each task's parameters looking for futures, twice per task.
+    # would otherwise visit each entry of each task's parameters looking for futures, twice per task (on
+    # Dask the shards' parameters go unquoted: a worker receives them as they are).
     plan = plan_scoring(
         quote(production), quote(batch), config.store, config.batch_size, config.variant_choice, config.work_dir, config.shard_files
     )

@@ -26,11 +26,12 @@ Result = TypeVar("Result")
 
 
 class DecodingWorkerDied(LeptonError):
-    """A decoding worker process died; the message says how far decoding got and what to change."""
+    """A worker process decoding (and, scoring, scoring) files died; the message says how far it got and what to change."""
 
 
 def decoding_workers(requested: int, files: int) -> int:
-    """Processes to decode ``files`` with: ``requested``, or for 0 one per usable CPU once there are enough files.
+    """Processes to decode (and, scoring, score) ``files`` with: ``requested``, or for 0 one per usable CPU
+    once there are enough files.
 
     A daemonic process (a Dask worker's, say) may not start processes of its own: it decodes alone,
     and the fan-out over its siblings does the rest.

@@ -134,7 +134,8 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = threads
             if threads < usable_cpus():
                 # OpenVINO pins its threads to the first cores: processes that each take a part of the CPUs
-                # (scoring workers, Dask workers) would all run on the same ones, at half speed or worse.
+                # (scoring workers, Dask workers) would all run on the same ones, at half speed or worse; and
+                # what the rest of the CPUs are left for (a server's event loop) should not be kept off them.
                 config["ENABLE_CPU_PINNING"] = False
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.output = self.compiled.output(0)

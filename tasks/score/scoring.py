@@ -80,8 +80,9 @@ def score_files(
     A file that cannot be decoded, or whose monitoring row comes out NaN/infinite, is
     reported with its reason; the rest of the batch is scored.
 
-    ``workers`` > 1 scores images in that many forked processes, each with a back end of its own with
-    ``threads`` / ``workers`` threads (at least one), a job of whole inference batches at a time; the
+    ``workers`` > 1 scores images in that many forked processes (at most one per job), each with a back
+    end of its own with ``threads`` / ``workers`` threads (at least one; a torch variant runs on one in a
+    worker), a job of whole inference batches at a time; the
     rows are those of one process, in the same order. Each worker decodes a job and then runs its model
     on it, so decoding never runs beside a model's threads: there it stalled them, and cost the model
     about twice its own time. Tables are scored in this process: a table's rows are checked across its
@@ -98,6 +99,7 @@ def score_files(
     # In jobs of whole inference batches, so that a job's batches are the batches of one process.
     size = min(chunk_files, max(1, JOB_FILES // batch_size) * batch_size)
     jobs = ((start, (files[start : start + size],)) for start in range(0, len(files), size))
+    workers = min(workers, -(-len(files) // size))  # no more processes than jobs: the CPUs go to those that work
     per_worker = max(1, (threads or usable_cpus()) // workers)
     parts: list[ScoredFiles] = []
     done = 0
