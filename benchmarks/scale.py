@@ -181,12 +181,19 @@ def score_section(n: int, work: Path) -> list[dict]:
         for key, value in recipe.items():
             config[key] = {**config.get(key, {}), **value}
         batches = {workers: _flat(write_folder(work / f"images-score-{n}-{tag}-{workers}", n, seed=10 + workers)) for workers in (1, 0)}
+        # Built in a process of its own: a scorer does not share its process with a build's leftovers.
+        in_child(f"""
+import json
+from flows.build import build
+from flows.config import BuildConfig
+build(BuildConfig.model_validate({config!r}))
+print(json.dumps({{}}))
+""", timeout=7200)
         result = in_child(f"""
 import json, shutil, time
 from functools import partial
 from pathlib import Path
 import numpy as np
-from flows.build import build
 from flows.config import BuildConfig, ScoreConfig
 from flows.score import score
 from tasks.data.workers import decoding_workers, in_order, worker_pool
@@ -196,7 +203,6 @@ from tasks.score.features import load_projection
 from tasks.score.inputs import local_inputs
 from tasks.score.scoring import score_files
 config = BuildConfig.model_validate({config!r})
-build(config)
 # The benchmark's own registry: logs of an earlier run on this --work would make its batches "already scored".
 for kind in ("predictions", "monitoring", "scored-batches"):
     shutil.rmtree(Path({str(work)!r}) / f"registry-{tag}" / kind / config.model_name, ignore_errors=True)
