@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
+import time
 from pathlib import Path
 
 # Instruction sets with native bfloat16 maths: without them bf16 is emulated, slower than f32.
@@ -26,3 +28,16 @@ def cpu_model_and_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity, as a container's cpuset limits it; macOS has none: all of them)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def exit_with_parent(poll_seconds: float = 0.5) -> None:
+    """End this process when the one that started it is gone (killed, even with SIGKILL), so that a worker
+    never outlives its run: forked siblings hold each other's pipes open, so none would see its parent go."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from tasks.errors import LeptonError
-from tasks.host import usable_cpus
+from tasks.host import exit_with_parent, usable_cpus
 
 # Below this many files, worker processes cost more than they save: decode in this process.
 PARALLEL_FROM_FILES = 2000
@@ -53,12 +53,19 @@ def worker_pool(
         yield None
         return
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(initializer, initargs))
     try:
         yield pool
     finally:
         # A failure (or a consumer that stops early) cancels what has not started rather than decoding on.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """A worker's start: it ends with the process that started it (a killed run leaves no worker behind)."""
+    exit_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def in_order(

@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
+from tasks.host import exit_with_parent
 from tasks.train.launch import EPOCH_LINE, OUTCOME
 from tasks.train.trained import EpochRecord
 
@@ -26,7 +25,7 @@ def main(spec_dir: Path) -> None:
     from tasks.train.config import TrainConfig
     from tasks.train.fit import fit_module
 
-    _exit_with_parent()
+    exit_with_parent()
     spec = json.loads((spec_dir / "spec.json").read_text())
     config = TrainConfig.model_validate(spec["config"])
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -45,18 +44,6 @@ def main(spec_dir: Path) -> None:
         tmp = spec_dir / (OUTCOME + ".tmp")
         tmp.write_text(outcome.model_dump_json())
         os.replace(tmp, spec_dir / OUTCOME)
-
-
-def _exit_with_parent() -> None:
-    """End this rank when the process that started it is gone (killed, even with SIGKILL): no rank outlives its fit."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -197,3 +197,41 @@ def test_a_daemonic_process_such_as_a_dask_workers_decodes_alone(requested: int)
     daemon.start()
     daemon.join(30)
     assert results.get(timeout=5) == 1
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_decoding_workers_end_with_the_process_that_started_them(tmp_path: Path) -> None:
+    # A killed run leaves no worker behind: forked siblings hold each other's pipes open, so without a
+    # watch of their own they would wait for work forever.
+    import os
+    import signal
+    import time
+
+    script = """
+import os, sys, time
+from tasks.data.workers import worker_pool
+def pid():
+    time.sleep(0.3)
+    return os.getpid()
+with worker_pool(2) as pool:
+    pids = {f.result() for f in [pool.submit(pid) for _ in range(4)]}
+    print(" ".join(map(str, pids)), flush=True)
+    time.sleep(120)
+"""
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    workers = [int(pid) for pid in owner.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
