@@ -92,14 +92,14 @@ def score_files(
         DecodingWorkerDied: a scoring process died (killed, or out of memory).
     """
     job = _ScoringJob(contract, classes, projection, batch_size)
-    workers = workers if contract.kind == "image" else 1
+    # In jobs of whole inference batches, so that a job's batches are the batches of one process.
+    size = min(chunk_files, max(1, JOB_FILES // batch_size) * batch_size)
+    # No more processes than jobs (the CPUs go to those that work); tables in this one.
+    workers = min(workers, max(1, -(-len(files) // size))) if contract.kind == "image" else 1
     if workers <= 1:
         backend = open_backend(threads)
         return _joined([job.score(files[start : start + chunk_files], backend) for start in range(0, len(files), chunk_files)])
-    # In jobs of whole inference batches, so that a job's batches are the batches of one process.
-    size = min(chunk_files, max(1, JOB_FILES // batch_size) * batch_size)
     jobs = ((start, (files[start : start + size],)) for start in range(0, len(files), size))
-    workers = min(workers, -(-len(files) // size))  # no more processes than jobs: the CPUs go to those that work
     per_worker = max(1, (threads or usable_cpus()) // workers)
     parts: list[ScoredFiles] = []
     done = 0

@@ -49,6 +49,11 @@ def test_a_variant_without_an_embedding_output_scores_predictions_only(logits_on
     projection = fit_projection(np.random.default_rng(0).normal(size=(20, 256)), 4)
     with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
         score_files(files, partial(OnnxRuntimeBackend, logits_only), GREY, ["a", "b", "c"], projection)
+    # Asked for more processes than there are jobs (or files): scored here, as one process does.
+    alone = score_files(files[:1], partial(OnnxRuntimeBackend, logits_only), GREY, ["a", "b", "c"], None, workers=2)
+    assert alone.predictions["file"].tolist() == ["0.png"]
+    nothing = score_files([], partial(OnnxRuntimeBackend, logits_only), GREY, ["a", "b", "c"], None, workers=2)
+    assert nothing.predictions.empty and nothing.failures == []
     # Raised in a scoring worker, it is the same error, not a broken pool.
     with pytest.raises(NoEmbeddingOutput, match="no 'embedding'"):
         score_files(files, partial(OnnxRuntimeBackend, logits_only), GREY, ["a", "b", "c"], projection, chunk_files=2, workers=2)
