@@ -23,6 +23,10 @@ class NoWorkDir(LeptonError):
     """The work dir to clean does not exist."""
 
 
+class CleanFailed(LeptonError):
+    """The work dir could not be listed (a folder this user may not read, say)."""
+
+
 def clean(config: CleanConfig) -> str:
     """List what builds left in the work dir unused for ``unused_days``; delete it with ``apply``."""
     from tasks.caching import remove_entries, stale_entries
@@ -31,7 +35,10 @@ def clean(config: CleanConfig) -> str:
         raise NoWorkDir(f"work_dir {config.work_dir} is not a folder; set work_dir to the one your builds use")
     now = time.time()
     unused = config.unused_days * 86400
-    entries = stale_entries(config.work_dir, unused, now)
+    try:
+        entries = stale_entries(config.work_dir, unused, now)
+    except OSError as exc:
+        raise CleanFailed(f"cannot list {exc.filename or config.work_dir}: {exc.strerror or exc}; nothing was removed") from None
     going = [e for e in entries if e.remove]
     # A kept folder's bytes include those of the step folders in it: the outermost entries add up.
     staying = [e for e in entries if not e.remove]

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -145,8 +146,9 @@ def _paths(value: Any) -> Iterator[Path]:
     if isinstance(value, Path):
         yield value
     elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            yield from _paths(getattr(value, name))
+        # Its values as kept, not its class's fields now: a result kept by older code is walked whole.
+        for item in vars(value).values():
+            yield from _paths(item)
     elif isinstance(value, dict):
         for item in value.values():
             yield from _paths(item)
@@ -265,7 +267,8 @@ def _used(kept: Path, checked_ns: int) -> None:
     and found by the next one. Where the time cannot be set (a result another user wrote), it stays as it is.
     """
     try:
-        os.utime(kept, ns=(checked_ns, checked_ns))
+        when = max(checked_ns, kept.stat().st_mtime_ns)  # never back (a file system whose clock runs ahead)
+        os.utime(kept, ns=(when, when))
     except OSError:
         pass
 
@@ -363,92 +366,122 @@ def stale_entries(work_dir: Path, unused_seconds: float, now: float) -> list[Ent
     (a reuse renews their time), and snapshots, runs and step folders whose newest file is older,
     that no result still kept names (a path inside them, or a folder around them), and that no
     process holds (a training or a step at work). Where a kept result still in use cannot be read,
-    no folder goes: what it names is unknown. Links are left alone. What goes is recomputed by the
-    next build that needs it.
+    no folder goes: what it names is unknown. Links inside the work dir's folders are left alone.
+    What goes is recomputed by the next build that needs it.
     """
     cutoff = now - unused_seconds
     entries: list[Entry] = []
-    named: list[Path] = []
-    unreadable = ""
-    for record in _regular_files(work_dir / RESULTS_FOLDER):
+    for record in _records(work_dir):
         try:
             used = record.stat().st_mtime
+            value = kept_value(record)
         except FileNotFoundError:  # dropped by a build meanwhile
             continue
-        try:
-            value = kept_value(record)
-        except Exception as exc:  # noqa: BLE001 - any unreadable record: see below
+        except Exception:  # noqa: BLE001 - unreadable: see _named_by_results
             value = None
-            if used >= cutoff:
-                unreadable = f"{record.name} ({type(exc).__name__}: {exc})"
-        if used >= cutoff:
-            named += [p for path in _paths(value) for p in _as_named(path, work_dir)]
         stale = used < cutoff
         why = f"not reused for {_days(now - used)}" if stale else f"reused or written {_days(now - used)} ago"
         kind = f"kept {type(value).__name__}" if value is not None else "kept result"
         entries.append(Entry(record, kind, _size(record), used, stale, why))
+    named, unreadable = _named_by_results(work_dir, cutoff)
     folders = [(p, "snapshot") for p in _children(work_dir / SNAPSHOTS_FOLDER)]
-    folders += [(run, "training run") for version in _children(work_dir / RUNS_FOLDER) for run in _children(version)]
+    folders += [(run, "training run") for version in _children(work_dir / RUNS_FOLDER, links=False) for run in _children(version)]
     for folder, kind in folders:
         entries += _folder_entries(folder, kind, named, cutoff, now, unreadable)
     return entries
 
 
+# A kept result's record is named by its step key, a sha256.
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _records(work_dir: Path) -> list[Path]:
+    """The kept results' records: files named by a step key, no links."""
+    folder = work_dir / RESULTS_FOLDER
+    try:
+        return sorted(p for p in folder.iterdir() if _KEY.fullmatch(p.name) and p.is_file() and not p.is_symlink())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _named_by_results(work_dir: Path, cutoff: float) -> tuple[list[Path], str]:
+    """Every path the results used since ``cutoff`` name (where each may be: :func:`_as_named`), and the first
+    of them that cannot be read or walked (then what it names is unknown)."""
+    named: list[Path] = []
+    for record in _records(work_dir):
+        try:
+            if record.stat().st_mtime < cutoff:
+                continue
+            named += [place for path in _paths(kept_value(record)) for place in _as_named(path, work_dir)]
+        except FileNotFoundError:  # dropped by a build meanwhile
+            continue
+        except Exception as exc:  # noqa: BLE001 - any record that cannot be read or walked
+            return named, f"{record.name} ({type(exc).__name__}: {exc})"
+    return named, ""
+
+
 def _as_named(path: Path, work_dir: Path) -> list[Path]:
-    """Where a path a kept result holds may be: as it is (absolute, or from here), and, for a relative one
-    (a build run elsewhere with a relative work dir), from this work dir's snapshots, runs or results on."""
-    places = [path.resolve()]
-    if not path.is_absolute():
-        parts = path.parts
-        tops = [i for i, part in enumerate(parts) if part in (SNAPSHOTS_FOLDER, RUNS_FOLDER)]
-        places += [(work_dir / Path(*parts[i:])).resolve() for i in tops]
-    return places
+    """Where a path a kept result holds may be: as it is (absolute, or from here), and from this work dir's
+    snapshots or runs on (a build run elsewhere: with a relative work dir, or one mounted at another path)."""
+    parts = path.parts
+    tops = [i for i, part in enumerate(parts) if part in (SNAPSHOTS_FOLDER, RUNS_FOLDER)]
+    return [path.resolve(), *((work_dir / Path(*parts[i:])).resolve() for i in tops)]
 
 
-def _folder_entries(folder: Path, kind: str, named: list[Path], cutoff: float, now: float, unreadable: str) -> list[Entry]:
-    """``folder``'s entry and, where it stays, those of the step folders in it (at any depth)."""
+def _folder_entries(
+    folder: Path, kind: str, named: list[Path], cutoff: float, now: float, unreadable: str, holding: bool = False
+) -> list[Entry]:
+    """``folder``'s entry and, where it stays, those of the step folders in it (at any depth); ``holding``: this
+    process holds the folder's locks (a second hold of one from here would look like another process's)."""
+    if folder.is_symlink():
+        return [Entry(folder, kind, 0, 0.0, False, "a link: left alone")]
     real = folder.resolve()
     used = _newest(folder)
-    if folder.is_symlink():
-        why, remove = "a link: left alone", False
-    elif any(path == real or real in path.parents or path in real.parents for path in named):
+    if any(path == real or real in path.parents or path in real.parents for path in named):
         why, remove = "named by a kept result", False
     elif used >= cutoff:
         why, remove = f"used {_days(now - used)} ago", False
     elif unreadable:
         why, remove = f"a kept result in use cannot be read, so what it names is unknown: {unreadable}", False
-    elif _held(folder):
+    elif not holding and _held(folder):
         why, remove = "held by a running process", False
     else:
         why, remove = f"unused for {_days(now - used)}", True
     entries = [Entry(folder, kind, _size(folder), used, remove, why)]
-    if not remove and not folder.is_symlink():
+    if not remove:
         for step in _step_folders(folder):
             entries += _folder_entries(step, "step folder", named, cutoff, now, unreadable)
     return entries
 
 
 def remove_entries(work_dir: Path, listed: list[Entry], unused_seconds: float, now: float) -> tuple[list[Entry], list[str]]:
-    """Delete the entries ``listed`` for removal that are still unused now (a build may have reused one since),
-    a folder only while holding its locks, so no process starts working in it as it goes.
+    """Delete the entries ``listed`` for removal that are still unused when their turn comes (a build may have
+    reused one since the listing), a folder only while holding its locks, so no process starts working in it.
 
     Returns what was removed, and why each that could not be was not.
     """
-    still = {e.path for e in stale_entries(work_dir, unused_seconds, max(now, time.time())) if e.remove}
     removed: list[Entry] = []
     problems: list[str] = []
     for entry in listed:
-        if not entry.remove or entry.path not in still or not entry.path.exists():
+        if not entry.remove:
             continue
+        cutoff = max(now, time.time()) - unused_seconds
         try:
             if entry.path.is_file():
+                if entry.path.stat().st_mtime >= cutoff:
+                    problems.append(f"{entry.path}: reused since it was listed; kept")
+                    continue
                 entry.path.unlink()
-            else:
+            elif entry.path.is_dir():
                 with _holding(entry.path) as free:
-                    if not free:
-                        problems.append(f"{entry.path}: a process started working in it; kept")
+                    named, unreadable = _named_by_results(work_dir, cutoff)
+                    still = _folder_entries(entry.path, entry.kind, named, cutoff, now, unreadable, holding=True)[0]
+                    if not free or not still.remove:
+                        problems.append(f"{entry.path}: {'held by a running process' if not free else still.why}; kept")
                         continue
                     shutil.rmtree(entry.path)
+            else:
+                continue  # gone meanwhile
         except OSError as exc:
             problems.append(f"{entry.path}: {exc.strerror or exc}")
             continue
@@ -461,24 +494,34 @@ def remove_entries(work_dir: Path, listed: list[Entry], unused_seconds: float, n
     return removed, problems
 
 
-def _regular_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
-
-
 def _newest(folder: Path) -> float:
-    """The time of the newest file in ``folder`` (or of the folder itself), files gone meanwhile skipped."""
-    newest = 0.0
-    for item in [folder, *folder.rglob("*")]:
-        try:
-            if item == folder or item.is_file():
-                newest = max(newest, item.stat().st_mtime)
-        except FileNotFoundError:
-            continue
+    """The time of the newest file in ``folder`` (or of the folder itself)."""
+    newest = _mtime(folder)
+    for file in _files(folder):
+        newest = max(newest, _mtime(file))
     return newest
 
 
-def _children(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # gone meanwhile
+        return 0.0
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    """Every file under ``folder`` (links not followed); folders that vanish or cannot be read meanwhile are skipped."""
+    for root, _, names in os.walk(folder, onerror=lambda _: None):
+        for name in names:
+            yield Path(root) / name
+
+
+def _children(folder: Path, links: bool = True) -> list[Path]:
+    """The folders in ``folder`` (``links``: links to folders too); none where it is not one."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and (links or not p.is_symlink()))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _step_folders(folder: Path) -> list[Path]:
@@ -488,7 +531,7 @@ def _step_folders(folder: Path) -> list[Path]:
 
 def _lock_files(folder: Path) -> list[Path]:
     """Every lock a process at work in ``folder`` holds: a training run's, each step folder's (beside it)."""
-    locks = [folder.parent / f".{folder.name}.lock", *folder.rglob("*.lock")]
+    locks = [folder.parent / f".{folder.name}.lock", *(f for f in _files(folder) if f.name.endswith(".lock"))]
     return [lock for lock in locks if lock.is_file()]
 
 
@@ -525,10 +568,9 @@ class _holding:
 def _size(path: Path) -> int:
     """Bytes on disk (blocks allocated, as ``du`` counts them; files gone meanwhile count nothing)."""
     total = 0
-    for item in [path] if path.is_file() else path.rglob("*"):
+    for file in [path] if path.is_file() else _files(path):
         try:
-            if item.is_file() and not item.is_symlink():
-                total += item.lstat().st_blocks * 512
+            total += file.lstat().st_blocks * 512
         except FileNotFoundError:
             continue
     return total

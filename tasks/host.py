@@ -30,10 +30,11 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def exit_with_parent(poll_seconds: float = 0.5) -> None:
-    """End this process when the one that started it is gone (killed, even with SIGKILL), so that a worker
-    never outlives its run: forked siblings hold each other's pipes open, so none would see its parent go."""
-    parent = os.getppid()
+def exit_with_parent(parent: int | None = None, poll_seconds: float = 0.5) -> None:
+    """End this process when ``parent`` (by default the process that started it) is gone (killed, even with
+    SIGKILL), so that a worker never outlives its run: forked siblings hold each other's pipes open, so none
+    would see its parent go. Given ``parent``, a process whose parent died before this call ends at once."""
+    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -13,7 +13,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -67,26 +67,34 @@ def decode_image(
         BadImage: zero-byte, unreadable, not an image, truncated, corrupt or
             oversized files, with a reason a person can act on.
     """
-    opened: io.BytesIO | Path
     if isinstance(source, bytes):
         if not source:
             raise BadImage("zero-byte file")
-        opened = io.BytesIO(source)
-    else:
-        # One stat and one read: checking the file, then letting PIL open it again, cost a sixth of decoding.
+        return _decode_opened(io.BytesIO(source), image_size, channels, max_pixels)
+    # One stat and one read: checking the file, then letting PIL open it again, cost a sixth of decoding.
+    try:
+        status = os.stat(source)
+        if not stat.S_ISREG(status.st_mode):
+            raise BadImage("not a regular file")
+        if status.st_size == 0:
+            raise BadImage("zero-byte file")
+        handle = open(source, "rb")  # noqa: SIM115 - closed below, once decoded
+    except OSError as exc:
+        raise BadImage(f"unreadable: {exc.strerror or exc}") from None
+    with handle:
+        if status.st_size > READ_WHOLE_BYTES:  # a large file (a video in an inbox, say): read only as far as PIL needs
+            return _decode_opened(handle, image_size, channels, max_pixels)
         try:
-            status = os.stat(source)
-            if not stat.S_ISREG(status.st_mode):
-                raise BadImage("not a regular file")
-            if status.st_size == 0:
-                raise BadImage("zero-byte file")
-            if status.st_size > READ_WHOLE_BYTES:
-                opened = source  # a large file (a video in an inbox, say) is read only as far as PIL needs
-            else:
-                with open(source, "rb") as handle:
-                    opened = io.BytesIO(handle.read())
+            data = handle.read()
         except OSError as exc:
             raise BadImage(f"unreadable: {exc.strerror or exc}") from None
+    return _decode_opened(io.BytesIO(data), image_size, channels, max_pixels)
+
+
+def _decode_opened(
+    opened: BinaryIO, image_size: int, channels: int, max_pixels: int | None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image` of an open file or its bytes."""
     try:
         with warnings.catch_warnings():
             # Turn PIL's decompression-bomb warning into a quarantine entry, not a log line.

@@ -7,6 +7,7 @@ costs more than a small model's inference, so one process would leave the other 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -53,7 +54,9 @@ def worker_pool(
         yield None
         return
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(initializer, initargs))
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_start, initargs=(os.getpid(), initializer, initargs)
+    )
     try:
         yield pool
     finally:
@@ -61,9 +64,9 @@ def worker_pool(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
-    """A worker's start: it ends with the process that started it (a killed run leaves no worker behind)."""
-    exit_with_parent()
+def _start(owner: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """A worker's start: it ends with ``owner``, the process that started it (a killed run leaves no worker behind)."""
+    exit_with_parent(owner)
     if initializer is not None:
         initializer(*initargs)
 

@@ -17,6 +17,7 @@ from tasks.train.trained import EpochRecord
 
 def main(spec_dir: Path) -> None:
     """One rank: fit the module ``fit_in_processes`` left in ``spec_dir``; rank 0 reports epochs and the outcome."""
+    exit_with_parent()  # before the imports, which take seconds: a launcher killed meanwhile leaves no rank
     import lightning as L
     import torch
     from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -25,7 +26,6 @@ def main(spec_dir: Path) -> None:
     from tasks.train.config import TrainConfig
     from tasks.train.fit import fit_module
 
-    exit_with_parent()
     spec = json.loads((spec_dir / "spec.json").read_text())
     config = TrainConfig.model_validate(spec["config"])
     L.seed_everything(config.seed, workers=True, verbose=False)

@@ -165,12 +165,49 @@ def test_an_unreadable_kept_result_in_use_keeps_every_folder_and_links_are_left_
     _age(elsewhere, 30)
     (work / SNAPSHOTS_FOLDER / "v9").symlink_to(elsewhere)
     (work / RESULTS_FOLDER).mkdir()
-    (work / RESULTS_FOLDER / "abc").write_text("written by another serializer")
+    record = work / RESULTS_FOLDER / ("ab" * 32)
+    record.write_text("written by another serializer")
+    (work / RESULTS_FOLDER / ".gitignore").write_text("*")  # not a record: neither read nor removed
     why = {e.path.name: (e.remove, e.why) for e in stale_entries(work, 14 * DAY, time.time())}
-    assert why["v0"][0] is False and why["v0"][1].startswith("a kept result in use cannot be read") and "abc" in why["v0"][1]
-    assert why["v9"] == (False, "a link: left alone")
-    _age(work / RESULTS_FOLDER / "abc", 30)  # once unused itself, it names nothing that matters
+    assert why["v0"][0] is False and why["v0"][1].startswith("a kept result in use cannot be read") and record.name in why["v0"][1]
+    assert why["v9"] == (False, "a link: left alone") and ".gitignore" not in why
+    _age(record, 30)  # once unused itself, it names nothing that matters
     entries = stale_entries(work, 14 * DAY, time.time())
-    assert {e.path.name for e in entries if e.remove} == {"abc", "v0"}
+    assert {e.path.name for e in entries if e.remove} == {record.name, "v0"}
     remove_entries(work, entries, 14 * DAY, time.time())
     assert not old.exists() and (elsewhere / "data.npy").exists()
+
+
+def test_a_work_dir_moved_or_mounted_elsewhere_still_protects_what_its_results_name(prefect_api, tmp_path: Path) -> None:
+    # Kept results hold the absolute paths of where the build ran (a container's mount, say).
+    built = tmp_path / "mounted" / "work"
+    build(built, built / RUNS_FOLDER / "v1" / "a")
+    _age(built / RUNS_FOLDER / "v1" / "a", 30)
+    work = tmp_path / "host" / "work"
+    work.parent.mkdir()
+    built.rename(work)
+    why = {e.path.name: (e.remove, e.why) for e in stale_entries(work, 14 * DAY, time.time())}
+    assert why["a"] == (False, "named by a kept result")
+
+
+def test_what_a_build_reuses_after_the_listing_is_not_removed(prefect_api, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    run = work / RUNS_FOLDER / "v1" / "a"
+    FITS.clear()
+    build(work, run)
+    record = _record_of(work, run / "model.pt")
+    _age(run, 30)
+    _age(record, 30)
+    listed = stale_entries(work, 14 * DAY, time.time())
+    assert {e.path for e in listed if e.remove} == {record, run}
+    build(work, run)  # a build reuses the run between the listing and the deletion
+    assert FITS == ["a"]
+    removed, problems = remove_entries(work, listed, 14 * DAY, time.time())
+    assert removed == [] and (run / "model.pt").exists() and record.exists()
+    assert any("reused since it was listed" in p for p in problems) and any("named by a kept result" in p for p in problems)
+    # A linked dataset-version folder is not entered: what it holds lies outside the work dir.
+    outside = tmp_path / "outside" / "b"
+    outside.mkdir(parents=True)
+    _age(outside.parent, 30)
+    (work / RUNS_FOLDER / "v2").symlink_to(outside.parent)
+    assert not any(e.path.name == "b" for e in stale_entries(work, 14 * DAY, time.time()))

@@ -226,12 +226,22 @@ with worker_pool(2) as pool:
     print(" ".join(map(str, pids)), flush=True)
     time.sleep(120)
 """
+    import select
+
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    workers = [int(pid) for pid in owner.stdout.readline().split()]
-    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
-    os.kill(owner.pid, signal.SIGKILL)
-    owner.wait()
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers)
+    workers: list[int] = []
+    try:
+        assert select.select([owner.stdout], [], [], 60)[0], "the pool's owner printed no worker"
+        workers = [int(pid) for pid in owner.stdout.readline().split()]
+        assert workers and all(_alive(pid) for pid in workers)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        owner.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
