@@ -244,10 +244,12 @@ def run(
     handlers = [] if args.debug else _console_handlers()
     for handler in handlers:
         handler.addFilter(quiet)
+    from prefect import Flow
     from prefect.exceptions import CancelledRun
     from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
-    start_temporary_api()
+    if isinstance(command, Flow):  # a plain command (versions, clean) needs no API
+        start_temporary_api()
     try:
         with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}) if args.fresh else nullcontext():
             result = command(config)
