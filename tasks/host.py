@@ -6,6 +6,8 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Instruction sets with native bfloat16 maths: without them bf16 is emulated, slower than f32.
@@ -42,3 +44,30 @@ def exit_with_parent(parent: int | None = None, poll_seconds: float = 0.5) -> No
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+@contextmanager
+def others_cpu_share(stat: Path = Path("/proc/stat")) -> Iterator[Callable[[], float | None]]:
+    """How much of this machine's CPU time processes other than this one used during the block, 0 to 1 (a
+    virtual machine's stolen time counts as theirs): call what it yields after the block. None where the
+    machine does not say (no ``/proc/stat``)."""
+    before, own_before = _cpu_seconds(stat), time.process_time()
+    share: list[float | None] = [None]
+    try:
+        yield lambda: share[0]
+    finally:
+        after, own = _cpu_seconds(stat), time.process_time() - own_before
+        if before is not None and after is not None and after[1] > before[1]:
+            busy = after[0] - before[0]
+            share[0] = min(1.0, max(0.0, (busy - own) / (after[1] - before[1])))
+
+
+def _cpu_seconds(stat: Path) -> tuple[float, float] | None:
+    """The machine's busy and total CPU seconds so far (every CPU), from the first line of ``/proc/stat``."""
+    try:
+        fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / ticks, sum(fields) / ticks

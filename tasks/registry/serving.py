@@ -17,7 +17,7 @@ from tasks.data.snapshot import DatasetManifest
 from tasks.errors import LeptonError
 from tasks.export.measure import measuring_host
 from tasks.hashing import sha256_bytes, sha256_file
-from tasks.host import usable_cpus
+from tasks.host import others_cpu_share, usable_cpus
 from tasks.export.backends import Backend, open_backend
 from tasks.registry.aliases import read_alias
 from tasks.registry.config import HostChoiceConfig
@@ -25,6 +25,10 @@ from tasks.registry.hostchoice import HostChoice, builds_choice, choose_on_host
 from tasks.registry.manifest import ManifestError, ReleaseManifest
 from tasks.registry.release import download_release, read_manifest
 from tasks.registry.store import ArtifactStore
+
+
+# A host's choice timed while other processes used more of its CPUs than this is used once, not kept.
+BUSY_ELSEWHERE = 0.25
 
 
 class NoProductionRelease(LeptonError):
@@ -83,7 +87,8 @@ class FetchedRelease(BaseModel):
         """The host candidate fastest on this host at ``batch_size``, open (see :func:`choose_on_host`).
 
         With ``cache_dir``, a choice timed earlier on this same host for this version is reused (see
-        :func:`_host_key` for what "same" takes), so a scheduled scorer times the candidates once per release.
+        :func:`_host_key` for what "same" takes), so a scheduled scorer times the candidates once per release;
+        a choice timed while other processes used more than ``BUSY_ELSEWHERE`` of the CPUs is used, not kept.
         The candidates' files must have been fetched (``fetch_release(..., candidates=True)``).
         """
         cached = None
@@ -99,9 +104,14 @@ class FetchedRelease(BaseModel):
             else:
                 reason = f"{choice.reason} (timed on this host at {choice.measured_at:%Y-%m-%d %H:%M} UTC; kept in {cached})"
                 return choice.model_copy(update={"reason": reason}), backend
-        choice, backend = choose_on_host(
-            self.manifest, lambda name: self.open(name, threads, spin), batch_size, seconds, runtimes
-        )
+        with others_cpu_share() as busy:
+            choice, backend = choose_on_host(
+                self.manifest, lambda name: self.open(name, threads, spin), batch_size, seconds, runtimes
+            )
+        if cached is not None and (busy() or 0.0) > BUSY_ELSEWHERE:
+            # Timed while other work took the CPUs: the ranking may be that load's, not this host's.
+            note = f"not kept: other processes used {busy():.0%} of the CPUs while it was timed; the next run times it again"
+            return choice.model_copy(update={"reason": f"{choice.reason} ({note})"}), backend
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")

@@ -193,6 +193,29 @@ def test_a_hosts_choice_is_kept_for_the_next_run_on_the_same_host(release_dir: P
     assert "kept in" not in other.reason and other.batch_size == 8
 
 
+def test_a_choice_timed_while_other_processes_took_the_cpus_is_used_but_not_kept(release_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tasks.host import usable_cpus
+
+    release = FetchedRelease(
+        model="hosted", version="v1", release_dir=release_dir, manifest=manifest("slow-onnx-fp32", ["fast-onnx-int8"])
+    )
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(usable_cpus())]
+    try:
+        busy, _ = release.open_on_host(1, 0.5, RUNTIMES, threads=1, cache_dir=tmp_path)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert "not kept: other processes used" in busy.reason
+    assert not list((tmp_path / "host-choice").rglob("*.json"))
+    quiet, _ = release.open_on_host(1, 0.5, RUNTIMES, threads=1, cache_dir=tmp_path)  # timed again, and kept
+    assert "kept in" not in quiet.reason and "not kept" not in quiet.reason
+    assert len(list((tmp_path / "host-choice").rglob("*.json"))) == 1
+
+
 def test_the_monitor_tests_the_rows_of_the_variant_that_computed_most_of_the_window() -> None:
     window = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 6 + [None] * 2, "x": range(11)})
     variant, rows, others = variant_rows(window, served="a")
