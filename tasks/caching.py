@@ -371,19 +371,13 @@ def stale_entries(work_dir: Path, unused_seconds: float, now: float) -> list[Ent
     """
     cutoff = now - unused_seconds
     entries: list[Entry] = []
-    for record in _records(work_dir):
-        try:
-            used = record.stat().st_mtime
-            value = kept_value(record)
-        except FileNotFoundError:  # dropped by a build meanwhile
-            continue
-        except Exception:  # noqa: BLE001 - unreadable: see _named_by_results
-            value = None
+    records = _read_records(work_dir)
+    for record, used, value in records:
         stale = used < cutoff
         why = f"not reused for {_days(now - used)}" if stale else f"reused or written {_days(now - used)} ago"
-        kind = f"kept {type(value).__name__}" if value is not None else "kept result"
+        kind = f"kept {type(value).__name__}" if not isinstance(value, Exception) else "kept result"
         entries.append(Entry(record, kind, _size(record), used, stale, why))
-    named, unreadable = _named_by_results(work_dir, cutoff)
+    named, unreadable = _named_by(records, work_dir, cutoff)
     folders = [(p, "snapshot") for p in _children(work_dir / SNAPSHOTS_FOLDER)]
     folders += [(run, "training run") for version in _children(work_dir / RUNS_FOLDER, links=False) for run in _children(version)]
     for folder, kind in folders:
@@ -404,17 +398,35 @@ def _records(work_dir: Path) -> list[Path]:
         return []
 
 
-def _named_by_results(work_dir: Path, cutoff: float) -> tuple[list[Path], str]:
+def _read_records(work_dir: Path) -> list[tuple[Path, float, Any]]:
+    """Each kept result's record, its time and its value (or why it cannot be read); records dropped meanwhile skipped."""
+    read = []
+    for record in _records(work_dir):
+        try:
+            used = record.stat().st_mtime
+        except FileNotFoundError:  # dropped by a build meanwhile
+            continue
+        try:
+            value = kept_value(record)
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - any record that cannot be read: see _named_by
+            value = exc
+        read.append((record, used, value))
+    return read
+
+
+def _named_by(records: list[tuple[Path, float, Any]], work_dir: Path, cutoff: float) -> tuple[list[Path], str]:
     """Every path the results used since ``cutoff`` name (where each may be: :func:`_as_named`), and the first
     of them that cannot be read or walked (then what it names is unknown)."""
     named: list[Path] = []
-    for record in _records(work_dir):
-        try:
-            if record.stat().st_mtime < cutoff:
-                continue
-            named += [place for path in _paths(kept_value(record)) for place in _as_named(path, work_dir)]
-        except FileNotFoundError:  # dropped by a build meanwhile
+    for record, used, value in records:
+        if used < cutoff:
             continue
+        try:
+            if isinstance(value, Exception):
+                raise value
+            named += [place for path in _paths(value) for place in _as_named(path, work_dir)]
         except Exception as exc:  # noqa: BLE001 - any record that cannot be read or walked
             return named, f"{record.name} ({type(exc).__name__}: {exc})"
     return named, ""
@@ -474,7 +486,7 @@ def remove_entries(work_dir: Path, listed: list[Entry], unused_seconds: float, n
                 entry.path.unlink()
             elif entry.path.is_dir():
                 with _holding(entry.path) as free:
-                    named, unreadable = _named_by_results(work_dir, cutoff)
+                    named, unreadable = _named_by(_read_records(work_dir), work_dir, cutoff)
                     still = _folder_entries(entry.path, entry.kind, named, cutoff, now, unreadable, holding=True)[0]
                     if not free or not still.remove:
                         problems.append(f"{entry.path}: {'held by a running process' if not free else still.why}; kept")
