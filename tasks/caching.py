@@ -448,7 +448,7 @@ def _folder_entries(
     if folder.is_symlink():
         return [Entry(folder, kind, 0, 0.0, False, "a link: left alone")]
     real = folder.resolve()
-    used = _newest(folder)
+    used, size = _usage(folder)
     if any(path == real or real in path.parents or path in real.parents for path in named):
         why, remove = "named by a kept result", False
     elif used >= cutoff:
@@ -459,7 +459,7 @@ def _folder_entries(
         why, remove = "held by a running process", False
     else:
         why, remove = f"unused for {_days(now - used)}", True
-    entries = [Entry(folder, kind, _size(folder), used, remove, why)]
+    entries = [Entry(folder, kind, size, used, remove, why)]
     if not remove:
         for step in _step_folders(folder):
             entries += _folder_entries(step, "step folder", named, cutoff, now, unreadable)
@@ -506,12 +506,14 @@ def remove_entries(work_dir: Path, listed: list[Entry], unused_seconds: float, n
     return removed, problems
 
 
-def _newest(folder: Path) -> float:
-    """The time of the newest file in ``folder`` (or of the folder itself)."""
-    newest = _mtime(folder)
+def _usage(folder: Path) -> tuple[float, int]:
+    """In one walk: the time of the newest file in ``folder`` (or of the folder itself), and its bytes on disk
+    (blocks allocated, as ``du`` counts them). Files gone meanwhile count nothing."""
+    newest, total = _mtime(folder), 0
     for file in _files(folder):
         newest = max(newest, _mtime(file))
-    return newest
+        total += _size(file)
+    return newest, total
 
 
 def _mtime(path: Path) -> float:
@@ -577,15 +579,12 @@ class _holding:
             handle.close()
 
 
-def _size(path: Path) -> int:
-    """Bytes on disk (blocks allocated, as ``du`` counts them; files gone meanwhile count nothing)."""
-    total = 0
-    for file in [path] if path.is_file() else _files(path):
-        try:
-            total += file.lstat().st_blocks * 512
-        except FileNotFoundError:
-            continue
-    return total
+def _size(file: Path) -> int:
+    """A file's bytes on disk (blocks allocated, as ``du`` counts them; a file gone meanwhile counts nothing)."""
+    try:
+        return file.lstat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
 
 
 def _days(seconds: float) -> str:

@@ -76,10 +76,8 @@ def in_order(
     workers: int,
     work: Callable[..., Result],
     jobs: Iterable[tuple[Job, tuple[Any, ...]]],
-    window: int | None = None,
 ) -> Iterator[tuple[Job, Result]]:
-    """``(job, work(*arguments))`` for each ``(job, arguments)``, in job order; in the pool, ``window`` jobs in flight
-    (by default a few per worker; a caller whose results are large bounds it by their memory instead).
+    """``(job, work(*arguments))`` for each ``(job, arguments)``, in job order; in the pool, a few jobs per worker in flight.
 
     Raises:
         concurrent.futures.process.BrokenProcessPool: a worker died (the caller says what it was doing).
@@ -91,7 +89,7 @@ def in_order(
     pending: deque[tuple[Job, Future]] = deque()
     for job, arguments in jobs:
         pending.append((job, pool.submit(work, *arguments)))
-        if len(pending) >= (window or JOBS_IN_FLIGHT * workers):
+        if len(pending) >= JOBS_IN_FLIGHT * workers:
             first, future = pending.popleft()
             yield first, future.result()
     while pending:
