@@ -34,6 +34,31 @@ def test_image_statistics_measure_what_they_say() -> None:
         image_statistics(flat.astype(np.float32), np.array([[8, 8]]))
 
 
+def test_image_statistics_equal_the_float_formulas() -> None:
+    """The integer sums give what the plain float64 formulas give, for sizes, channels and extreme levels."""
+
+    def reference(images: np.ndarray) -> np.ndarray:
+        grey = images.astype(np.float64).mean(axis=1) / 255.0
+        padded = np.pad(grey, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        laplacian = padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1] + padded[:, 1:-1, :-2] + padded[:, 1:-1, 2:] - 4.0 * grey
+        flat = images.reshape(len(images), -1).astype(np.float64)
+        saturated = ((flat <= 2) | (flat >= 253)).mean(axis=1)
+        return np.stack([flat.mean(axis=1) / 255, flat.std(axis=1) / 255, laplacian.reshape(len(images), -1).var(axis=1), saturated], 1)
+
+    rng = np.random.default_rng(0)
+    for shape in [(64, 3, 64, 64), (9, 1, 8, 8), (4, 3, 1, 1), (5, 1, 1, 9), (2, 3, 300, 200), (3, 40, 6, 5)]:
+        batches = [
+            rng.integers(0, 256, shape, dtype=np.uint8),
+            np.full(shape, 255, np.uint8),
+            np.clip(rng.normal(128, 2, shape), 0, 255).astype(np.uint8),
+            rng.choice(np.array([0, 1, 2, 3, 252, 253, 254, 255], np.uint8), shape),
+        ]
+        for images in batches:
+            stats = image_statistics(images, np.full((len(images), 2), 8))
+            got = stats[["brightness", "contrast", "sharpness", "saturated_fraction"]].to_numpy()
+            np.testing.assert_allclose(got, reference(images), rtol=1e-12, atol=1e-15)
+
+
 def test_projection_is_deterministic_and_checks_its_input() -> None:
     embeddings = np.random.default_rng(0).normal(size=(200, 32))
     first, second = fit_projection(embeddings, 8), fit_projection(embeddings[::-1].copy(), 8)
