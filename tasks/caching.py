@@ -42,6 +42,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -56,6 +57,9 @@ SNAPSHOTS_FOLDER = "snapshots"
 RUNS_FOLDER = "runs"
 # A step folder's result, written last: a folder without it was left by a process that did not finish.
 KEPT_RESULT = "result.pickle"
+# In the results folder: held shared while a build checks a kept result and marks it used, and exclusively
+# while cleaning checks an entry a last time and deletes it (see :func:`reuse_lock`).
+REUSE_LOCK = ".reuse.lock"
 # Libraries whose version changes what a step computes (weights, graphs, quantization).
 LIBRARIES = ("torch", "lightning", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "torch-pruning", "scikit-learn")
 PROJECT = Path(__file__).resolve().parents[1]
@@ -245,19 +249,39 @@ def _drop_if_outdated(context: Any, key: str) -> None:
     if basepath is None:  # not a local folder: nothing here can tell
         return
     record = Path(basepath).expanduser().resolve() / key
-    if not record.is_file():
-        return
-    written, checked = record.stat().st_mtime_ns, time.time_ns()
+    with reuse_lock(record.parent, shared=True):
+        if not record.is_file():
+            return
+        written, checked = record.stat().st_mtime_ns, time.time_ns()
+        try:
+            reason = outdated(store.read(key).result, written)
+        except Exception as exc:  # noqa: BLE001 - an unreadable record is as good as none
+            reason = f"it cannot be read ({type(exc).__name__}: {exc})"
+        if reason:
+            _log(context, logging.INFO, "not reusing the kept result of %s: %s; computing it again", context.task.name, reason)
+            store.cache.pop(key, None)
+            record.unlink(missing_ok=True)
+        else:
+            _used(record, checked)
+
+
+@contextmanager
+def reuse_lock(results: Path, shared: bool) -> Iterator[None]:
+    """Hold the results folder's reuse lock: ``shared`` while a build checks a kept result and marks it used,
+    exclusive while cleaning checks an entry a last time and deletes it.
+
+    Without it, a build could take up a result between cleaning's last check and its delete, and lose
+    the files the result names. Where the lock cannot be opened (no results folder, a read-only work
+    dir) nothing is held: no build can have marked a result there.
+    """
     try:
-        reason = outdated(store.read(key).result, written)
-    except Exception as exc:  # noqa: BLE001 - an unreadable record is as good as none
-        reason = f"it cannot be read ({type(exc).__name__}: {exc})"
-    if reason:
-        _log(context, logging.INFO, "not reusing the kept result of %s: %s; computing it again", context.task.name, reason)
-        store.cache.pop(key, None)
-        record.unlink(missing_ok=True)
-    else:
-        _used(record, checked)
+        handle = open(results / REUSE_LOCK, "a+")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
 
 
 def _used(kept: Path, checked_ns: int) -> None:
@@ -309,15 +333,8 @@ def computed_once(folder: Path, compute: Callable[[], T], waiting: Callable[[str
     step is computed. Builds whose steps agree thus share the files instead of rewriting them while
     the other reads them; the folder's name (:func:`step_folder`) says when they agree.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
     kept = folder / KEPT_RESULT
-    with open(folder.parent / f".{folder.name}.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting is not None:
-                waiting(f"another process is computing {folder}; waiting for it to finish, then using its result")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    with _locked(folder.parent / f".{folder.name}.lock", folder, waiting):
         folder.mkdir(parents=True, exist_ok=True)  # once held: the holder before may have been a cleaning that removed it
         if kept.is_file():
             try:
@@ -334,6 +351,43 @@ def computed_once(folder: Path, compute: Callable[[], T], waiting: Callable[[str
         partial.write_bytes(pickle.dumps(result))
         os.replace(partial, kept)
         return result
+
+
+@contextmanager
+def _locked(lock: Path, folder: Path, waiting: Callable[[str], None] | None) -> Iterator[None]:
+    """Hold ``lock`` (created with its folder where missing), waiting for its holder; ``waiting`` is told once.
+
+    A lock file deleted while this process waited for it (a cleaning removed the run around it) locks
+    nothing any other process can see: the lock is then taken again on the file now at that path.
+    """
+    told = False
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")  # noqa: SIM115 - closed below
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None and not told:
+                    waiting(f"another process is computing {folder}; waiting for it to finish, then using its result")
+                    told = True
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            if _same_file(handle, lock):
+                break
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+    with handle:
+        yield
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    """Whether ``path`` is still the file ``handle`` has open."""
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -477,33 +531,41 @@ def remove_entries(work_dir: Path, listed: list[Entry], unused_seconds: float, n
     for entry in listed:
         if not entry.remove:
             continue
-        cutoff = max(now, time.time()) - unused_seconds
         try:
-            if entry.path.is_file():
-                if entry.path.stat().st_mtime >= cutoff:
-                    problems.append(f"{entry.path}: reused since it was listed; kept")
-                    continue
-                entry.path.unlink()
-            elif entry.path.is_dir():
-                with _holding(entry.path) as free:
-                    named, unreadable = _named_by(_read_records(work_dir), work_dir, cutoff)
-                    still = _folder_entries(entry.path, entry.kind, named, cutoff, now, unreadable, holding=True)[0]
-                    if not free or not still.remove:
-                        problems.append(f"{entry.path}: {'held by a running process' if not free else still.why}; kept")
-                        continue
-                    shutil.rmtree(entry.path)
-            else:
-                continue  # gone meanwhile
+            with reuse_lock(work_dir / RESULTS_FOLDER, shared=False):  # no build marks a result used meanwhile
+                outcome = _remove(entry, work_dir, unused_seconds, now)
         except OSError as exc:
             problems.append(f"{entry.path}: {exc.strerror or exc}")
             continue
-        removed.append(entry)
+        if outcome == "":
+            removed.append(entry)
+        elif outcome is not None:
+            problems.append(f"{entry.path}: {outcome}; kept")
     for version in {e.path.parent for e in removed if e.kind == "training run"}:  # a dataset version whose runs all went
         try:
             version.rmdir()
         except OSError:  # not empty (or a build just started a run in it): kept
             pass
     return removed, problems
+
+
+def _remove(entry: Entry, work_dir: Path, unused_seconds: float, now: float) -> str | None:
+    """Delete ``entry`` if it is still unused: "" when deleted, why not when kept, None when gone meanwhile."""
+    cutoff = max(now, time.time()) - unused_seconds
+    if entry.path.is_file():
+        if entry.path.stat().st_mtime >= cutoff:
+            return "reused since it was listed"
+        entry.path.unlink()
+        return ""
+    if not entry.path.is_dir():
+        return None
+    with _holding(entry.path) as free:
+        named, unreadable = _named_by(_read_records(work_dir), work_dir, cutoff)
+        still = _folder_entries(entry.path, entry.kind, named, cutoff, now, unreadable, holding=True)[0]
+        if not free or not still.remove:
+            return "held by a running process" if not free else still.why
+        shutil.rmtree(entry.path)
+        return ""
 
 
 def _usage(folder: Path) -> tuple[float, int]:

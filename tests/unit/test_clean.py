@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from prefect import flow, task
 from pydantic import BaseModel
 
 from flows.clean import main as clean_main
 from tasks.caching import (
     KEPT_RESULT, RESULTS_FOLDER, RUNS_FOLDER, SNAPSHOTS_FOLDER, STEP_KEY, computed_once, kept_value, remove_entries,
-    results_in, stale_entries, step_folder,
+    results_in, reuse_lock, stale_entries, step_folder,
 )
 
 DAY = 86400.0
@@ -58,7 +62,7 @@ def _variants(run: Path, tag: str) -> Path:
 
 
 def _record_of(work: Path, path: Path) -> Path:
-    return next(r for r in (work / RESULTS_FOLDER).iterdir() if kept_value(r).weights == path)
+    return next(r for r in (work / RESULTS_FOLDER).iterdir() if not r.name.startswith(".") and kept_value(r).weights == path)
 
 
 def test_what_no_build_used_lately_goes_and_the_rest_stays(prefect_api, tmp_path: Path) -> None:
@@ -211,3 +215,73 @@ def test_what_a_build_reuses_after_the_listing_is_not_removed(prefect_api, tmp_p
     _age(outside.parent, 30)
     (work / RUNS_FOLDER / "v2").symlink_to(outside.parent)
     assert not any(e.path.name == "b" for e in stale_entries(work, 14 * DAY, time.time()))
+
+
+def test_cleaning_and_a_build_taking_up_a_kept_result_wait_for_each_other(prefect_api, tmp_path: Path) -> None:
+    """Cleaning's last check and delete, and a build's check and mark of a kept result, never interleave."""
+    work = tmp_path / "work"
+    run = work / RUNS_FOLDER / "v1" / "a"
+    FITS.clear()
+    build(work, run)
+    record = _record_of(work, run / "model.pt")
+    _age(run, 30)
+    _age(record, 30)
+    listed = stale_entries(work, 14 * DAY, time.time())
+    assert {e.path for e in listed if e.remove} == {record, run}
+
+    # A build checking the kept result (the lock held shared): cleaning waits, then sees the result in use.
+    outcome: list = []
+    with reuse_lock(work / RESULTS_FOLDER, shared=True):
+        cleaning = threading.Thread(target=lambda: outcome.append(remove_entries(work, listed, 14 * DAY, time.time())))
+        cleaning.start()
+        cleaning.join(2.0)
+        assert cleaning.is_alive() and (run / "model.pt").exists() and record.exists()
+        os.utime(record)  # the build marks it used
+    cleaning.join(30)
+    removed, problems = outcome[0]
+    assert removed == [] and (run / "model.pt").exists() and record.exists()
+    assert any("reused since it was listed" in p for p in problems) and any("named by a kept result" in p for p in problems)
+
+    # Cleaning at its last check and delete (the lock held exclusively): a build waits, then computes again.
+    with reuse_lock(work / RESULTS_FOLDER, shared=False):
+        rebuild = threading.Thread(target=build, args=(work, run))
+        rebuild.start()
+        rebuild.join(2.0)
+        assert rebuild.is_alive() and FITS == ["a"]
+        record.unlink()
+        for file in run.iterdir():
+            file.unlink()
+        run.rmdir()
+    rebuild.join(60)
+    assert not rebuild.is_alive() and FITS == ["a", "a"] and (run / "model.pt").read_bytes() == b"weights a"
+
+
+def test_a_step_that_waited_on_a_lock_cleaning_deleted_holds_the_lock_now_in_its_place(tmp_path: Path) -> None:
+    """A step folder's lock file removed with its run while a step waited for it: the step locks the new file,
+    so another build waits for it instead of computing in the same folder beside it."""
+    run = tmp_path / RUNS_FOLDER / "v1" / "a"
+    folder = _variants(run, "x")
+    lock = run / f".{folder.name}.lock"
+    started, release = threading.Event(), threading.Event()
+
+    def compute() -> Fitted:
+        started.set()
+        release.wait(30)
+        (folder / "model.onnx").write_bytes(b"onnx again")
+        return Fitted(weights=folder / "model.onnx")
+
+    with open(lock, "a+") as cleaning:  # cleaning holds the folder's lock, as it does while it deletes
+        fcntl.flock(cleaning, fcntl.LOCK_EX)
+        step = threading.Thread(target=computed_once, args=(folder, compute))
+        step.start()
+        time.sleep(1.0)
+        assert not started.is_set()  # waiting for the lock
+        shutil.rmtree(run)
+    try:
+        assert started.wait(10)  # its result went with the run: computing again
+        with open(lock, "a+") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        release.set()
+        step.join(30)
+    assert (folder / KEPT_RESULT).is_file() and (folder / "model.onnx").read_bytes() == b"onnx again"
