@@ -3,7 +3,8 @@
 A build keeps every step's result and files in its work dir so that a rerun reuses them; each new
 config, dataset or code version adds more. This lists (and with ``apply`` deletes) what no build has
 used for ``unused_days``, never what a kept result still names or a running process holds; the
-next build that needs a deleted step computes it again.
+next build that needs a deleted step computes it again. The command runs without Prefect (it needs
+no API); the ``clean`` flow runs the same on a schedule (the ``clean`` deployment, weekly).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
+
+from prefect import flow
 
 from flows.config import CleanConfig
 from tasks.errors import LeptonError
@@ -27,8 +30,16 @@ class CleanFailed(LeptonError):
     """The work dir could not be listed (a folder this user may not read, say)."""
 
 
-def clean(config: CleanConfig) -> str:
-    """List what builds left in the work dir unused for ``unused_days``; delete it with ``apply``."""
+@flow(name="clean", log_prints=True)
+def clean(config: CleanConfig = CleanConfig()) -> str:
+    """Free the work dir: what builds left unused for ``unused_days``, listed, and deleted with ``apply``."""
+    report = clean_work_dir(config)
+    print(report)
+    return report
+
+
+def clean_work_dir(config: CleanConfig) -> str:
+    """List what builds left in the work dir unused for ``unused_days``; delete it with ``apply``; the report."""
     from tasks.caching import remove_entries, stale_entries
 
     if not config.work_dir.is_dir():
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m flows.clean``: exit 0 listed or cleaned, 2 a bad request."""
     from flows.cli import run
 
-    return run(clean, CleanConfig, argv, summarize=lambda _, listing: listing, prog="python -m flows.clean")
+    return run(clean_work_dir, CleanConfig, argv, summarize=lambda _, listing: listing, prog="python -m flows.clean", name="clean")
 
 
 if __name__ == "__main__":

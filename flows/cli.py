@@ -209,12 +209,13 @@ def run(
     argv: list[str] | None = None,
     summarize: Callable[[C, Any], str] | None = None,
     prog: str | None = None,
+    name: str | None = None,
 ) -> int:
     """Run ``command`` (a flow) with the config the arguments describe; print the summary or the result as JSON.
 
     Returns the exit status: 0 done, 2 a bad config or a failure the user can act on.
     """
-    name = getattr(command, "name", None) or command.__name__
+    name = name or getattr(command, "name", None) or command.__name__
     parser = argparse.ArgumentParser(
         prog=prog or f"python -m flows.{name}", description=(command.__doc__ or "").strip().splitlines()[0]
     )

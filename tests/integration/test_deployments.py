@@ -9,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from flows.config import BuildConfig, ExplainConfig, FeedbackConfig, MonitorConfig, RollbackConfig, ScoreConfig
+from flows.config import BuildConfig, CleanConfig, ExplainConfig, FeedbackConfig, MonitorConfig, RollbackConfig, ScoreConfig
 from tests.conftest import folder_build, write_class_images
 from tests.integration.conftest import PROJECT, PrefectServer
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
     ("name", "config"),
     [
         ("build", BuildConfig), ("score", ScoreConfig), ("monitor", MonitorConfig), ("feedback", FeedbackConfig),
-        ("explain", ExplainConfig), ("rollback", RollbackConfig),
+        ("explain", ExplainConfig), ("rollback", RollbackConfig), ("clean", CleanConfig),
     ],
 )
 def test_prefect_yaml_declares_the_deployment(name: str, config) -> None:
@@ -41,7 +41,7 @@ def test_build_deployment_runs_on_a_process_worker(prefect_server: PrefectServer
         evaluate={"policy": {"accuracy_budget_pp": 50}},
     )
     params = {"config": config.model_dump(mode="json")}
-    assert {"build", "score", "monitor", "feedback", "explain", "rollback"} <= set(deployed)
+    assert {"build", "score", "monitor", "feedback", "explain", "rollback", "clean"} <= set(deployed)
     for deployment in deployed.values():
         # What the UI renders as each deployment's parameter form.
         assert "config" in deployment["parameter_openapi_schema"]["properties"]

@@ -15,7 +15,9 @@ import pytest
 from prefect import flow, task
 from pydantic import BaseModel
 
+from flows.clean import clean
 from flows.clean import main as clean_main
+from flows.config import CleanConfig
 from tasks.caching import (
     KEPT_RESULT, RESULTS_FOLDER, RUNS_FOLDER, SNAPSHOTS_FOLDER, STEP_KEY, computed_once, kept_value, remove_entries,
     results_in, reuse_lock, stale_entries, step_folder,
@@ -138,6 +140,18 @@ def test_the_clean_command_lists_then_deletes_and_names_a_missing_work_dir(tmp_p
     assert "nothing in" in capsys.readouterr().out
     assert clean_main(["--set", f"work_dir={tmp_path / 'nowhere'}"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_the_clean_flow_the_deployment_runs_deletes_and_returns_its_report(prefect_api, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    old, recent = work / SNAPSHOTS_FOLDER / "v0", work / SNAPSHOTS_FOLDER / "v1"
+    for folder in (old, recent):
+        folder.mkdir(parents=True)
+        (folder / "train.npy").write_bytes(b"\0" * 5000)
+    _age(old, 30)
+    report = clean(CleanConfig(work_dir=work, apply=True))
+    assert report.startswith("removed 1 entries unused for 14 days") and "snapshots/v0" in report
+    assert not old.exists() and (recent / "train.npy").exists()
 
 
 def test_a_relative_path_a_build_kept_protects_its_folder_from_a_clean_run_elsewhere(
