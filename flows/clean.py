@@ -13,9 +13,11 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.states import State
 
 from flows.config import CleanConfig
+from flows.outcome import unchanged
 from tasks.errors import LeptonError
 
 if TYPE_CHECKING:
@@ -31,8 +33,13 @@ class CleanFailed(LeptonError):
 
 
 @flow(name="clean", log_prints=True)
-def clean(config: CleanConfig = CleanConfig()) -> str:
+def clean(config: CleanConfig = CleanConfig()) -> str | State:
     """Free the work dir: what builds left unused for ``unused_days``, listed, and deleted with ``apply``."""
+    if not config.work_dir.exists():
+        # A scheduled run on a host where no build ran yet: nothing to free, and no failure to alert on.
+        message = f"nothing to clean: {config.work_dir} does not exist (no build has kept anything there yet)"
+        get_run_logger().warning(message)
+        return unchanged("Nothing to clean", message, message, tag="nothing-to-clean")
     report = clean_work_dir(config)
     print(report)
     return report

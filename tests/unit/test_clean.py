@@ -152,6 +152,9 @@ def test_the_clean_flow_the_deployment_runs_deletes_and_returns_its_report(prefe
     report = clean(CleanConfig(work_dir=work, apply=True))
     assert report.startswith("removed 1 entries unused for 14 days") and "snapshots/v0" in report
     assert not old.exists() and (recent / "train.npy").exists()
+    # A scheduled run where no build ran yet completes, saying so (a failed run would raise an alert).
+    state = clean(CleanConfig(work_dir=tmp_path / "never-built", apply=True), return_state=True)
+    assert state.is_completed() and state.name == "Nothing to clean" and "does not exist" in state.message
 
 
 def test_a_relative_path_a_build_kept_protects_its_folder_from_a_clean_run_elsewhere(
