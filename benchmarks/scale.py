@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python benchmarks/scale.py [--sizes 10000 50000 200000] [--sections ingest build train score augment]
-                                         [--build-sizes 10000 200000] [--work DIR]
+                                         [--build-sizes 10000 200000] [--score-sizes 2000 20000 200000] [--work DIR]
 
 Synthetic ImageFolders the script writes (64 x 64 RGB JPEGs of two classes, smooth colour fields whose
 class is in their hue), ingested at ``image_size`` 64, 3 channels. Every measurement runs in a fresh
@@ -15,11 +15,12 @@ Python process, so a peak RSS is that process's own (decoding workers are report
 3. train: training images/s of the same model on the same snapshot: a plain PyTorch loop, Lightning
    fp32, Lightning bf16-mixed, Lightning with channels_last, and DDP with 2 processes (gloo); and the
    Trainer's own time per step, measured on a model with almost no work.
-4. score: end-to-end scoring (files -> predictions and monitoring rows in the store) with one process
-   and with the default (one scoring process per CPU), and the scoring stage alone (``score_files``: what
-   is left is a run's fixed cost), against two ceilings: the raw throughput of the served variant at
-   batch 64 on prepared inputs, and decoding the same files alone. For the default model (small_cnn,
-   distilled and pruned) and for resnet18. The batches are inboxes of regular files (hard links).
+4. score: end-to-end scoring (files -> predictions and monitoring rows in the store) of batches of
+   each of ``--score-sizes`` files with the default (one scoring process per CPU), the middle size also
+   with one process, and the scoring stage alone (``score_files``: what is left is a run's fixed cost),
+   against two ceilings: the raw throughput of the served variant at batch 64 on prepared inputs, and
+   decoding the same files alone. For the default model (small_cnn, distilled and pruned) and for
+   resnet18. The batches are inboxes of regular files (hard links).
 5. augment: digits trained with and without augmentation, tested on the test split as it is and on
    shifted copies (rotated 15 degrees, brightened 40 %).
 
@@ -165,22 +166,28 @@ SCORED_MODELS = {
 }
 
 
-def score_section(n: int, work: Path) -> list[dict]:
-    """Per model: a release scores ``n`` fresh files end to end, with 1 decoding process and the default; the ceilings.
+def score_section(sizes: list[int], work: Path) -> list[dict]:
+    """Per model: a release scores fresh batches of each size end to end (the default: one scoring process per
+    CPU), and the middle size with one process too; the scoring stage alone and the ceilings at that size.
 
     The ceilings of the same files and variant: the raw model at batch 64 on prepared inputs, and
     decoding alone (``contract.read``, the same worker processes). A first small batch chooses the
-    variant (timed once per host and release), so the measured runs are a scheduled scorer's.
+    variant (timed once per host and release), so the measured runs are a scheduled scorer's. A run's
+    fixed cost (listing, planning, logging, Prefect) is what end to end adds to the stage alone; the
+    sizes show it spread over more files.
     """
     train = write_folder(work / "images-score-train", 4000, seed=1)
     warmup = _flat(write_folder(work / "images-score-warmup", 400, seed=4))
+    middle = sorted(sizes)[len(sizes) // 2]
+    # The batches are shared by the models (each has a registry of its own, so each batch is new to each).
+    batches = {size: str(_flat(write_folder(work / f"images-{size}", size))) for size in sizes}
+    one_process = str(_flat(write_folder(work / f"images-score-{middle}-one-process", middle, seed=11)))
     rows = []
     for label, recipe in SCORED_MODELS.items():
         tag = "score" if not recipe else "score-" + label.split()[0]
         config = build_config(work, train, tag)
         for key, value in recipe.items():
             config[key] = {**config.get(key, {}), **value}
-        batches = {workers: _flat(write_folder(work / f"images-score-{n}-{tag}-{workers}", n, seed=10 + workers)) for workers in (1, 0)}
         # Built in a process of its own: a scorer does not share its process with a build's leftovers.
         in_child(f"""
 import json
@@ -209,19 +216,20 @@ for kind in ("predictions", "monitoring", "scored-batches"):
     shutil.rmtree(Path({str(work)!r}) / f"registry-{tag}" / kind / config.model_name, ignore_errors=True)
 common = dict(model_name=config.model_name, store=config.store, work_dir=config.work_dir)
 score(ScoreConfig(**common, source={str(warmup)!r}))
-out = {{}}
-for workers, folder in {dict((k, str(v)) for k, v in batches.items())!r}.items():
+out = {{"end_to_end": {{}}, "landed": {{}}}}
+runs = [(size, folder, 0) for size, folder in {batches!r}.items()] + [("one_process", {one_process!r}, 1)]
+for size, folder, workers in runs:
     started, wall = time.perf_counter(), time.time()
     result = score(ScoreConfig(**common, source=folder, workers=workers))
-    out[f"end_to_end_{{workers}}"] = result.scored / (time.perf_counter() - started)
+    out["end_to_end"][size] = result.scored / (time.perf_counter() - started)
     # Until both files of rows are in the (file://) store; the flow returns after Prefect's teardown.
     written = max(Path(urlparse(uri).path).stat().st_mtime for uri in (result.predictions_uri, result.monitoring_uri))
-    out[f"landed_{{workers}}"] = result.scored / (written - wall)
+    out["landed"][size] = result.scored / (written - wall)
     out["variant"] = result.variant
 production = fetch_production(open_store(config.store), config.model_name, config.work_dir, candidates=True)
 manifest = production.manifest
 contract = manifest.input
-files = local_inputs(Path(folder))
+files = local_inputs(Path({batches[middle]!r}))
 paths = [f.path for f in files]
 # The scoring stage alone, as the score flow's shard runs it: what is left of end to end is the run's fixed cost.
 projection = load_projection(production.release_dir / manifest.monitoring_of(out["variant"]).projection)
@@ -249,23 +257,26 @@ print(json.dumps(out))
         auto = result["auto_workers"]
         ceiling = min(result["raw"], result[f"decode_{auto}"])
         print(f"  {label}: {json.dumps(result)}", flush=True)
-        fixed = n / result["end_to_end_0"] - n / result["stage"]
-        half = 0.5 * min(result["raw"], result[f"decode_{auto}"])
+        end_to_end, landed = result["end_to_end"], result["landed"]
+        fixed = middle / end_to_end[str(middle)] - middle / result["stage"]
+        teardown = middle / end_to_end[str(middle)] - middle / landed[str(middle)]
+        half = 0.5 * ceiling
         # End to end is n / (fixed + n / stage): at least half the ceiling from this many files a run on.
         crossing = f"from {fixed * half * result['stage'] / (result['stage'] - half):,.0f} files a run" if result["stage"] > half else "never"
-        teardown = n / result["end_to_end_0"] - n / result["landed_0"]
         print(f"  {label}: a score run's fixed cost (listing, planning, logging, Prefect) {fixed:.1f} s of "
-              f"{n / result['end_to_end_0']:.1f} s, {teardown:.1f} s of it the flow's teardown after its rows are "
-              f"written; end to end reaches half the lower ceiling {crossing}")
-        for what, rate in (
-            ("files -> predictions + monitoring rows in the store, 1 process", result["end_to_end_1"]),
-            (f"files -> predictions + monitoring rows in the store, {auto} scoring processes (default)", result["end_to_end_0"]),
-            ("  the same, until the rows are written (without the flow's teardown)", result["landed_0"]),
-            (f"the scoring stage alone (score_files), {auto} scoring processes", result["stage"]),
+              f"{middle / end_to_end[str(middle)]:.1f} s at {middle:,} files, {teardown:.1f} s of it the flow's teardown after "
+              f"its rows are written; end to end reaches half the lower ceiling {crossing}")
+        paths = [
+            *((f"files -> predictions + monitoring rows in the store, {size:,} files a run", end_to_end[str(size)]) for size in sizes),
+            *((f"  the same until the rows are written (without the flow's teardown), {size:,} files", landed[str(size)])
+              for size in sizes),
+            (f"files -> rows in the store, {middle:,} files, 1 process", end_to_end["one_process"]),
+            (f"the scoring stage alone (score_files), {middle:,} files, {auto} scoring processes", result["stage"]),
             ("raw model, batch 64, prepared inputs", result["raw"]),
             ("decoding alone, 1 process", result["decode_1"]),
             (f"decoding alone, {auto} processes", result[f"decode_{auto}"]),
-        ):
+        ]
+        for what, rate in paths:
             rows.append({"model": label, "variant": result["variant"], "path": what, "images_per_s": round(rate),
                          "vs_raw_model": round(rate / result["raw"], 3), "vs_lower_ceiling": round(rate / ceiling, 3)})
     return rows
@@ -286,7 +297,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     parser.add_argument("--build-sizes", type=int, nargs="+", default=[10_000, 200_000])
-    parser.add_argument("--score-images", type=int, default=20_000)
+    parser.add_argument("--score-sizes", type=int, nargs="+", default=[2_000, 20_000, 200_000], help="files a score run")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--work", type=Path, default=None, help="Where folders and builds go (kept); default: a temporary folder")
     args = parser.parse_args()
@@ -308,7 +319,7 @@ def main() -> int:
         tables["Training throughput (small_cnn, batch 64, the same snapshot)"] = train_section(work, write_folder)
         tables["Lightning's own cost per step (batch 64)"] = trainer_cost_section(work, write_folder)
     if "score" in args.sections:
-        tables["Scoring end to end vs the raw model"] = score_section(args.score_images, work)
+        tables["Scoring end to end vs the raw model"] = score_section(args.score_sizes, work)
     if "augment" in args.sections:
         from benchmarks.scale_train import augment_section
 

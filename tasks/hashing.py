@@ -13,7 +13,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path | str) -> str:
     """Hex sha256 of a file, read in chunks so large artifacts do not fill memory."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from tasks.data.workers import decoding_workers, in_order, worker_pool
 from tasks.errors import LeptonError
 from tasks.hashing import sha256_bytes, sha256_file
 from tasks.registry.config import StoreConfig
@@ -43,25 +45,60 @@ class InputBatch(BaseModel):
     files: list[InputFile]
 
 
+class InputNotReadable(LeptonError, PermissionError):
+    """A folder of the source to score cannot be listed."""
+
+
+# Files hashed per job in worker processes: a batch of tens of thousands is hashed on every core.
+HASH_JOB_FILES = 4096
+
+
 def local_inputs(folder: Path) -> list[InputFile]:
-    """Every non-hidden file under ``folder`` (recursively; links to folders are not followed), sorted by path.
+    """Every non-hidden file under ``folder`` (recursively; links to folders are not followed), sorted by path,
+    each with its content hash.
 
     Raises:
         InputNotFound: the folder does not exist or is not a folder.
+        InputNotReadable: a folder in it cannot be listed.
     """
     if not folder.is_dir():
         raise InputNotFound(f"source {folder} is not an existing folder")
-    # os.walk and plain strings: at tens of thousands of files, pathlib's per-file objects cost more than hashing.
-    names = []
-    for root, folders, files in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        prefix = os.path.relpath(root, folder)
-        for name in files:
-            if not name.startswith(".") and os.path.isfile(os.path.join(root, name)):
-                names.append(name if prefix == "." else f"{prefix}/{name}")
-    names.sort(key=lambda name: name.split("/"))  # as paths sort: part by part
-    paths = [folder / name for name in names]
-    return [InputFile(name=name, path=path, sha256=sha256_file(path)) for name, path in zip(names, paths, strict=True)]
+    names = list(_names_in_order(str(folder), ""))
+    hashes = _hashes([os.path.join(folder, name) for name in names])
+    return [InputFile(name=name, path=folder / name, sha256=digest) for name, digest in zip(names, hashes, strict=True)]
+
+
+def _names_in_order(root: str, prefix: str) -> Iterator[str]:
+    """The non-hidden files under ``root`` as ``prefix``-ed relative names, in path order (part by part: each
+    folder's entries by name, a subfolder's files at its name's place); links to files followed, to folders not.
+
+    Plain strings from ``os.scandir``: a regular file costs no ``stat``, and at hundreds of thousands of
+    files pathlib's per-file objects cost more than hashing them.
+    """
+    try:
+        with os.scandir(root) as scan:
+            entries = sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda entry: entry.name)
+    except OSError as exc:
+        raise InputNotReadable(
+            f"cannot list {root}: {exc.strerror or exc}; make it readable, or move it out of the source"
+        ) from None
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _names_in_order(entry.path, f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            yield f"{prefix}{entry.name}"
+
+
+def _hashes(paths: list[str]) -> list[str]:
+    """The sha256 of each file, in order; a batch of thousands hashed in worker processes, on every core."""
+    workers = decoding_workers(0, len(paths))
+    jobs = ((start, (paths[start : start + HASH_JOB_FILES],)) for start in range(0, len(paths), HASH_JOB_FILES))
+    with worker_pool(workers) as pool:
+        return [digest for _, part in in_order(pool, workers, _hash_files, jobs) for digest in part]
+
+
+def _hash_files(paths: list[str]) -> list[str]:
+    return [sha256_file(path) for path in paths]
 
 
 def s3_inputs(source: str, store_config: StoreConfig, dest: Path) -> list[InputFile]:

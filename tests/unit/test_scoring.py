@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import partial
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from PIL import Image
 from tasks.data.contract import ImageInput
 from tasks.export.backends import NoEmbeddingOutput, OnnxRuntimeBackend
 from tasks.score.features import fit_projection
+from tasks.data.workers import PARALLEL_FROM_FILES
 from tasks.score.inputs import local_inputs
 from tasks.score.scoring import score_files
 from tasks.train.models import build_model
@@ -89,3 +92,26 @@ def test_a_large_batch_is_scored_chunk_by_chunk_with_the_same_rows(tmp_path: Pat
     assert parallel.predictions.drop(columns="confidence").equals(whole.predictions.drop(columns="confidence"))
     np.testing.assert_allclose(parallel.predictions["confidence"], whole.predictions["confidence"], rtol=1e-5)
     np.testing.assert_allclose(parallel.features[numeric].to_numpy(), whole.features[numeric].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_folder_lists_its_visible_files_in_path_order_each_with_its_content_hash(tmp_path: Path) -> None:
+    """Nested folders, hidden names and links, and enough files to hash them in worker processes."""
+    folder, outside = tmp_path / "inbox", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.jpg").write_bytes(b"outside")
+    names = ["a.jpg", "a/x.jpg", "a/b/c.png", "a-b.jpg", "a_b/z.jpg", "B.jpg", "b.jpg", "z/y.jpg", "a0.jpg", "a/ sp.jpg"]
+    names += [f"many/{i}.jpg" for i in range(PARALLEL_FROM_FILES)]
+    for name in [*names, ".hidden.jpg", ".h/x.jpg", "z/.y.jpg"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(name.encode())
+    os.symlink(folder / "b.jpg", folder / "link.jpg")  # a link to a file: listed, hashed as the file
+    os.symlink(outside / "o.jpg", folder / "a" / "out.jpg")
+    os.symlink(folder / "a", folder / "linked-folder")  # a link to a folder: not followed
+    os.symlink(folder / "gone", folder / "broken.jpg")
+    (folder / "empty").mkdir()
+    files = local_inputs(folder)
+    expected = sorted([*names, "link.jpg", "a/out.jpg"], key=lambda name: name.split("/"))
+    assert [f.name for f in files] == expected
+    assert all(f.path == folder / f.name for f in files)
+    content = {name: name.encode() for name in names} | {"link.jpg": b"b.jpg", "a/out.jpg": b"outside"}
+    assert [f.sha256 for f in files] == [hashlib.sha256(content[f.name]).hexdigest() for f in files]
