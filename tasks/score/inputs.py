@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gc
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -65,7 +67,21 @@ def local_inputs(folder: Path) -> list[InputFile]:
         raise InputNotFound(f"source {folder} is not an existing folder")
     names = list(_names_in_order(str(folder), ""))
     hashes = _hashes([os.path.join(folder, name) for name in names])
-    return [InputFile(name=name, path=folder / name, sha256=digest) for name, digest in zip(names, hashes, strict=True)]
+    with _no_cycle_collection():
+        return [InputFile(name=name, path=folder / name, sha256=digest) for name, digest in zip(names, hashes, strict=True)]
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while making objects that hold no cycles: made by the hundred thousand,
+    they trigger it over and over, and it walks them all each time (two thirds of listing 200k files)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _names_in_order(root: str, prefix: str) -> Iterator[str]:
