@@ -71,7 +71,7 @@ def test_the_build_trigger_says_in_words_what_starts_a_build(prefect_server: Pre
 
 def test_every_schedule_has_a_name_and_reads_as_words_in_the_deployment_list(deployed) -> None:
     scheduled = {name: d["schedules"] for name, d in deployed.items() if d["schedules"]}
-    assert set(scheduled) == {"score", "monitor", "explain"}
+    assert set(scheduled) == {"score", "monitor", "explain", "clean"}
     for name, schedules in scheduled.items():
         for entry in schedules:
             # The UI's deployment list writes intervals in words ("Hourly"); a cron schedule shows as "+1".
