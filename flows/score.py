@@ -25,11 +25,8 @@ def score(config: ScoreConfig = ScoreConfig()) -> ScoreResult | State:
 
     The batch is scored in shards of ``config.shard_files`` files, in parallel on ``config.runner``.
     """
-    # Fetching (verifying the release's files) and listing (hashing the batch's) run side by side: each is a
-    # fixed cost of every run, on cores that are otherwise idle until scoring starts.
-    fetched = fetch_production.submit(config.store, config.model_name, config.work_dir, candidates=config.variant_choice.measure)
+    production = fetch_production(config.store, config.model_name, config.work_dir, candidates=config.variant_choice.measure)
     batch = collect_inputs(config.source, config.store, config.work_dir)
-    production = fetched.result()
     # quote(): a batch lists every file (tens of thousands of them), a release's manifest its data; Prefect
     # would otherwise visit each entry of each task's parameters looking for futures, twice per task (on
     # Dask the shards' parameters go unquoted: a worker receives them as they are).
