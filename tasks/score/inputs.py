@@ -51,8 +51,9 @@ class InputNotReadable(LeptonError, PermissionError):
     """A folder of the source to score cannot be listed."""
 
 
-# Files hashed per job in worker processes: a batch of tens of thousands is hashed on every core.
+# Files hashed per job in worker processes (at most, and at least): a batch of thousands is hashed on every core.
 HASH_JOB_FILES = 4096
+HASH_JOB_MIN_FILES = 256
 
 
 def local_inputs(folder: Path) -> list[InputFile]:
@@ -94,6 +95,10 @@ def _names_in_order(root: str, prefix: str) -> Iterator[str]:
     try:
         with os.scandir(root) as scan:
             entries = sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        if not prefix:
+            raise InputNotFound(f"source {root} is not an existing folder") from None
+        return  # a subfolder removed since its parent was listed (an uploader renaming its temporary folder)
     except OSError as exc:
         raise InputNotReadable(
             f"cannot list {root}: {exc.strerror or exc}; make it readable, or move it out of the source"
@@ -101,14 +106,24 @@ def _names_in_order(root: str, prefix: str) -> Iterator[str]:
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             yield from _names_in_order(entry.path, f"{prefix}{entry.name}/")
-        elif entry.is_file():
+        elif _is_file(entry):
             yield f"{prefix}{entry.name}"
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """A regular file, or a link to one; a link in a loop or to a place this user may not see is not."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _hashes(paths: list[str]) -> list[str]:
     """The sha256 of each file, in order; a batch of thousands hashed in worker processes, on every core."""
     workers = decoding_workers(0, len(paths))
-    jobs = ((start, (paths[start : start + HASH_JOB_FILES],)) for start in range(0, len(paths), HASH_JOB_FILES))
+    # A few jobs per worker, so that none waits on another's last one.
+    size = min(HASH_JOB_FILES, max(HASH_JOB_MIN_FILES, -(-len(paths) // (4 * workers))))
+    jobs = ((start, (paths[start : start + size],)) for start in range(0, len(paths), size))
     with worker_pool(workers) as pool:
         return [digest for _, part in in_order(pool, workers, _hash_files, jobs) for digest in part]
 

@@ -95,7 +95,7 @@ def test_a_large_batch_is_scored_chunk_by_chunk_with_the_same_rows(tmp_path: Pat
 
 
 def test_a_folder_lists_its_visible_files_in_path_order_each_with_its_content_hash(tmp_path: Path) -> None:
-    """Nested folders, hidden names and links, and enough files to hash them in worker processes."""
+    """Nested folders, hidden names and links, and enough files to hash them in worker processes, in several jobs."""
     folder, outside = tmp_path / "inbox", tmp_path / "outside"
     outside.mkdir()
     (outside / "o.jpg").write_bytes(b"outside")
@@ -108,6 +108,7 @@ def test_a_folder_lists_its_visible_files_in_path_order_each_with_its_content_ha
     os.symlink(outside / "o.jpg", folder / "a" / "out.jpg")
     os.symlink(folder / "a", folder / "linked-folder")  # a link to a folder: not followed
     os.symlink(folder / "gone", folder / "broken.jpg")
+    os.symlink(folder / "loop.jpg", folder / "loop.jpg")  # a link to itself: not a file, not an error
     (folder / "empty").mkdir()
     files = local_inputs(folder)
     expected = sorted([*names, "link.jpg", "a/out.jpg"], key=lambda name: name.split("/"))
