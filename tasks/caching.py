@@ -271,11 +271,18 @@ def reuse_lock(results: Path, shared: bool) -> Iterator[None]:
     exclusive while cleaning checks an entry a last time and deletes it.
 
     Without it, a build could take up a result between cleaning's last check and its delete, and lose
-    the files the result names. Where the lock cannot be opened (no results folder, a read-only work
-    dir) nothing is held: no build can have marked a result there.
+    the files the result names. A lock file another user created is locked read-only (``flock`` needs
+    no write access). Where it can be neither created nor opened (no results folder, a read-only work
+    dir) nothing is held: no build can have kept a result there.
     """
     try:
         handle = open(results / REUSE_LOCK, "a+")  # noqa: SIM115 - closed below
+    except PermissionError:
+        try:
+            handle = open(results / REUSE_LOCK)  # noqa: SIM115 - closed below
+        except OSError:
+            yield
+            return
     except OSError:
         yield
         return

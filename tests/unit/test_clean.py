@@ -291,7 +291,7 @@ def test_a_step_that_waited_on_a_lock_cleaning_deleted_holds_the_lock_now_in_its
         fcntl.flock(cleaning, fcntl.LOCK_EX)
         step = threading.Thread(target=computed_once, args=(folder, compute))
         step.start()
-        time.sleep(1.0)
+        time.sleep(1.5)
         assert not started.is_set()  # waiting for the lock
         shutil.rmtree(run)
     try:
