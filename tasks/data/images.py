@@ -181,16 +181,17 @@ def _photometric(images: np.ndarray) -> np.ndarray:
     # Sums of integers in float64 are exact while below 2**53 (any image up to ~30,000 px square).
     brightness = levels.sum(axis=1) / levels.shape[1] / 255.0
     contrast = np.sqrt(_variances(levels)) / 255.0
-    sharpness = _variances(laplacian.reshape(n, -1).astype(np.float64)) / float(channels * 255) ** 2
+    sharpness = _variances(laplacian.reshape(n, -1).astype(np.float64), (channels * 255) ** 2)
     # Within 2 levels of 0 or 255: v - 3 wraps 0..2 to 253..255 and moves 253..255 to 250..252.
     saturated = ((images.reshape(n, -1) - np.uint8(3)) >= 250).sum(axis=1) / levels.shape[1]
     return np.stack([brightness, contrast, sharpness, saturated], axis=1)
 
 
-def _variances(rows: np.ndarray) -> np.ndarray:
-    """Each row's population variance, for rows of integers held in float64: (n * sum(x^2) - sum(x)^2) / n^2,
-    its numerator in Python's exact integers and one rounding at the division."""
+def _variances(rows: np.ndarray, scale: int = 1) -> np.ndarray:
+    """Each row's population variance divided by ``scale``, for rows of integers held in float64:
+    (n * sum(x^2) - sum(x)^2) / (n^2 * scale) in Python's exact integers, rounded once, at the division."""
     size = rows.shape[1]
     sums = rows.sum(axis=1).tolist()
     squares = np.einsum("ij,ij->i", rows, rows).tolist()
-    return np.array([(size * int(q) - int(s) ** 2) / size**2 for s, q in zip(sums, squares, strict=True)], dtype=np.float64)
+    denominator = size**2 * scale
+    return np.array([(size * int(q) - int(s) ** 2) / denominator for s, q in zip(sums, squares, strict=True)], dtype=np.float64)
