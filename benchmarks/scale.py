@@ -228,7 +228,7 @@ for size, folder, workers in runs:
     result = score(ScoreConfig(**common, source=folder, workers=workers))
     out["end_to_end"][size] = result.scored / (time.perf_counter() - started)
     # Until both files of rows are in the (file://) store; the flow returns after Prefect's teardown.
-    written = max(Path(urlparse(uri).path).stat().st_mtime for uri in (result.predictions_uri, result.monitoring_uri))
+    written = max(Path(urlparse(uri).path).stat().st_mtime for uri in (result.predictions_uri, result.monitoring_uri) if uri)
     out["landed"][size] = result.scored / (written - wall)
     out["variant"] = result.variant
 production = fetch_production(open_store(config.store), config.model_name, config.work_dir, candidates=True)

@@ -37,7 +37,7 @@ def clean(config: CleanConfig = CleanConfig()) -> str | State:
     """Free the work dir: what builds left unused for ``unused_days``, listed, and deleted with ``apply``."""
     if not config.work_dir.exists():
         # A scheduled run on a host where no build ran yet: nothing to free, and no failure to alert on.
-        message = f"nothing to clean: {config.work_dir} does not exist (no build has kept anything there yet)"
+        message = f"nothing to clean: {config.work_dir.absolute()} does not exist (no build has kept anything there yet)"
         get_run_logger().warning(message)
         return unchanged("Nothing to clean", message, message, tag="nothing-to-clean")
     report = clean_work_dir(config)
