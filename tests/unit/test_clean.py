@@ -211,7 +211,8 @@ def test_a_work_dir_moved_or_mounted_elsewhere_still_protects_what_its_results_n
     assert why["a"] == (False, "named by a kept result")
 
 
-def test_what_a_build_reuses_after_the_listing_is_not_removed(prefect_api, tmp_path: Path) -> None:
+def _one_unused_run(tmp_path: Path) -> tuple[Path, Path, Path, list]:
+    """A work dir whose one training run and its kept result nobody used for 30 days, and the listing of both."""
     work = tmp_path / "work"
     run = work / RUNS_FOLDER / "v1" / "a"
     FITS.clear()
@@ -221,6 +222,11 @@ def test_what_a_build_reuses_after_the_listing_is_not_removed(prefect_api, tmp_p
     _age(record, 30)
     listed = stale_entries(work, 14 * DAY, time.time())
     assert {e.path for e in listed if e.remove} == {record, run}
+    return work, run, record, listed
+
+
+def test_what_a_build_reuses_after_the_listing_is_not_removed(prefect_api, tmp_path: Path) -> None:
+    work, run, record, listed = _one_unused_run(tmp_path)
     build(work, run)  # a build reuses the run between the listing and the deletion
     assert FITS == ["a"]
     removed, problems = remove_entries(work, listed, 14 * DAY, time.time())
@@ -236,15 +242,7 @@ def test_what_a_build_reuses_after_the_listing_is_not_removed(prefect_api, tmp_p
 
 def test_cleaning_and_a_build_taking_up_a_kept_result_wait_for_each_other(prefect_api, tmp_path: Path) -> None:
     """Cleaning's last check and delete, and a build's check and mark of a kept result, never interleave."""
-    work = tmp_path / "work"
-    run = work / RUNS_FOLDER / "v1" / "a"
-    FITS.clear()
-    build(work, run)
-    record = _record_of(work, run / "model.pt")
-    _age(run, 30)
-    _age(record, 30)
-    listed = stale_entries(work, 14 * DAY, time.time())
-    assert {e.path for e in listed if e.remove} == {record, run}
+    work, run, record, listed = _one_unused_run(tmp_path)
 
     # A build checking the kept result (the lock held shared): cleaning waits, then sees the result in use.
     outcome: list = []
