@@ -138,7 +138,9 @@ def s3_inputs(source: str, store_config: StoreConfig, dest: Path) -> list[InputF
     keys = [k for k in inputs.list_keys("") if not any(part.startswith(".") for part in k.split("/"))]
     for key in keys:
         inputs.get_file(key, dest / key)
-    return [InputFile(name=k, path=dest / k, sha256=sha256_file(dest / k)) for k in keys]
+    hashes = _hashes([os.path.join(dest, key) for key in keys])
+    with _no_cycle_collection():
+        return [InputFile(name=key, path=dest / key, sha256=digest) for key, digest in zip(keys, hashes, strict=True)]
 
 
 def batch_id(files: list[InputFile]) -> str:
