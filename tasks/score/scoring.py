@@ -82,11 +82,11 @@ def score_files(
 
     ``workers`` > 1 scores images in that many forked processes (at most one per job), each with a back
     end of its own with ``threads`` / ``workers`` threads (at least one; a torch variant runs on one in a
-    worker), a job of whole inference batches at a time; the
-    rows are those of one process, in the same order. Each worker decodes a job and then runs its model
-    on it, so decoding never runs beside a model's threads: there it stalled them, and cost the model
-    about twice its own time. Tables are scored in this process: a table's rows are checked across its
-    files (repeated ids), so its files stay together.
+    worker), a job of whole inference batches at a time; the rows are those of one process, in the same
+    order. Each worker decodes a job and then runs its model on it, so decoding never runs beside a
+    model's threads: there it stalled them, and cost the model about twice its own time. Tables are
+    scored in this process: a table's rows are checked across its files (repeated ids), so its files
+    stay together.
 
     Raises:
         DecodingWorkerDied: a scoring process died (killed, or out of memory).
